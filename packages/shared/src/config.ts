@@ -1,0 +1,160 @@
+import { readFile } from 'node:fs/promises';
+import { Type, type Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { InferlineError } from './errors.ts';
+
+/**
+ * A model's declarative configuration, `models/<name>/config.json` (DESIGN.md section 6; field names
+ * and semantics after TF Serving's batching parameters and Triton's model_config.proto). Validated at
+ * load; an error names the offending field.
+ */
+
+/** One tensor (or text) of a model's signature. */
+export const TensorSpec = Type.Object(
+  {
+    name: Type.String({ minLength: 1, description: 'Tensor name as the API shows it.' }),
+    dtype: Type.Union([Type.Literal('string'), Type.Literal('float32'), Type.Literal('int32')], {
+      description: '`string` is a UTF-8 text input.',
+    }),
+    shape: Type.Array(Type.Integer({ minimum: -1 }), {
+      description: 'Per-request shape, without the batch dimension; -1 = variable; [] = scalar.',
+    }),
+  },
+  { additionalProperties: false },
+);
+export type TensorSpec = Static<typeof TensorSpec>;
+
+/** Dynamic batching options, TF Serving's names (https://github.com/tensorflow/serving/blob/master/tensorflow_serving/batching/README.md). */
+export const BatchingConfig = Type.Object(
+  {
+    /** Largest batch one forward pass runs. */
+    max_batch_size: Type.Integer({ minimum: 1, maximum: 4096, default: 32 }),
+    /** Wait, measured from the first request of a batch, for the batch to fill (ms); 0 = take what is there. */
+    batch_timeout_ms: Type.Number({ minimum: 0, maximum: 60_000, default: 2 }),
+    /** Increasing batch sizes, last = max_batch_size; a batch is padded up to the next one. Empty = no padding. */
+    allowed_batch_sizes: Type.Array(Type.Integer({ minimum: 1 }), { default: [] }),
+    /** Requests waiting or in flight in the stream beyond which the gateway answers 429 `queue_full`. */
+    max_queue_size: Type.Integer({ minimum: 1, default: 100_000 }),
+  },
+  { additionalProperties: false },
+);
+export type BatchingConfig = Static<typeof BatchingConfig>;
+
+/** Queue and delivery options of a model's request stream (DESIGN.md section 4). */
+export const QueueConfig = Type.Object(
+  {
+    /** A pending entry idle this long (ms) is claimed by another worker (XAUTOCLAIM min-idle-time). */
+    visibility_timeout_ms: Type.Integer({ minimum: 100, default: 30_000 }),
+    /** Deliveries after which a request is moved to the dead-letter stream and failed with `poison`. */
+    max_deliveries: Type.Integer({ minimum: 1, default: 5 }),
+    /** Seconds a job record lives after it reaches a terminal state. */
+    result_ttl_s: Type.Integer({ minimum: 1, default: 86_400 }),
+  },
+  { additionalProperties: false },
+);
+export type QueueConfig = Static<typeof QueueConfig>;
+
+/** Text preprocessing: which tokenizer, and its limits. */
+export const TextPreprocessConfig = Type.Object(
+  {
+    type: Type.Literal('glove-tokenizer'),
+    /** Tokens kept per text; the rest are ignored. */
+    max_tokens: Type.Integer({ minimum: 1, default: 256 }),
+    /** Largest accepted text, in UTF-8 bytes; above it the gateway answers 400 `invalid_input`. */
+    max_text_bytes: Type.Integer({ minimum: 1, default: 65_536 }),
+    /** Vocabulary asset inside the version folder, one token per line, line n = row n of the table. */
+    vocab_file: Type.String({ default: 'vocab.txt' }),
+  },
+  { additionalProperties: false },
+);
+export type TextPreprocessConfig = Static<typeof TextPreprocessConfig>;
+
+/** TF Serving's version policy (https://www.tensorflow.org/tfx/serving/serving_config). */
+export const VersionPolicy = Type.Union([
+  Type.Object({ latest: Type.Object({ num_versions: Type.Integer({ minimum: 1, default: 1 }) }) }, { additionalProperties: false }),
+  Type.Object({ specific: Type.Object({ versions: Type.Array(Type.Integer({ minimum: 1 }), { minItems: 1 }) }) }, { additionalProperties: false }),
+  Type.Object({ all: Type.Object({}) }, { additionalProperties: false }),
+]);
+export type VersionPolicy = Static<typeof VersionPolicy>;
+
+export const ModelConfig = Type.Object(
+  {
+    name: Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,63}$' }),
+    description: Type.Optional(Type.String()),
+    platform: Type.Union([
+      Type.Literal('embedding-bag'),
+      Type.Literal('tfjs-graph'),
+      Type.Literal('tfjs-layers'),
+      Type.Literal('tf-savedmodel'),
+    ]),
+    signature: Type.Object(
+      { inputs: Type.Array(TensorSpec, { minItems: 1 }), outputs: Type.Array(TensorSpec, { minItems: 1 }) },
+      { additionalProperties: false },
+    ),
+    preprocess: Type.Optional(TextPreprocessConfig),
+    batching: Type.Optional(BatchingConfig),
+    queue: Type.Optional(QueueConfig),
+    version_policy: Type.Optional(VersionPolicy),
+    version_labels: Type.Optional(Type.Record(Type.String(), Type.Integer({ minimum: 1 }))),
+  },
+  { additionalProperties: false },
+);
+/** A model config as written in `config.json`, before defaults are applied. */
+export type ModelConfigInput = Static<typeof ModelConfig>;
+
+/** A validated model config with every default applied. */
+export type ModelConfig = ModelConfigInput & {
+  batching: BatchingConfig;
+  queue: QueueConfig;
+  version_policy: VersionPolicy;
+  version_labels: Record<string, number>;
+};
+
+/**
+ * Validate a parsed `config.json` and apply defaults.
+ * @throws InferlineError `invalid_config` naming the first offending field (JSON pointer).
+ */
+export function parseModelConfig(raw: unknown, source = 'config.json'): ModelConfig {
+  const withDefaults = Value.Default(ModelConfig, structuredClone(raw)) as Record<string, unknown>;
+  withDefaults.batching = Value.Default(BatchingConfig, withDefaults.batching ?? {});
+  withDefaults.queue = Value.Default(QueueConfig, withDefaults.queue ?? {});
+  withDefaults.version_policy ??= { latest: { num_versions: 1 } };
+  withDefaults.version_labels ??= {};
+  const first = Value.Errors(ModelConfig, withDefaults).First();
+  if (first) {
+    throw new InferlineError('invalid_config', `${source}: field ${first.path || '/'}: ${first.message}`);
+  }
+  const config = withDefaults as ModelConfig;
+  const sizes = config.batching.allowed_batch_sizes;
+  if (sizes.length > 0) {
+    const increasing = sizes.every((size, i) => i === 0 || size > (sizes[i - 1] ?? 0));
+    if (!increasing || sizes.at(-1) !== config.batching.max_batch_size) {
+      throw new InferlineError(
+        'invalid_config',
+        `${source}: field /batching/allowed_batch_sizes: must increase and end at max_batch_size (${config.batching.max_batch_size})`,
+      );
+    }
+  }
+  return config;
+}
+
+/**
+ * Read and validate `<modelDir>/config.json`.
+ * @throws InferlineError `invalid_config` when the file is missing, not JSON, or invalid.
+ */
+export async function loadModelConfig(modelDir: string): Promise<ModelConfig> {
+  const path = `${modelDir}/config.json`;
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new InferlineError('invalid_config', `${path}: cannot read: ${(error as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new InferlineError('invalid_config', `${path}: not JSON: ${(error as Error).message}`);
+  }
+  return parseModelConfig(raw, path);
+}

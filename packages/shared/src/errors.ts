@@ -1,0 +1,46 @@
+/**
+ * Stable, machine-readable error codes and their HTTP statuses. The gateway's error handler turns an
+ * {@link InferlineError} into `{"error":{"code","message"}}` with this status; workers store the same
+ * `code` on a failed job. Codes never change meaning once published (DESIGN.md section 2).
+ */
+export const ERROR_STATUS = {
+  invalid_input: 400,
+  invalid_config: 500,
+  job_not_found: 404,
+  model_not_found: 404,
+  version_not_found: 404,
+  not_found: 404,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  queue_full: 429,
+  unavailable: 503,
+  deadline_exceeded: 504,
+  inference_failed: 500,
+  poison: 500,
+  cancelled: 409,
+  internal: 500,
+} as const;
+
+/** One of the stable error codes of {@link ERROR_STATUS}. */
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** The error type of the whole project: a stable `code`, its HTTP `statusCode`, a human message. */
+export class InferlineError extends Error {
+  readonly code: ErrorCode;
+  readonly statusCode: number;
+  /** Extra machine-readable detail (for example `retry_after_s` on `queue_full`). */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = 'InferlineError';
+    this.code = code;
+    this.statusCode = ERROR_STATUS[code];
+    this.details = details;
+  }
+}
+
+/** True when `value` is an {@link InferlineError}. */
+export function isInferlineError(value: unknown): value is InferlineError {
+  return value instanceof InferlineError;
+}
