@@ -7,3 +7,4 @@ export * from './redis.ts';
 export * from './repository.ts';
 export * from './schemas.ts';
 export * from './scripts.ts';
+export * from './settings.ts';

@@ -1,0 +1,60 @@
+import { resolve } from 'node:path';
+import { Type, type Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { InferlineError } from './errors.ts';
+
+/**
+ * Process settings, read from the environment (each variable is the upper-case field name, e.g.
+ * `PORT`, `REDIS_URL`). Model behaviour (batching, queue) lives in each model's `config.json`, not here.
+ */
+export const Settings = Type.Object({
+  /** Redis to use; unset under `inferline start` = start a private redis-server under `.inferline/`. */
+  redis_url: Type.Optional(Type.String()),
+  /** Gateway TCP port. */
+  port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
+  /** Gateway bind address. */
+  host: Type.String({ default: '0.0.0.0' }),
+  /** Model repository folder (`<name>/config.json`, `<name>/<version>/model.json`). */
+  model_repository: Type.String({ default: 'models' }),
+  /** Cache for fetched npm packages (model sources). */
+  cache_dir: Type.String({ default: '.cache' }),
+  /** State of `inferline start` (private Redis data). */
+  state_dir: Type.String({ default: '.inferline' }),
+  /** Largest accepted HTTP body, bytes (413 above). */
+  max_body_bytes: Type.Integer({ minimum: 1024, default: 1_048_576 }),
+  /** Longest `?wait=` of a long-poll, seconds. */
+  max_wait_s: Type.Number({ minimum: 0, default: 60 }),
+  /** How often the gateway re-reads the model repository, ms. */
+  poll_interval_ms: Type.Integer({ minimum: 100, default: 5_000 }),
+  /** Worker heartbeat period, ms (the gateway counts a worker alive for 3 periods). */
+  heartbeat_interval_ms: Type.Integer({ minimum: 100, default: 2_000 }),
+  /** Longest XREADGROUP BLOCK while idle, ms: bounds how fast a worker notices a stop request. */
+  idle_block_ms: Type.Integer({ minimum: 10, default: 1_000 }),
+  /** Worker processes `inferline start` runs; 0 = one per core. */
+  workers: Type.Integer({ minimum: 0, default: 0 }),
+});
+export type Settings = Static<typeof Settings>;
+
+/**
+ * Read settings from an environment (default `process.env`), convert numbers, apply defaults and
+ * resolve folders against the current directory.
+ * @throws InferlineError `invalid_config` naming the variable when a value is invalid.
+ */
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const raw: Record<string, unknown> = {};
+  for (const [name, schema] of Object.entries(Settings.properties)) {
+    const value = env[name.toUpperCase()];
+    if (value === undefined || value === '') continue;
+    const isNumber = 'type' in schema && (schema.type === 'integer' || schema.type === 'number');
+    raw[name] = isNumber ? Number(value) : value;
+  }
+  const settings = Value.Default(Settings, raw) as Settings;
+  const first = Value.Errors(Settings, settings).First();
+  if (first) {
+    throw new InferlineError('invalid_config', `environment variable ${first.path.slice(1).toUpperCase()}: ${first.message}`);
+  }
+  settings.model_repository = resolve(settings.model_repository);
+  settings.cache_dir = resolve(settings.cache_dir);
+  settings.state_dir = resolve(settings.state_dir);
+  return settings;
+}

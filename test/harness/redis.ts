@@ -1,0 +1,41 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { startRedisServer } from '../../packages/cli/src/redis-server.ts';
+
+/** A Redis for one test file: its own redis-server, or `INFERLINE_TEST_REDIS_URL` when set. */
+export interface TestRedis {
+  url: string;
+  /** Remove every key (between tests). */
+  flush(): Promise<void>;
+  /** Stop the server (when this harness started it) and remove its data folder. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Start a private redis-server on a random port for a test suite. Never skips: when no Redis can be
+ * had, this throws and the suite fails loudly.
+ */
+export async function startTestRedis(): Promise<TestRedis> {
+  const external = process.env.INFERLINE_TEST_REDIS_URL;
+  if (external) {
+    return { url: external, flush: () => flushAll(external), stop: async () => undefined };
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'inferline-test-redis-'));
+  const server = await startRedisServer({ dir, appendonly: false });
+  return {
+    url: server.url,
+    flush: () => flushAll(server.url),
+    stop: async () => {
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function flushAll(url: string): Promise<void> {
+  const redis = new Redis(url);
+  await redis.flushall();
+  redis.disconnect();
+}
