@@ -1,4 +1,17 @@
-import type { Logger, Settings } from '@inferline/shared';
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import {
+  InferlineError,
+  connectRedis,
+  keys,
+  scanRepository,
+  type Logger,
+  type RepositoryModel,
+  type Settings,
+} from '@inferline/shared';
+import { initBackend } from './runtime/backend.ts';
+import { loadServable, type Servable } from './runtime/servable.ts';
+import { VersionConsumer, consumerName } from './version-consumer.ts';
 
 /** Options of one worker process. */
 export interface WorkerOptions {
@@ -10,8 +23,107 @@ export interface WorkerOptions {
   signal: AbortSignal;
 }
 
-/** Run a worker until `signal` aborts. */
+/** Heartbeats older than this many periods are pruned from a model's worker set. */
+const HEARTBEAT_PRUNE_PERIODS = 10;
+
+/**
+ * Pick the repository models to serve.
+ * @throws InferlineError `model_not_found` naming a requested model the repository lacks, or when a
+ *   model has no complete version folder (run `npm run models`).
+ */
+export function selectModels(repository: readonly RepositoryModel[], names: readonly string[]): RepositoryModel[] {
+  const chosen = names.length === 0 ? [...repository] : names.map((name) => {
+    const found = repository.find((model) => model.config.name === name);
+    if (!found) throw new InferlineError('model_not_found', `model "${name}" is not in the repository`);
+    return found;
+  });
+  for (const model of chosen) {
+    if (model.served.length === 0) {
+      throw new InferlineError('model_not_found', `model "${model.config.name}" has no version to serve in ${model.dir} (run \`npm run models\`)`);
+    }
+  }
+  return chosen;
+}
+
+/** Warm-up batch sizes: every allowed batch size, else 1 and max_batch_size. */
+function warmupSizes(model: RepositoryModel): number[] {
+  const { allowed_batch_sizes, max_batch_size } = model.config.batching;
+  return allowed_batch_sizes.length > 0 ? allowed_batch_sizes : [...new Set([1, max_batch_size])];
+}
+
+/** Announce this worker and the versions it serves (read by the gateway's model status). */
+async function heartbeat(redis: Redis, consumer: string, servables: readonly Servable[], intervalMs: number, loadedAt: number): Promise<void> {
+  const now = Date.now();
+  const pipeline = redis.pipeline();
+  for (const servable of servables) {
+    const workers = keys.workers(servable.name);
+    pipeline.zadd(workers, now, consumer);
+    pipeline.zremrangebyscore(workers, 0, now - HEARTBEAT_PRUNE_PERIODS * intervalMs);
+    pipeline.hset(
+      keys.versionStatus(servable.name),
+      String(servable.version),
+      JSON.stringify({ state: 'AVAILABLE', backend: servable.backend, loaded_at: new Date(loadedAt).toISOString() }),
+    );
+  }
+  await pipeline.exec();
+}
+
+/**
+ * Run a worker until `signal` aborts: pick the runtime backend, load and warm up the served version of
+ * each model (the highest, per its version policy), then consume every version's request stream.
+ * @throws InferlineError when a model cannot be found or loaded.
+ */
 export async function startWorker(options: WorkerOptions): Promise<void> {
-  await Promise.resolve();
-  throw new Error(`not implemented ${options.models.join(',')}`);
+  const { settings, logger, signal } = options;
+  const backend = await initBackend();
+  logger.info({ backend }, 'runtime backend');
+  const models = selectModels(await scanRepository(settings.model_repository), options.models);
+
+  const servables: { model: RepositoryModel; servable: Servable }[] = [];
+  for (const model of models) {
+    const version = model.served.at(-1) as number;
+    const started = performance.now();
+    const servable = await loadServable(model.config, join(model.dir, String(version)), version);
+    await servable.warmup(warmupSizes(model));
+    servables.push({ model, servable });
+    logger.info({ model: model.config.name, version, backend, load_ms: Math.round(performance.now() - started) }, 'model version loaded and warmed up');
+  }
+
+  const consumer = consumerName();
+  const redis = connectRedis(settings.redis_url, { name: `worker:${consumer}` });
+  const readers = servables.map(() => connectRedis(settings.redis_url, { name: `worker-reader:${consumer}` }));
+  for (const connection of [redis, ...readers]) {
+    connection.on('error', (error: Error) => logger.warn({ err: error }, 'redis connection error'));
+  }
+  const loadedAt = Date.now();
+  const beat = (): void => {
+    heartbeat(redis, consumer, servables.map((s) => s.servable), settings.heartbeat_interval_ms, loadedAt).catch((error: unknown) =>
+      logger.warn({ err: error }, 'heartbeat failed'),
+    );
+  };
+  beat();
+  const timer = setInterval(beat, settings.heartbeat_interval_ms);
+  logger.info({ consumer, models: servables.map((s) => `${s.servable.name}:${s.servable.version}`) }, 'worker ready');
+
+  try {
+    await Promise.all(
+      servables.map(({ model, servable }, i) =>
+        new VersionConsumer({
+          config: model.config,
+          servable,
+          redis,
+          reader: readers[i] as Redis,
+          consumer,
+          idle_block_ms: settings.idle_block_ms,
+          logger,
+        }).run(signal),
+      ),
+    );
+  } finally {
+    clearInterval(timer);
+    await Promise.all(servables.map(({ servable }) => redis.zrem(keys.workers(servable.name), consumer))).catch(() => undefined);
+    for (const { servable } of servables) servable.dispose();
+    await Promise.all([redis, ...readers].map((connection) => connection.quit().catch(() => undefined)));
+    logger.info({ consumer }, 'worker stopped');
+  }
 }

@@ -1,0 +1,84 @@
+import type { Redis } from 'ioredis';
+import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys, runScript } from '@inferline/shared';
+import { parseEntry, type RawEntry, type StreamEntry } from './stream-entry.ts';
+
+/** What one reclaim pass found. */
+export interface ReclaimResult {
+  /** Entries now owned by this consumer, to run again. */
+  claimed: StreamEntry[];
+  /** Jobs failed with `poison` and moved to the dead-letter stream. */
+  deadLettered: string[];
+}
+
+/** Options of {@link reclaimPending}. */
+export interface ReclaimOptions {
+  model: string;
+  version: number;
+  consumer: string;
+  /** Pending entries idle at least this long (ms) are taken over (XAUTOCLAIM min-idle-time). */
+  visibility_timeout_ms: number;
+  /** Deliveries beyond which an entry is dead-lettered instead of run again. */
+  max_deliveries: number;
+  /** Most entries claimed per pass (one batch). */
+  count: number;
+  result_ttl_s: number;
+}
+
+/**
+ * Take over requests another consumer (a dead worker, or this one before a Redis error) left pending
+ * longer than `visibility_timeout_ms`, with XAUTOCLAIM (https://redis.io/commands/xautoclaim/). An entry
+ * delivered more than `max_deliveries` times is moved to the dead-letter stream and its job failed with
+ * `poison`; the others are returned to run again. Settling is idempotent, so running a request whose
+ * result was already written costs a forward pass but never writes twice.
+ */
+export async function reclaimPending(redis: Redis, options: ReclaimOptions): Promise<ReclaimResult> {
+  const stream = keys.requests(options.model, options.version);
+  // Buffers, not strings: the `input` field is MessagePack bytes.
+  const [, rawEntries] = (await redis.callBuffer(
+    'XAUTOCLAIM',
+    stream,
+    CONSUMER_GROUP,
+    options.consumer,
+    options.visibility_timeout_ms,
+    '0-0',
+    'COUNT',
+    options.count,
+  )) as [Buffer, (RawEntry | null)[]];
+  const entries: StreamEntry[] = [];
+  const orphans: string[] = [];
+  for (const raw of rawEntries) {
+    if (!raw) continue;
+    const entry = parseEntry(raw);
+    if (entry) entries.push(entry);
+    else orphans.push(raw[0].toString());
+  }
+  if (orphans.length > 0) await redis.multi().xack(stream, CONSUMER_GROUP, ...orphans).xdel(stream, ...orphans).exec();
+  if (entries.length === 0) return { claimed: [], deadLettered: [] };
+
+  const counts = redis.pipeline();
+  for (const entry of entries) counts.xpending(stream, CONSUMER_GROUP, entry.entryId, entry.entryId, 1);
+  const replies = (await counts.exec()) ?? [];
+  const claimed: StreamEntry[] = [];
+  const deadLettered: string[] = [];
+  for (const [i, entry] of entries.entries()) {
+    const [error, reply] = replies[i] ?? [null, []];
+    if (error) throw error;
+    const deliveries = Number((reply as [string, string, number, number][])[0]?.[3] ?? 0);
+    if (deliveries <= options.max_deliveries) {
+      claimed.push(entry);
+      continue;
+    }
+    await runScript(redis, 'dead-letter', [keys.job(entry.jobId), stream, keys.deadLetter(options.model, options.version)], [
+      CONSUMER_GROUP,
+      entry.entryId,
+      deliveries,
+      Date.now(),
+      options.result_ttl_s,
+      JOB_EVENTS_CHANNEL,
+      entry.jobId,
+      `delivered ${deliveries} times (max_deliveries ${options.max_deliveries}) without a result`,
+    ]);
+    deadLettered.push(entry.jobId);
+  }
+  return { claimed, deadLettered };
+}
