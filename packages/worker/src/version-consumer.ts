@@ -75,7 +75,7 @@ export class VersionConsumer {
     while (!signal.aborted) {
       try {
         if (Date.now() >= this.#nextReclaimAt) await this.#reclaim();
-        const batch = await collectBatch(source, clock, collect, signal);
+        const batch = await collectBatch(source, clock, collect);
         await this.processBatch(batch);
       } catch (error) {
         if (signal.aborted) break;

@@ -35,16 +35,13 @@ export interface CollectOptions {
 }
 
 /**
- * Collect one batch. Waits (in reads of at most `idle_block_ms`) until a first request arrives, then
- * fills the batch until it is full or `batch_timeout_ms` has passed since that first request.
- * Resolves with [] only when `signal` aborted before any request arrived.
+ * Collect one batch. Waits up to `idle_block_ms` for a first request; resolves with [] when none came,
+ * so the caller can look at its stop signal and its other duties between idle waits. Once a first
+ * request is there, fills the batch until it is full or `batch_timeout_ms` has passed since then.
  */
-export async function collectBatch<T>(source: BatchSource<T>, clock: Clock, options: CollectOptions, signal: AbortSignal): Promise<T[]> {
-  const batch: T[] = [];
-  while (batch.length === 0) {
-    if (signal.aborted) return batch;
-    batch.push(...(await source.read(options.max_batch_size, options.idle_block_ms)));
-  }
+export async function collectBatch<T>(source: BatchSource<T>, clock: Clock, options: CollectOptions): Promise<T[]> {
+  const batch = await source.read(options.max_batch_size, options.idle_block_ms);
+  if (batch.length === 0) return batch;
   const deadline = clock.now() + options.batch_timeout_ms;
   while (batch.length < options.max_batch_size) {
     const remaining = deadline - clock.now();

@@ -1,0 +1,85 @@
+import { build } from 'hdr-histogram-js';
+import { Pool } from 'undici';
+
+/** Figures of one end-to-end run at a fixed number of concurrent clients. */
+export interface EndToEndResult {
+  concurrency: number;
+  requests: number;
+  /** Completed requests per second. */
+  throughput: number;
+  /** Submit-to-result latency, ms. */
+  p50_ms: number;
+  p99_ms: number;
+  /** Mean `timings.batch_size` over the completed jobs. */
+  mean_batch_size: number;
+  failed: number;
+}
+
+interface JobReply {
+  id: string;
+  status: string;
+  timings?: { batch_size: number };
+}
+
+/**
+ * Closed-loop load: `concurrency` clients, each submitting `POST /v1/jobs` and long-polling
+ * `GET /v1/jobs/:id?wait=` until the result, for `durationMs`. Latency is recorded in an HDR histogram
+ * (https://hdrhistogram.github.io/HdrHistogram/).
+ */
+export async function benchEndToEnd(options: {
+  url: string;
+  model: string;
+  texts: readonly string[];
+  concurrency: number;
+  durationMs: number;
+}): Promise<EndToEndResult> {
+  const pool = new Pool(options.url, { connections: options.concurrency, pipelining: 1 });
+  const histogram = build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
+  let requests = 0;
+  let failed = 0;
+  let batchSizeSum = 0;
+  let next = 0;
+  const started = performance.now();
+  const deadline = started + options.durationMs;
+
+  const client = async (): Promise<void> => {
+    while (performance.now() < deadline) {
+      const text = options.texts[next++ % options.texts.length] as string;
+      const t0 = performance.now();
+      const submitted = await pool.request({
+        path: '/v1/jobs',
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: options.model, input: text }),
+      });
+      const accepted = (await submitted.body.json()) as JobReply;
+      if (submitted.statusCode !== 202) {
+        failed++;
+        continue;
+      }
+      let job = accepted;
+      while (job.status === 'queued' || job.status === 'running') {
+        const polled = await pool.request({ path: `/v1/jobs/${accepted.id}?wait=30`, method: 'GET' });
+        job = (await polled.body.json()) as JobReply;
+      }
+      histogram.recordValue(Math.max(1, Math.round((performance.now() - t0) * 1000)));
+      requests++;
+      if (job.status !== 'succeeded') failed++;
+      batchSizeSum += job.timings?.batch_size ?? 0;
+    }
+  };
+  await Promise.all(Array.from({ length: options.concurrency }, client));
+  const elapsedS = (performance.now() - started) / 1000;
+  await pool.close();
+  const result: EndToEndResult = {
+    concurrency: options.concurrency,
+    requests,
+    throughput: requests / elapsedS,
+    p50_ms: histogram.getValueAtPercentile(50) / 1000,
+    p99_ms: histogram.getValueAtPercentile(99) / 1000,
+    mean_batch_size: requests > 0 ? batchSizeSum / requests : 0,
+    failed,
+  };
+  histogram.destroy();
+  return result;
+}

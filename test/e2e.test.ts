@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { loadMobyDickParagraphs } from '../bench/corpus.ts';
+import { loadModelConfig } from '../packages/shared/src/config.ts';
+import { initBackend } from '../packages/worker/src/runtime/backend.ts';
+import { loadServable } from '../packages/worker/src/runtime/servable.ts';
+import { startTestRedis, type TestRedis } from './harness/redis.ts';
+import { ROOT, startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
+
+const MODEL_DIR = join(ROOT, 'models', 'glove-embed');
+const TEXTS = 300;
+
+interface Job {
+  id: string;
+  status: string;
+  version: number;
+  output?: { embedding: number[] };
+  error?: { code: string; message: string };
+  timings?: { queue_ms: number; inference_ms: number; batch_size: number };
+}
+
+async function postJob(url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const response = await fetch(`${url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: response.status, json: (await response.json()) as Record<string, unknown> };
+}
+
+async function waitJob(url: string, id: string): Promise<Job> {
+  for (;;) {
+    const response = await fetch(`${url}/v1/jobs/${id}?wait=30`);
+    const job = (await response.json()) as Job;
+    if (!['queued', 'running'].includes(job.status)) return job;
+  }
+}
+
+describe('gateway + 2 worker processes + real Redis serve glove-embed', () => {
+  let redis: TestRedis;
+  let gateway: RoleProcess & { url: string };
+  const workers: RoleProcess[] = [];
+
+  before(async () => {
+    redis = await startTestRedis();
+    const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: join(ROOT, 'models') };
+    gateway = await startGatewayProcess(env);
+    workers.push(...(await Promise.all([startWorkerProcess(env, ['glove-embed']), startWorkerProcess(env, ['glove-embed'])])));
+  });
+
+  after(async () => {
+    await Promise.all([gateway?.stop(), ...workers.map((worker) => worker.stop())]);
+    await redis?.stop();
+  });
+
+  test('300 real texts, mixed with malformed requests, each equal the in-process embedding to 1e-5', async () => {
+    const texts = loadMobyDickParagraphs().slice(0, TEXTS);
+    assert.equal(texts.length, TEXTS);
+    const malformed = [
+      { model: 'glove-embed' },
+      { model: 'glove-embed', input: 42 },
+      { model: 'glove-embed', input: 'x', extra: true },
+      { model: 'no-such-model', input: 'x' },
+      { model: 'glove-embed', input: 'x'.repeat(70_000) },
+    ];
+    const submissions = await Promise.all(
+      texts.flatMap((text, i) => [
+        postJob(gateway.url, { model: 'glove-embed', input: text }),
+        postJob(gateway.url, malformed[i % malformed.length]),
+      ]),
+    );
+    const accepted = submissions.filter((_, i) => i % 2 === 0);
+    const rejected = submissions.filter((_, i) => i % 2 === 1);
+    for (const { status, json } of accepted) assert.equal(status, 202, JSON.stringify(json));
+    for (const { status, json } of rejected) {
+      assert.ok(status === 400 || status === 404, `malformed request answered ${status}`);
+      assert.match(String((json.error as { code: string }).code), /^(invalid_input|model_not_found)$/);
+    }
+
+    const jobs = await Promise.all(accepted.map(({ json }) => waitJob(gateway.url, String(json.id))));
+
+    await initBackend();
+    const config = await loadModelConfig(MODEL_DIR);
+    const servable = await loadServable(config, join(MODEL_DIR, '1'), 1);
+    const expected = await servable.predict(texts);
+    servable.dispose();
+
+    jobs.forEach((job, i) => {
+      assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
+      const embedding = job.output?.embedding ?? [];
+      const reference = expected[i]?.embedding as Float32Array;
+      assert.equal(embedding.length, 100);
+      for (let d = 0; d < 100; d++) {
+        assert.ok(Math.abs((embedding[d] ?? NaN) - (reference[d] ?? NaN)) <= 1e-5, `text ${i} dim ${d}: ${embedding[d]} vs ${reference[d]}`);
+      }
+    });
+    const batchSizes = jobs.map((job) => job.timings?.batch_size ?? 0);
+    assert.ok(Math.max(...batchSizes) > 1, `expected batches larger than 1, got ${[...new Set(batchSizes)].join(',')}`);
+    assert.ok(batchSizes.every((size) => size >= 1 && size <= config.batching.max_batch_size));
+  });
+});

@@ -1,0 +1,99 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { freePort } from '../../packages/cli/src/redis-server.ts';
+
+/** Repository root (the folder holding package.json). */
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/** Time allowed for a role process to become ready, ms (model load + warm-up included). */
+const READY_TIMEOUT_MS = 60_000;
+
+/** A running `inferline <role>` child process with its captured output. */
+export interface RoleProcess {
+  child: ChildProcess;
+  /** Every stdout/stderr line so far. */
+  lines: string[];
+  /** Resolve when a line matches (already seen lines count). Rejects on exit or after READY_TIMEOUT_MS. */
+  waitFor(pattern: RegExp): Promise<string>;
+  /** SIGTERM and wait for exit; resolves with the exit code. */
+  stop(): Promise<number | null>;
+  /** SIGKILL (a crash) and wait for exit. */
+  kill(): Promise<void>;
+}
+
+/** Start `inferline <args>` (the real CLI, through tsx) with extra environment variables. */
+export function startRole(args: string[], env: Record<string, string>): RoleProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  const listeners = new Set<() => void>();
+  let buffered = '';
+  const onData = (chunk: Buffer): void => {
+    buffered += chunk.toString();
+    const parts = buffered.split('\n');
+    buffered = parts.pop() ?? '';
+    lines.push(...parts);
+    for (const listener of listeners) listener();
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+
+  const waitFor = (pattern: RegExp): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => {
+        const found = lines.find((line) => pattern.test(line));
+        if (found !== undefined) finish(() => resolve(found));
+      };
+      const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for ${pattern}; output:\n${lines.join('\n')}`))), READY_TIMEOUT_MS);
+      const finish = (settle: () => void): void => {
+        clearTimeout(timer);
+        listeners.delete(check);
+        settle();
+      };
+      void exited.then((code) => finish(() => reject(new Error(`exited with ${code} before ${pattern}; output:\n${lines.join('\n')}`))));
+      listeners.add(check);
+      check();
+    });
+
+  return {
+    child,
+    lines,
+    waitFor,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+    kill: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** Start a gateway on a free port; resolves once it answers /healthz. */
+export async function startGatewayProcess(env: Record<string, string>): Promise<RoleProcess & { url: string }> {
+  const port = await freePort();
+  const gateway = startRole(['gateway'], { PORT: String(port), HOST: '127.0.0.1', ...env });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    const ok = await fetch(`${url}/healthz`).then((response) => response.ok, () => false);
+    if (ok) break;
+    if (gateway.child.exitCode !== null || Date.now() > deadline) {
+      throw new Error(`gateway did not start; output:\n${gateway.lines.join('\n')}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return { ...gateway, url };
+}
+
+/** Start a worker; resolves once it logged that it is ready (model loaded and warmed up). */
+export async function startWorkerProcess(env: Record<string, string>, models: string[] = []): Promise<RoleProcess> {
+  const worker = startRole(['worker', ...(models.length > 0 ? ['--models', models.join(',')] : [])], env);
+  await worker.waitFor(/"msg":"worker ready"/);
+  return worker;
+}
