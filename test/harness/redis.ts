@@ -20,7 +20,7 @@ export interface TestRedis {
 export async function startTestRedis(): Promise<TestRedis> {
   const external = process.env.INFERLINE_TEST_REDIS_URL;
   if (external) {
-    return { url: external, flush: () => flushAll(external), stop: async () => undefined };
+    return { url: external, flush: () => flushAll(external), stop: () => Promise.resolve() };
   }
   const dir = await mkdtemp(join(tmpdir(), 'inferline-test-redis-'));
   const server = await startRedisServer({ dir, appendonly: false });

@@ -61,7 +61,8 @@ async function pick(forced: string | undefined): Promise<string> {
       return tf.getBackend();
     }
   }
-  throw new InferlineError('unavailable', `backend "${candidates.join(', ')}" cannot be initialized in this process`);
+  const hint = forced === 'tensorflow' ? ` (needs ${NATIVE_PACKAGES.join(' or ')} installed)` : '';
+  throw new InferlineError('unavailable', `backend "${candidates.join(', ')}" cannot be initialized in this process${hint}`);
 }
 
 /**
