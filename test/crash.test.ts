@@ -15,6 +15,15 @@ describe('a worker killed with SIGKILL while it holds a batch', () => {
   let repository: string;
   let gateway: RoleProcess & { url: string };
   const workers: RoleProcess[] = [];
+  const clients: Redis[] = [];
+
+  /** A test-side connection, closed in after() whatever the outcome. */
+  function client(url: string): Redis {
+    const connection = new Redis(url, { maxRetriesPerRequest: 1 });
+    connection.on('error', () => undefined);
+    clients.push(connection);
+    return connection;
+  }
 
   before(async () => {
     redis = await startTestRedis();
@@ -27,6 +36,7 @@ describe('a worker killed with SIGKILL while it holds a batch', () => {
   });
 
   after(async () => {
+    for (const connection of clients) connection.disconnect();
     await Promise.all([gateway?.stop(), ...workers.map((worker) => worker.stop())]);
     await redis?.stop();
     await rm(repository, { recursive: true, force: true });
@@ -35,7 +45,7 @@ describe('a worker killed with SIGKILL while it holds a batch', () => {
   test('every accepted job still succeeds, and each result is written once', async () => {
     const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: repository };
     gateway = await startGatewayProcess(env);
-    const events = new Redis(redis.url);
+    const events = client(redis.url);
     const terminal = new Map<string, string[]>();
     await events.subscribe(JOB_EVENTS_CHANNEL);
     events.on('message', (_channel: string, message: string) => {
@@ -58,11 +68,12 @@ describe('a worker killed with SIGKILL while it holds a batch', () => {
 
     const victim = await startWorkerProcess(env);
     workers.push(victim);
-    const redisClient = new Redis(redis.url);
+    const redisClient = client(redis.url);
     const stream = keys.requests('glove-embed', 1);
     let pending = 0;
     for (let attempt = 0; attempt < 200 && pending < JOBS; attempt++) {
-      pending = Number(((await redisClient.xpending(stream, CONSUMER_GROUP)) as [number])[0]);
+      // NOGROUP until the worker's consumer loop has created the consumer group.
+      pending = await redisClient.xpending(stream, CONSUMER_GROUP).then((reply) => Number((reply as [number])[0]), () => 0);
       if (pending < JOBS) await new Promise((resolve) => setTimeout(resolve, 20));
     }
     assert.equal(pending, JOBS, 'the first worker holds every request, delivered and unsettled');
@@ -87,7 +98,5 @@ describe('a worker killed with SIGKILL while it holds a batch', () => {
     for (const id of ids) assert.deepEqual(terminal.get(id), ['succeeded'], `job ${id} settled exactly once`);
     assert.equal(Number(((await redisClient.xpending(stream, CONSUMER_GROUP)) as [number])[0]), 0, 'no pending entries left');
     assert.equal(await redisClient.xlen(stream), 0, 'settled entries are deleted from the stream');
-    redisClient.disconnect();
-    events.disconnect();
   });
 });

@@ -78,7 +78,9 @@ export async function startRedisServer(options: RedisServerOptions): Promise<Red
     '--logfile', options.logfile ?? 'redis.log',
     '--daemonize', 'no',
   ];
-  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // Its own process group: a terminal's Ctrl-C reaches the workers, which still need Redis to settle
+  // their batch; the owner stops this server last, with stop().
+  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const url = `redis://127.0.0.1:${port}`;

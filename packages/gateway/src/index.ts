@@ -1,4 +1,11 @@
-import type { Logger, Settings } from '@inferline/shared';
+import { connectRedis, type Logger, type Redis, type Settings } from '@inferline/shared';
+import { JobEvents } from './job-events.ts';
+import { ModelCatalog } from './model-catalog.ts';
+import { buildApp } from './server.ts';
+
+export { buildApp, type GatewayApp, type GatewayDeps } from './server.ts';
+export { JobEvents, JobWatch, type JobWatchEvent } from './job-events.ts';
+export { ModelCatalog, type ResolvedModel } from './model-catalog.ts';
 
 /** A running gateway. */
 export interface RunningGateway {
@@ -8,8 +15,62 @@ export interface RunningGateway {
   close(): Promise<void>;
 }
 
-/** Start the HTTP gateway (fastify) against `settings.redis_url`. */
+/**
+ * Start the HTTP gateway (fastify) against `settings.redis_url`: a command connection (fail-fast, so
+ * requests get 503 while Redis is away), one subscriber connection for job events, the model
+ * repository catalog, then listen on `settings.host:settings.port`.
+ *
+ * Redis need not be up at start: `/readyz` answers 503 until it is.
+ * @throws InferlineError `invalid_config` when the model repository cannot be read; an error when the
+ *   port cannot be bound.
+ */
 export async function startGateway(settings: Settings & { redis_url: string }, logger: Logger): Promise<RunningGateway> {
-  await Promise.resolve();
-  throw new Error(`not implemented ${settings.port} ${logger.level}`);
+  const redis = connectRedis(settings.redis_url, { name: 'inferline-gateway', failFast: true });
+  logConnectionErrors(redis, logger, 'command');
+  const subscriber = connectRedis(settings.redis_url, { name: 'inferline-gateway-events' });
+  logConnectionErrors(subscriber, logger, 'events');
+  const events = new JobEvents(subscriber, logger);
+  let models: ModelCatalog | undefined;
+  try {
+    models = await ModelCatalog.open(settings.model_repository, settings.poll_interval_ms, logger);
+    const app = buildApp({ redis, events, models, settings, logger });
+    await app.listen({ host: settings.host, port: settings.port });
+    const bound = app.server.address();
+    const port = typeof bound === 'object' && bound ? bound.port : settings.port;
+    const host = settings.host === '0.0.0.0' || settings.host === '::' ? '127.0.0.1' : settings.host;
+    const address = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    logger.info({ address, models: models.list().length }, 'gateway listening');
+    const catalog = models;
+    return {
+      address,
+      close: async () => {
+        await app.close();
+        catalog.close();
+        await events.close();
+        await redis.quit().catch(() => redis.disconnect());
+      },
+    };
+  } catch (error) {
+    models?.close();
+    await events.close();
+    redis.disconnect();
+    throw error;
+  }
+}
+
+/**
+ * ioredis emits `error` on every failed reconnect attempt; log a change of error once rather than
+ * every 2 s, and the recovery.
+ */
+function logConnectionErrors(redis: Redis, logger: Logger, connection: string): void {
+  let last = '';
+  redis.on('error', (error: Error) => {
+    if (error.message === last) return;
+    last = error.message;
+    logger.warn({ err: error, connection }, 'Redis connection error');
+  });
+  redis.on('ready', () => {
+    if (last !== '') logger.info({ connection }, 'Redis connection restored');
+    last = '';
+  });
 }

@@ -39,13 +39,14 @@ export async function readRepositoryModel(dir: string): Promise<RepositoryModel>
     throw new InferlineError('invalid_config', `${dir}/config.json: field /name: "${config.name}" differs from its folder "${folder}"`);
   }
   const versions: number[] = [];
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
-    if (!entry.isDirectory() || !/^[1-9][0-9]*$/.test(entry.name)) continue;
-    const complete = await stat(join(dir, entry.name, MODEL_MANIFEST)).then(
+  // Names, not dirent types: a version folder may be a symbolic link.
+  for (const name of await readdir(dir)) {
+    if (!/^[1-9][0-9]*$/.test(name)) continue;
+    const complete = await stat(join(dir, name, MODEL_MANIFEST)).then(
       () => true,
       () => false,
     );
-    if (complete) versions.push(Number(entry.name));
+    if (complete) versions.push(Number(name));
   }
   versions.sort((a, b) => a - b);
   return { config, dir, versions, served: selectVersions(config.version_policy, versions) };

@@ -1,0 +1,122 @@
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createLogger, InferlineError, loadSettings } from '@inferline/shared';
+import { buildModels } from '../models/build-models.ts';
+import { startRedisServer, type RedisServer } from '../redis-server.ts';
+import { aborted, FORCED_EXIT_CODE, trapStopSignals } from '../signals.ts';
+import { SupervisedChild } from '../supervisor.ts';
+import type { GatewayReadyMessage } from './gateway.ts';
+
+/** Time children get to finish after SIGTERM before SIGKILL, ms. */
+export const STOP_GRACE_MS = 10_000;
+
+/** The module children are forked from: this command-line program. */
+const MAIN_PATH = fileURLToPath(new URL('../main.ts', import.meta.url));
+
+/**
+ * `inferline start`: everything on one machine. Builds missing models, starts a private redis-server
+ * under `<state_dir>/redis` when `REDIS_URL` is unset, forks one gateway and `WORKERS` workers (0 = one
+ * per core) and restarts any that dies. The first SIGINT/SIGTERM stops the children (SIGTERM, SIGKILL
+ * after {@link STOP_GRACE_MS}) and then the private Redis; a second one kills everything at once.
+ * @throws InferlineError when a step of the start fails (models, Redis, gateway not listening).
+ */
+export async function runStart(): Promise<void> {
+  const settings = loadSettings();
+  const logger = createLogger('cli');
+  const children: SupervisedChild[] = [];
+  let redis: RedisServer | undefined;
+  const signal = trapStopSignals({
+    onStop: (cause) => logger.info({ cause, grace_ms: STOP_GRACE_MS }, 'stopping (press Ctrl-C again to force)'),
+    onForce: () => {
+      logger.warn('forced stop: killing every child');
+      for (const child of children) child.kill();
+      redis?.process.kill('SIGTERM');
+      process.exit(FORCED_EXIT_CODE);
+    },
+  });
+
+  try {
+    // Building can take a while; a stop request ends it (the process exits after the finally).
+    await Promise.race([
+      buildModels({ repository: settings.model_repository, cacheDir: settings.cache_dir, progress: true, logger }),
+      aborted(signal),
+    ]);
+    if (signal.aborted) return;
+
+    let redisUrl = settings.redis_url;
+    if (redisUrl === undefined) {
+      redis = await startRedisServer({ dir: join(settings.state_dir, 'redis') });
+      redisUrl = redis.url;
+      logger.info({ url: redisUrl, dir: join(settings.state_dir, 'redis'), pid: redis.process.pid }, 'private redis-server started');
+    }
+    if (signal.aborted) return;
+
+    const common = { modulePath: MAIN_PATH, execArgv: childExecArgv(), env: { ...process.env, REDIS_URL: redisUrl }, restart: true, logger };
+    // The gateway is restarted only once it has listened: a gateway that cannot start (port in use) is fatal.
+    const gateway = new SupervisedChild({ ...common, name: 'gateway', args: ['gateway'], restart: false });
+    children.push(gateway);
+    const ready = gatewayReady(gateway);
+    gateway.start();
+    const workerCount = settings.workers || availableParallelism();
+    for (let i = 1; i <= workerCount; i++) {
+      const worker = new SupervisedChild({ ...common, name: `worker-${i}`, args: ['worker'] });
+      children.push(worker);
+      worker.start();
+    }
+
+    const address = await Promise.race([ready, aborted(signal)]);
+    if (address === undefined) return;
+    gateway.restart = true;
+    const port = new URL(address).port;
+    process.stdout.write(
+      [
+        '',
+        `inferline is running: http://localhost:${port}`,
+        `  redis:   ${redis ? `${redisUrl} (private redis-server, data in ${join(settings.state_dir, 'redis')})` : `${redisUrl} (REDIS_URL)`}`,
+        `  workers: ${workerCount}, models from ${settings.model_repository}`,
+        '  stop:    Ctrl-C',
+        '',
+        '',
+      ].join('\n'),
+    );
+    await aborted(signal);
+  } finally {
+    await Promise.all(children.map((child) => child.stop(STOP_GRACE_MS)));
+    if (redis) {
+      await redis.stop();
+      logger.info('private redis-server stopped');
+    }
+  }
+}
+
+/**
+ * Resolve with the gateway's address on its first `gateway-ready` message.
+ * @throws InferlineError `unavailable` when it exits before listening (its own log says why).
+ */
+function gatewayReady(gateway: SupervisedChild): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (message: unknown): void => {
+      const ready = message as Partial<GatewayReadyMessage> | null;
+      if (ready?.type !== 'gateway-ready' || typeof ready.address !== 'string') return;
+      gateway.off('exit', onExit);
+      gateway.off('message', onMessage);
+      resolve(ready.address);
+    };
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+      gateway.off('message', onMessage);
+      reject(new InferlineError('unavailable', `the gateway exited before listening (${signal ?? `code ${code}`}); its log above says why`));
+    };
+    gateway.on('message', onMessage);
+    gateway.once('exit', onExit);
+  });
+}
+
+/**
+ * Node flags for the children: the parent's (they carry tsx's loader when run through `tsx` or
+ * `node --import tsx`), plus tsx's loader when the parent registered it through its API instead.
+ */
+function childExecArgv(): string[] {
+  const flags = process.execArgv;
+  return flags.some((flag) => flag.includes('tsx')) ? flags : [...flags, '--import', import.meta.resolve('tsx')];
+}

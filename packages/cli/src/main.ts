@@ -1,0 +1,77 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { isInferlineError } from '@inferline/shared';
+import { runGateway } from './commands/gateway.ts';
+import { runModels } from './commands/models.ts';
+import { runStart } from './commands/start.ts';
+import { submit, SUBMIT_DEFAULTS } from './commands/submit.ts';
+import { runWorker } from './commands/worker.ts';
+
+/**
+ * The `inferline` command. Settings come from the environment (`loadSettings`, e.g. `PORT`,
+ * `REDIS_URL`, `WORKERS`); options only select what a command does. User-facing errors
+ * (InferlineError, failed system calls) print `error: <message>` and exit 1; anything else is a bug
+ * and prints its stack.
+ */
+
+function positiveInteger(value: string): number {
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < 1) throw new InvalidArgumentError('expected a positive integer');
+  return number;
+}
+
+function positiveNumber(value: string): number {
+  const number = Number(value);
+  if (!(number > 0)) throw new InvalidArgumentError('expected a positive number');
+  return number;
+}
+
+const program = new Command('inferline')
+  .description('Queue-backed distributed inference for TensorFlow.js models')
+  .showHelpAfterError('(add --help for usage)');
+
+program
+  .command('start')
+  .description('run everything on this machine: build missing models, a private Redis unless REDIS_URL is set, one gateway, WORKERS workers')
+  .action(runStart);
+
+program
+  .command('gateway')
+  .description('run the HTTP gateway (REDIS_URL, default redis://127.0.0.1:6379)')
+  .action(runGateway);
+
+program
+  .command('worker')
+  .description('run a worker (REDIS_URL, default redis://127.0.0.1:6379)')
+  .option('--models <names>', 'comma-separated models to serve (default: every model of the repository)')
+  .action(runWorker);
+
+program
+  .command('models')
+  .description('fetch and convert the models the repository lacks')
+  .argument('[names...]', 'models to build (default: every known model)')
+  .action(runModels);
+
+program
+  .command('submit')
+  .description('submit jobs and print their results (--text: one job; --file: one job per line, JSON lines in input order)')
+  .requiredOption('--model <name>', 'model to run')
+  .addOption(new Option('--text <text>', 'one input; prints the job as JSON').conflicts('file'))
+  .addOption(new Option('--file <path>', 'inputs, one text per line (empty lines skipped)'))
+  .option('--url <url>', 'gateway URL', SUBMIT_DEFAULTS.url)
+  .option('--concurrency <n>', 'requests in flight with --file', positiveInteger, SUBMIT_DEFAULTS.concurrency)
+  .option('--wait-s <seconds>', 'longest wait for one job to finish', positiveNumber, SUBMIT_DEFAULTS.waitS)
+  .action(async (options: { model: string; text?: string; file?: string; url: string; concurrency: number; waitS: number }) => {
+    process.exitCode = await submit({ ...options, stdout: process.stdout, stderr: process.stderr, progress: true });
+  });
+
+try {
+  await program.parseAsync(process.argv);
+  // Long-running commands return once stopped; leftover handles must not keep the process alive.
+  process.exit();
+} catch (error) {
+  // InferlineErrors and system call failures (EADDRINUSE, EACCES, ...) are the user's to fix; others are bugs.
+  const userFacing = isInferlineError(error) || (error instanceof Error && typeof (error as NodeJS.ErrnoException).syscall === 'string');
+  const text = error instanceof Error ? (userFacing ? error.message : (error.stack ?? error.message)) : String(error);
+  process.stderr.write(`error: ${text}\n`);
+  process.exit(1);
+}

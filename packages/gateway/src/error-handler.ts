@@ -1,0 +1,66 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { InferlineError, isConnectionError, isInferlineError, type ErrorReply, type Redis } from '@inferline/shared';
+import { QUEUE_FULL_RETRY_AFTER_S } from './enqueue-jobs.ts';
+import type {} from './log-context.ts';
+
+/**
+ * Map any error raised while handling a request to an {@link InferlineError}:
+ * - an InferlineError as it is;
+ * - fastify's schema validation errors, malformed or empty JSON → 400 `invalid_input` naming the field;
+ * - body over `bodyLimit` → 413 `payload_too_large`; a content type without parser → 415 `unsupported_media_type`;
+ * - Redis unreachable (`isConnectionError`, or any ioredis failure while the command connection is not
+ *   `ready`) → 503 `unavailable`;
+ * - any other client error fastify raises (4xx) → 400 `invalid_input`, 404 → `not_found`;
+ * - anything else → 500 `internal`, with a message that reveals nothing.
+ */
+export function toInferlineError(error: unknown, redis: Redis, maxBodyBytes: number): InferlineError {
+  if (isInferlineError(error)) return error;
+  const fastifyError = error as Partial<FastifyError>;
+  if (fastifyError.validation && fastifyError.validation.length > 0) {
+    const first = fastifyError.validation[0];
+    return new InferlineError('invalid_input', `${fastifyError.validationContext ?? 'request'}: ${first?.message ?? 'is invalid'}`);
+  }
+  switch (fastifyError.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new InferlineError('payload_too_large', `request body is larger than ${maxBodyBytes} bytes (max_body_bytes)`);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new InferlineError('unsupported_media_type', 'unsupported content type: send application/json');
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new InferlineError('invalid_input', 'body is not valid JSON');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new InferlineError('invalid_input', 'body is empty; a JSON object is expected');
+  }
+  if (isConnectionError(error) || (redis.status !== 'ready' && !fastifyError.code?.startsWith('FST_'))) {
+    return new InferlineError('unavailable', 'Redis is unreachable; retry later');
+  }
+  const status = fastifyError.statusCode ?? 500;
+  if (status === 503) return new InferlineError('unavailable', fastifyError.message ?? 'unavailable');
+  if (status === 404) return new InferlineError('not_found', fastifyError.message ?? 'not found');
+  if (status >= 400 && status < 500) return new InferlineError('invalid_input', fastifyError.message ?? 'bad request');
+  return new InferlineError('internal', 'internal error');
+}
+
+/**
+ * The app's one error handler: every error answer is `{"error":{"code","message"}}` with the status
+ * of its code. Server errors are logged with the request's context; `queue_full` carries `Retry-After`.
+ */
+export function createErrorHandler(redis: Redis, maxBodyBytes: number) {
+  return (error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply => {
+    const mapped = toInferlineError(error, redis, maxBodyBytes);
+    if (mapped.code === 'unavailable') request.log.warn({ code: mapped.code, cause: (error as Error).message, ...request.logContext }, 'request refused: Redis unreachable');
+    else if (mapped.statusCode >= 500) request.log.error({ err: error, code: mapped.code, ...request.logContext }, 'request failed');
+    else request.log.debug({ code: mapped.code, message: mapped.message, ...request.logContext }, 'request rejected');
+    if (mapped.code === 'queue_full') {
+      const retryAfter = mapped.details?.retry_after_s;
+      reply.header('retry-after', String(typeof retryAfter === 'number' ? retryAfter : QUEUE_FULL_RETRY_AFTER_S));
+    }
+    const body: ErrorReply = { error: { code: mapped.code, message: mapped.message } };
+    return reply.code(mapped.statusCode).type('application/json; charset=utf-8').send(body);
+  };
+}
+
+/** Unknown route → 404 `not_found` in the common error shape. */
+export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const body: ErrorReply = { error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } };
+  return reply.code(404).type('application/json; charset=utf-8').send(body);
+}

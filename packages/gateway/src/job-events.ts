@@ -1,0 +1,196 @@
+import { JOB_EVENTS_CHANNEL, type Logger, type Redis } from '@inferline/shared';
+
+/**
+ * What a {@link JobWatch} reports:
+ * - `{ jobId, status }`: a status change announced on {@link JOB_EVENTS_CHANNEL} (`running` or terminal);
+ * - `{ resync: true }`: the subscription was re-established after a disconnect, so events may have
+ *   been missed; re-read the job record;
+ * - `{ timeout: true }`: nothing arrived within the wait;
+ * - `{ closed: true }`: the watch was closed or its signal aborted.
+ */
+export type JobWatchEvent =
+  | { jobId: string; status: string }
+  | { resync: true }
+  | { timeout: true }
+  | { closed: true };
+
+/**
+ * Events for a set of job ids, buffered from the moment the watch is created: a caller creates the
+ * watch, then reads the job record, then waits, and so never loses a wake-up that fires between the
+ * read and the wait. Close it when done (it is also closed by its signal).
+ */
+export class JobWatch {
+  readonly #queue: JobWatchEvent[] = [];
+  #wake: (() => void) | undefined;
+  #closed = false;
+
+  constructor(
+    readonly jobIds: readonly string[],
+    private readonly detach: (watch: JobWatch) => void,
+  ) {}
+
+  /** Called by {@link JobEvents} for each event of one of {@link jobIds}. */
+  push(event: JobWatchEvent): void {
+    if (this.#closed) return;
+    this.#queue.push(event);
+    this.#wake?.();
+  }
+
+  /**
+   * The next buffered event, or wait up to `timeoutMs` for one.
+   * Resolves `{ closed: true }` at once when the watch is closed or `signal` aborts (the watch is then closed).
+   */
+  async next(timeoutMs: number, signal?: AbortSignal): Promise<JobWatchEvent> {
+    const ready = this.#queue.shift();
+    if (ready) return ready;
+    if (this.#closed || signal?.aborted) {
+      this.close();
+      return { closed: true };
+    }
+    return new Promise<JobWatchEvent>((resolve) => {
+      const finish = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        this.#wake = undefined;
+        resolve(this.#queue.shift() ?? (this.#closed ? { closed: true } : { timeout: true }));
+      };
+      const onAbort = (): void => {
+        this.close();
+        finish();
+      };
+      const timer = setTimeout(finish, Math.max(0, timeoutMs));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#wake = finish;
+    });
+  }
+
+  /** Stop receiving events and wake a pending {@link next}. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.detach(this);
+    this.#wake?.();
+  }
+}
+
+/**
+ * The gateway's one subscriber connection on {@link JOB_EVENTS_CHANNEL}: start.lua, settle.lua and
+ * dead-letter.lua publish `<job id>\t<status>` there, and this class wakes the {@link JobWatch}es
+ * registered for that job id. No Redis polling: a waiter reads the job record before waiting and
+ * after each wake-up, nothing in between.
+ *
+ * The connection re-subscribes after every reconnect (ioredis `ready`), then tells every watch to
+ * re-read (`resync`), since events published while it was away are lost (pub/sub keeps nothing).
+ */
+export class JobEvents {
+  readonly #watches = new Map<string, Set<JobWatch>>();
+  #subscribed = false;
+  #everSubscribed = false;
+  #closed = false;
+  readonly #firstSubscribe: Promise<void>;
+  #resolveFirst: () => void = () => undefined;
+  #rejectFirst: (error: Error) => void = () => undefined;
+
+  /**
+   * @param subscriber a dedicated connection (it enters subscriber mode and can run nothing else),
+   *   e.g. `connectRedis(url, { name: 'inferline-gateway-events' })`; this instance owns and closes it.
+   */
+  constructor(
+    private readonly subscriber: Redis,
+    private readonly logger: Logger,
+  ) {
+    this.#firstSubscribe = new Promise<void>((resolve, reject) => {
+      this.#resolveFirst = resolve;
+      this.#rejectFirst = reject;
+    });
+    // A rejection nobody awaits (close before any subscribe) is not an error.
+    this.#firstSubscribe.catch(() => undefined);
+    subscriber.on('message', (channel: string, message: string) => {
+      if (channel === JOB_EVENTS_CHANNEL) this.#dispatch(message);
+    });
+    subscriber.on('ready', () => this.#subscribe());
+    subscriber.on('close', () => {
+      this.#subscribed = false;
+    });
+    if (subscriber.status === 'ready') this.#subscribe();
+  }
+
+  /** True while the subscription is active (part of `/readyz`). */
+  get subscribed(): boolean {
+    return this.#subscribed && this.subscriber.status === 'ready';
+  }
+
+  /** Resolves once the first subscription is active (tests, and a start that wants to wait). */
+  ready(): Promise<void> {
+    return this.#firstSubscribe;
+  }
+
+  /** Register a watch on one or more job ids; events are buffered from now on. */
+  watch(jobIds: string | readonly string[]): JobWatch {
+    const ids = typeof jobIds === 'string' ? [jobIds] : [...jobIds];
+    const watch = new JobWatch(ids, (w) => this.#detach(w));
+    if (this.#closed) {
+      watch.close();
+      return watch;
+    }
+    for (const id of ids) {
+      let set = this.#watches.get(id);
+      if (!set) this.#watches.set(id, (set = new Set()));
+      set.add(watch);
+    }
+    return watch;
+  }
+
+  /** Number of job ids with at least one watch (tests: every waiter is cleaned up). */
+  get watchedJobs(): number {
+    return this.#watches.size;
+  }
+
+  /** Close every watch and the subscriber connection. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (!this.#everSubscribed) this.#rejectFirst(new Error('job events closed before subscribing'));
+    for (const set of [...this.#watches.values()]) for (const watch of [...set]) watch.close();
+    this.#subscribed = false;
+    await this.subscriber.quit().catch(() => this.subscriber.disconnect());
+  }
+
+  #subscribe(): void {
+    if (this.#closed) return;
+    this.subscriber.subscribe(JOB_EVENTS_CHANNEL).then(
+      () => {
+        this.#subscribed = true;
+        if (this.#everSubscribed) {
+          this.logger.info({ channel: JOB_EVENTS_CHANNEL }, 'job events re-subscribed; waiters re-read their jobs');
+          for (const set of this.#watches.values()) for (const watch of set) watch.push({ resync: true });
+        }
+        this.#everSubscribed = true;
+        this.#resolveFirst();
+      },
+      (error: unknown) => {
+        // The next `ready` after the reconnect subscribes again.
+        this.logger.warn({ err: error, channel: JOB_EVENTS_CHANNEL }, 'job events subscribe failed');
+      },
+    );
+  }
+
+  #dispatch(message: string): void {
+    const tab = message.indexOf('\t');
+    if (tab <= 0) return;
+    const jobId = message.slice(0, tab);
+    const set = this.#watches.get(jobId);
+    if (!set) return;
+    const event = { jobId, status: message.slice(tab + 1) };
+    for (const watch of set) watch.push(event);
+  }
+
+  #detach(watch: JobWatch): void {
+    for (const id of watch.jobIds) {
+      const set = this.#watches.get(id);
+      if (!set) continue;
+      set.delete(watch);
+      if (set.size === 0) this.#watches.delete(id);
+    }
+  }
+}

@@ -1,0 +1,18 @@
+/**
+ * What the gateway knows about a request that its log line and error log should carry
+ * (`job_id`, `model`, `version`, DESIGN.md section 9). Handlers fill it in as they learn it.
+ */
+export interface LogContext {
+  job_id?: string;
+  model?: string;
+  version?: number;
+  /** Number of jobs of a sync compatibility call. */
+  jobs?: number;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Fields added to this request's log line; see {@link LogContext}. */
+    logContext: LogContext;
+  }
+}

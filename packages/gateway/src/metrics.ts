@@ -1,0 +1,90 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { keys, type Logger, type Redis } from '@inferline/shared';
+import type { ModelCatalog } from './model-catalog.ts';
+
+/** Upper bounds (s) of `inferline_request_duration_seconds`; long-polls and sync calls reach tens of seconds. */
+const REQUEST_DURATION_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/** The gateway's Prometheus metrics (DESIGN.md section 9), on a registry of their own per app. */
+export interface GatewayMetrics {
+  registry: Registry;
+  /** Requests admitted or rejected by the gateway; `status` = `accepted` or the error code (`queue_full`, `invalid_input`, ...). */
+  requests: Counter<'model' | 'version' | 'status'>;
+  /** Time spent handling each HTTP request, by route pattern. */
+  requestDuration: Histogram<'method' | 'route' | 'status_code'>;
+}
+
+/**
+ * Create the registry and metrics of one app. `inferline_queue_depth{model}` (XLEN summed over the
+ * model's served versions: entries waiting + in flight) and `inferline_workers{model}` (workers that
+ * heartbeat within `3 * heartbeatIntervalMs`) are read from Redis on each scrape; when Redis cannot be
+ * reached they are left out of that scrape rather than failing it.
+ */
+export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatIntervalMs: number, logger: Logger): GatewayMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  const requests = new Counter({
+    name: 'inferline_requests_total',
+    help: 'Inference requests admitted (status="accepted") or rejected (status=<error code>) by the gateway.',
+    labelNames: ['model', 'version', 'status'] as const,
+    registers: [registry],
+  });
+  const requestDuration = new Histogram({
+    name: 'inferline_request_duration_seconds',
+    help: 'Time the gateway spent handling an HTTP request, from arrival to the last byte.',
+    labelNames: ['method', 'route', 'status_code'] as const,
+    buckets: REQUEST_DURATION_BUCKETS_S,
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'inferline_queue_depth',
+    help: 'Requests waiting or in flight in the streams of a model (XLEN over its served versions).',
+    labelNames: ['model'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const served = models.list().map((m) => ({ name: m.config.name, versions: m.served }));
+      const pipeline = redis.pipeline();
+      for (const m of served) for (const v of m.versions) pipeline.xlen(keys.requests(m.name, v));
+      const replies = await readPipeline(pipeline, logger, 'inferline_queue_depth');
+      if (!replies) return;
+      let i = 0;
+      for (const m of served) {
+        let depth = 0;
+        for (let n = 0; n < m.versions.length; n++) depth += Number(replies[i++] ?? 0);
+        this.set({ model: m.name }, depth);
+      }
+    },
+  });
+  new Gauge({
+    name: 'inferline_workers',
+    help: 'Workers whose heartbeat for a model is recent (within 3 heartbeat periods).',
+    labelNames: ['model'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const names = models.list().map((m) => m.config.name);
+      const pipeline = redis.pipeline();
+      const since = Date.now() - 3 * heartbeatIntervalMs;
+      for (const name of names) pipeline.zcount(keys.workers(name), since, '+inf');
+      const replies = await readPipeline(pipeline, logger, 'inferline_workers');
+      if (!replies) return;
+      names.forEach((name, i) => this.set({ model: name }, Number(replies[i] ?? 0)));
+    },
+  });
+  return { registry, requests, requestDuration };
+}
+
+/** Replies of a pipeline, or undefined (logged) when it failed. */
+async function readPipeline(pipeline: ReturnType<Redis['pipeline']>, logger: Logger, metric: string): Promise<unknown[] | undefined> {
+  try {
+    const results = (await pipeline.exec()) ?? [];
+    const failed = results.find(([error]) => error)?.[0];
+    if (failed) throw failed;
+    return results.map(([, value]) => value);
+  } catch (error) {
+    logger.warn({ err: error, metric }, 'metric not collected: Redis did not answer');
+    return undefined;
+  }
+}

@@ -1,0 +1,69 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { TensorSpec } from '@inferline/shared';
+
+/**
+ * Reply shapes of the model routes. `ModelStatusReply` and `ModelMetadataReply` are TF Serving's
+ * (GetModelStatus, GetModelMetadata over REST); `ModelList` is inferline's own.
+ */
+
+/** TF Serving's version states (ModelVersionStatus.State). */
+export const VERSION_STATES = ['UNKNOWN', 'START', 'LOADING', 'AVAILABLE', 'UNLOADING', 'END'] as const;
+export type VersionState = (typeof VERSION_STATES)[number];
+
+/** One model of `GET /v1/models`. */
+export const ModelSummary = Type.Object({
+  name: Type.String(),
+  description: Type.Optional(Type.String()),
+  platform: Type.String(),
+  /** Versions served by the version policy, ascending, each with its state. */
+  versions: Type.Array(Type.Object({ version: Type.Integer(), state: Type.String() })),
+  /** The version a request without `version` goes to; null when none is served. */
+  default_version: Type.Union([Type.Integer(), Type.Null()]),
+  signature: Type.Object({ inputs: Type.Array(TensorSpec), outputs: Type.Array(TensorSpec) }),
+  /** Workers heartbeating for this model within 3 heartbeat periods. */
+  workers: Type.Integer(),
+});
+export type ModelSummary = Static<typeof ModelSummary>;
+
+export const ModelList = Type.Object({ models: Type.Array(ModelSummary) });
+export type ModelList = Static<typeof ModelList>;
+
+/** `GET /v1/models/:name[/versions/:v]`, TF Serving's `model_version_status` shape. */
+export const ModelStatusReply = Type.Object({
+  model_version_status: Type.Array(
+    Type.Object({
+      version: Type.String(),
+      state: Type.String(),
+      status: Type.Object({ error_code: Type.String(), error_message: Type.String() }),
+    }),
+  ),
+});
+export type ModelStatusReply = Static<typeof ModelStatusReply>;
+
+/** TF Serving's TensorInfo as REST shows it. */
+const TensorInfo = Type.Object({
+  dtype: Type.String(),
+  tensor_shape: Type.Object({
+    dim: Type.Array(Type.Object({ size: Type.String(), name: Type.String() })),
+    unknown_rank: Type.Boolean(),
+  }),
+  name: Type.String(),
+});
+
+/** `GET /v1/models/:name[/versions/:v]/metadata`, TF Serving's GetModelMetadata shape. */
+export const ModelMetadataReply = Type.Object({
+  model_spec: Type.Object({ name: Type.String(), signature_name: Type.String(), version: Type.String() }),
+  metadata: Type.Object({
+    signature_def: Type.Object({
+      signature_def: Type.Record(
+        Type.String(),
+        Type.Object({
+          inputs: Type.Record(Type.String(), TensorInfo),
+          outputs: Type.Record(Type.String(), TensorInfo),
+          method_name: Type.String(),
+        }),
+      ),
+    }),
+  }),
+});
+export type ModelMetadataReply = Static<typeof ModelMetadataReply>;

@@ -1,0 +1,126 @@
+import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
+import { Type, type Static } from '@sinclair/typebox';
+import { nanoid } from 'nanoid';
+import { ERROR_STATUS, ErrorReply, InferlineError, TERMINAL_STATUSES, type ErrorCode, type JobView, type ModelConfig, type TensorSpec } from '@inferline/shared';
+import { enqueueJobs } from '../enqueue-jobs.ts';
+import type { LogContext } from '../log-context.ts';
+import { requestSignal } from '../request-signal.ts';
+import type { RouteContext } from '../route-context.ts';
+import { waitForJobs } from '../wait-for-jobs.ts';
+
+/** Model names as config.ts allows them; a regex param lets the route end in `:predict`. */
+const NAME_PARAM = ':name(^[a-z0-9][a-z0-9_.-]*)';
+
+/** TF Serving's predict body: `instances` (row format) or `inputs` (columnar format). */
+const PredictBody = Type.Object(
+  {
+    signature_name: Type.Optional(Type.String()),
+    instances: Type.Optional(Type.Array(Type.Unknown(), { minItems: 1 })),
+    inputs: Type.Optional(Type.Unknown()),
+  },
+  { additionalProperties: false },
+);
+
+type PredictBody = Static<typeof PredictBody>;
+
+/** TF Serving's predict reply: `predictions` for row format, `outputs` for columnar. */
+const PredictReply = Type.Object({
+  predictions: Type.Optional(Type.Array(Type.Unknown())),
+  outputs: Type.Optional(Type.Unknown()),
+});
+type PredictReply = Static<typeof PredictReply>;
+
+const PredictParams = Type.Object({ name: Type.String(), version: Type.Optional(Type.Integer({ minimum: 1 })) });
+type PredictParams = Static<typeof PredictParams>;
+
+/**
+ * TF Serving REST compatible, synchronous predict (DESIGN.md section 8):
+ * `POST /v1/models/:name[/versions/:v]:predict` with `{"instances": [...]}` → `{"predictions": [...]}`
+ * or `{"inputs": [...]}` → `{"outputs": [...]}`. Each instance becomes one job (so the workers batch
+ * them with everybody else's), the call waits for all of them (job events, at most
+ * `settings.max_wait_s`) and answers in instance order. With one output tensor a prediction is its
+ * value, with several an object by output name, as TF Serving does.
+ *
+ * Errors: any invalid instance → 400 before anything is stored; a failed job → its error code; jobs
+ * unfinished at the deadline → 504 `deadline_exceeded` (they stay queued and run).
+ */
+export const tfservingRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
+  const schema = { body: PredictBody, params: PredictParams, response: { 200: PredictReply, '4xx': ErrorReply, '5xx': ErrorReply } };
+  for (const path of [`/v1/models/${NAME_PARAM}::predict`, `/v1/models/${NAME_PARAM}/versions/:version(^[0-9]+)::predict`]) {
+    app.post(path, { schema }, (request, reply) => predict(ctx, request.params, request.body, request.logContext, requestSignal(reply, ctx.shutdown)));
+  }
+  done();
+};
+
+/** Enqueue one job per instance, wait for all, answer their predictions in instance order. */
+async function predict(ctx: RouteContext, params: PredictParams, body: PredictBody, log: LogContext, signal: AbortSignal): Promise<PredictReply> {
+  log.model = params.name;
+  const target = ctx.models.resolve(params.name, params.version);
+  log.version = target.version;
+  const { instances, inputs } = body;
+  if ((instances === undefined) === (inputs === undefined)) {
+    throw new InferlineError('invalid_input', 'body: exactly one of "instances" (row format) or "inputs" (columnar format) is required');
+  }
+  const spec = target.config.signature.inputs[0] as TensorSpec;
+  const values = instances ? instances.map((instance) => unwrapInstance(instance, spec)) : columnarValues(inputs, spec);
+  const ids = values.map(() => nanoid());
+  log.jobs = ids.length;
+
+  // Watch before enqueueing: a job can finish before the enqueue call returns.
+  const watch = ctx.events.watch(ids);
+  let views: JobView[];
+  try {
+    await enqueueJobs(ctx.redis, ctx.metrics, target, values, ids);
+    views = await waitForJobs(ctx.redis, watch, ctx.settings.max_wait_s * 1000, signal);
+  } finally {
+    watch.close();
+  }
+  const predictions = views.map((view) => prediction(view, target.config));
+  return instances ? { predictions } : { outputs: columnarOutputs(predictions, target.config) };
+}
+
+/** One row-format instance: the value itself, or `{"<input name>": value}`; `{"b64": ...}` is decoded for a text input. */
+function unwrapInstance(instance: unknown, spec: TensorSpec): unknown {
+  let value = instance;
+  if (isObject(value) && Object.keys(value).length === 1 && spec.name in value) value = value[spec.name];
+  if (spec.dtype === 'string' && isObject(value) && typeof value.b64 === 'string' && Object.keys(value).length === 1) {
+    return Buffer.from(value.b64, 'base64').toString('utf8');
+  }
+  return value;
+}
+
+/** Columnar `inputs`: a list of values, or `{"<input name>": [values]}`. */
+function columnarValues(inputs: unknown, spec: TensorSpec): unknown[] {
+  const column = isObject(inputs) && spec.name in inputs ? inputs[spec.name] : inputs;
+  if (!Array.isArray(column) || column.length === 0) {
+    throw new InferlineError('invalid_input', `field "inputs": expected a non-empty list of "${spec.name}" values`);
+  }
+  return column.map((value) => unwrapInstance(value, spec));
+}
+
+/**
+ * The prediction of one finished job.
+ * @throws InferlineError the job's own error when it failed, `deadline_exceeded` when it did not finish.
+ */
+function prediction(view: JobView, config: ModelConfig): unknown {
+  if (!TERMINAL_STATUSES.has(view.status)) {
+    throw new InferlineError('deadline_exceeded', `job ${view.id} is still ${view.status} after the gateway's max_wait_s; poll GET /v1/jobs/${view.id}`);
+  }
+  if (view.status !== 'succeeded') {
+    const code = view.error && view.error.code in ERROR_STATUS ? (view.error.code as ErrorCode) : 'inference_failed';
+    throw new InferlineError(code, `job ${view.id} ${view.status}: ${view.error?.message ?? 'no result'}`);
+  }
+  const output = view.output ?? {};
+  const [only] = config.signature.outputs;
+  return config.signature.outputs.length === 1 && only && only.name in output ? output[only.name] : output;
+}
+
+/** Columnar outputs: the list itself for one output tensor, else `{"<output name>": [values]}`. */
+function columnarOutputs(predictions: unknown[], config: ModelConfig): unknown {
+  if (config.signature.outputs.length === 1) return predictions;
+  return Object.fromEntries(config.signature.outputs.map((o) => [o.name, predictions.map((p) => (isObject(p) ? p[o.name] : undefined))]));
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}

@@ -1,0 +1,95 @@
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Logger } from '@inferline/shared';
+import { createErrorHandler, notFoundHandler } from './error-handler.ts';
+import type { LogContext } from './log-context.ts';
+import { createMetrics, type GatewayMetrics } from './metrics.ts';
+import type { GatewayDeps, RouteContext } from './route-context.ts';
+import { jobRoutes } from './routes/jobs.ts';
+import { modelRoutes } from './routes/models.ts';
+import { opsRoutes } from './routes/ops.ts';
+import { tfservingRoutes } from './routes/tfserving.ts';
+import { validatorCompiler } from './validator-compiler.ts';
+
+export type { GatewayDeps } from './route-context.ts';
+
+/** The gateway's fastify instance (TypeBox type provider). */
+export type GatewayApp = FastifyInstance<Server, IncomingMessage, ServerResponse, Logger, TypeBoxTypeProvider> & {
+  /** The app's Prometheus metrics (its own registry). */
+  metrics: GatewayMetrics;
+};
+
+/** Time in-flight requests get to finish once the app closes, before every connection is cut, ms. */
+export const SHUTDOWN_GRACE_MS = 2_000;
+
+/** Routes logged at debug level: probes and scrapes would drown the request log. */
+const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+
+/**
+ * Build the gateway's HTTP app (not listening; test it with `app.inject`, or `app.listen`). The caller
+ * owns `deps` and closes them after `app.close()`; closing the app ends its long-polls and event
+ * streams at once (they answer the state they have).
+ *
+ * Body parsing: JSON only (anything else → 415), at most `settings.max_body_bytes` (→ 413); bodies
+ * are validated strictly (see validator-compiler.ts). One log line per request, with `job_id`,
+ * `model`, `version` when known.
+ */
+export function buildApp(deps: GatewayDeps): GatewayApp {
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    // One line per request, written by the onResponse hook below with the job context.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: deps.settings.max_body_bytes,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.removeContentTypeParser('text/plain');
+  app.setErrorHandler(createErrorHandler(deps.redis, deps.settings.max_body_bytes));
+  app.setNotFoundHandler(notFoundHandler);
+
+  const metrics = createMetrics(deps.redis, deps.models, deps.settings.heartbeat_interval_ms, deps.logger);
+  app.decorate('metrics', metrics);
+  const shutdown = new AbortController();
+  let forceClose: NodeJS.Timeout | undefined;
+  app.addHook('preClose', (done) => {
+    shutdown.abort();
+    // Requests in flight finish, long-polls and event streams answer at once; a connection still open
+    // after the grace is idle (a client's spare keep-alive socket) or stuck, and would hold close() up.
+    forceClose = setTimeout(() => app.server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+    forceClose.unref();
+    done();
+  });
+  app.addHook('onClose', (_instance, done) => {
+    clearTimeout(forceClose);
+    done();
+  });
+  // A long-poll answered because of the shutdown would otherwise leave its keep-alive connection
+  // open, and close() would wait for it (keepAliveTimeout).
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (shutdown.signal.aborted) reply.header('connection', 'close');
+    done(null, payload);
+  });
+
+  // A reference-type default would be shared by every request: set a fresh object per request instead.
+  app.decorateRequest('logContext', null as unknown as LogContext);
+  app.addHook('onRequest', (request, _reply, done) => {
+    request.logContext = {};
+    done();
+  });
+  app.addHook('onResponse', (request, reply, done) => {
+    const route = request.routeOptions.url ?? 'unknown';
+    const seconds = reply.elapsedTime / 1000;
+    metrics.requestDuration.observe({ method: request.method, route, status_code: String(reply.statusCode) }, seconds);
+    const line = { method: request.method, url: request.url, status_code: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10, ...request.logContext };
+    if (QUIET_ROUTES.has(route)) request.log.debug(line, 'request');
+    else request.log.info(line, 'request');
+    done();
+  });
+
+  const context: RouteContext = { ...deps, metrics, shutdown: shutdown.signal };
+  void app.register(opsRoutes, context);
+  void app.register(jobRoutes, context);
+  void app.register(modelRoutes, context);
+  void app.register(tfservingRoutes, context);
+  return app as GatewayApp;
+}

@@ -1,0 +1,176 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  connectRedis,
+  createLogger,
+  encode,
+  JOB_EVENTS_CHANNEL,
+  CONSUMER_GROUP,
+  keys,
+  loadSettings,
+  runScript,
+  type Redis,
+  type Settings,
+} from '@inferline/shared';
+import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
+import { JobEvents } from '../src/job-events.ts';
+import { ModelCatalog } from '../src/model-catalog.ts';
+import { buildApp, type GatewayApp } from '../src/server.ts';
+
+/** The real glove-embed config the repository commits. */
+const GLOVE_CONFIG = new URL('../../../models/glove-embed/config.json', import.meta.url);
+
+export const MODEL = 'glove-embed';
+
+export interface RepositoryOptions {
+  /** Version folders to create (each with an empty `model.json`); default [1]. */
+  versions?: number[];
+  /** Override `batching.max_queue_size`. */
+  maxQueueSize?: number;
+  /** Override `preprocess.max_text_bytes`. */
+  maxTextBytes?: number;
+  /** Override `version_policy`. */
+  versionPolicy?: unknown;
+}
+
+/** A temp model repository with a copy of glove-embed's config.json and `<v>/model.json` placeholders. */
+export async function createRepository(options: RepositoryOptions = {}): Promise<string> {
+  const root = await mkdtemp(join(tmpdir(), 'inferline-gateway-repo-'));
+  const dir = join(root, MODEL);
+  await mkdir(dir, { recursive: true });
+  const config = JSON.parse(await readFile(GLOVE_CONFIG, 'utf8')) as {
+    batching: { max_queue_size: number };
+    preprocess: { max_text_bytes: number };
+    version_policy: unknown;
+  };
+  if (options.maxQueueSize !== undefined) config.batching.max_queue_size = options.maxQueueSize;
+  if (options.maxTextBytes !== undefined) config.preprocess.max_text_bytes = options.maxTextBytes;
+  if (options.versionPolicy !== undefined) config.version_policy = options.versionPolicy;
+  await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  for (const version of options.versions ?? [1]) await addVersion(root, version);
+  return root;
+}
+
+/** Add a complete version folder to the repository. */
+export async function addVersion(root: string, version: number): Promise<void> {
+  await mkdir(join(root, MODEL, String(version)), { recursive: true });
+  await writeFile(join(root, MODEL, String(version), 'model.json'), '{}');
+}
+
+/** Everything a gateway test needs: a real Redis, the app's connections, the app. */
+export interface Fixture {
+  server: TestRedis;
+  /** A plain connection for the test's own reads and simulated workers (scripts defined). */
+  redis: Redis;
+  /** The app's command connection. */
+  appRedis: Redis;
+  events: JobEvents;
+  models: ModelCatalog;
+  settings: Settings & { redis_url: string };
+  app: GatewayApp;
+  repository: string;
+  close(): Promise<void>;
+}
+
+export const silentLogger = createLogger('gateway-test', 'silent');
+
+/** Build settings for a test (environment defaults + overrides). */
+export function testSettings(overrides: Partial<Settings> & { redis_url: string }): Settings & { redis_url: string } {
+  return { ...loadSettings({}), ...overrides };
+}
+
+/**
+ * Start a test Redis (unless `server` is given), a temp repository and an app built on them. The app
+ * is not listening; use `app.inject`, or `app.listen({ port: 0 })`.
+ */
+export async function startFixture(options: RepositoryOptions & { settings?: Partial<Settings>; server?: TestRedis } = {}): Promise<Fixture> {
+  const server = options.server ?? (await startTestRedis());
+  const repository = await createRepository(options);
+  const settings = testSettings({ redis_url: server.url, model_repository: repository, ...options.settings });
+  const redis = connectRedis(server.url, { name: 'test' });
+  const appRedis = connectRedis(server.url, { name: 'test-gateway', failFast: true });
+  appRedis.on('error', () => undefined);
+  await appRedis.ping().catch(async () => {
+    // failFast: the first command may run before the connection is ready.
+    await new Promise((resolve) => appRedis.once('ready', resolve));
+  });
+  const events = new JobEvents(connectRedis(server.url, { name: 'test-events' }), silentLogger);
+  await events.ready();
+  const models = await ModelCatalog.open(repository, settings.poll_interval_ms, silentLogger);
+  const app = buildApp({ redis: appRedis, events, models, settings, logger: silentLogger });
+  await app.ready();
+  return {
+    server,
+    redis,
+    appRedis,
+    events,
+    models,
+    settings,
+    app,
+    repository,
+    close: async () => {
+      await app.close();
+      models.close();
+      await events.close();
+      appRedis.disconnect();
+      redis.disconnect();
+      if (!options.server) await server.stop();
+      await rm(repository, { recursive: true, force: true });
+    },
+  };
+}
+
+/** POST /v1/jobs with a JSON body. */
+export async function postJob(app: GatewayApp, body: unknown) {
+  return app.inject({ method: 'POST', url: '/v1/jobs', payload: body as Record<string, unknown> });
+}
+
+/** The stream entry id enqueue.lua stored on a job. */
+export async function entryOf(redis: Redis, jobId: string): Promise<string> {
+  const entry = await redis.hget(keys.job(jobId), 'entry');
+  if (!entry) throw new Error(`job ${jobId} has no entry`);
+  return entry;
+}
+
+/** Run the real start.lua for one job, as a worker does when its batch begins. */
+export async function startJob(redis: Redis, jobId: string): Promise<string[]> {
+  return runScript<string[]>(redis, 'start', [keys.job(jobId)], [Date.now(), JOB_EVENTS_CHANNEL, jobId]);
+}
+
+/** A glove-embed output as a worker encodes it. */
+export function embeddingOutput(value = 0.1): Buffer {
+  return encode({ embedding: new Float32Array(100).fill(value) });
+}
+
+/** Run the real settle.lua for one job (ARGV exactly as settle.lua documents). */
+export async function settleJob(
+  redis: Redis,
+  jobId: string,
+  result: { status: 'succeeded'; output?: Buffer } | { status: 'failed'; code: string; message: string } = { status: 'succeeded' },
+  version = 1,
+): Promise<number> {
+  const entry = await entryOf(redis, jobId);
+  const succeeded = result.status === 'succeeded';
+  return runScript<number>(
+    redis,
+    'settle',
+    [keys.job(jobId), keys.requests(MODEL, version)],
+    [
+      CONSUMER_GROUP,
+      entry,
+      result.status,
+      succeeded ? (result.output ?? embeddingOutput()) : '',
+      succeeded ? '' : result.code,
+      succeeded ? '' : result.message,
+      Date.now(),
+      12,
+      3,
+      4,
+      'batch-1',
+      60,
+      JOB_EVENTS_CHANNEL,
+      jobId,
+    ],
+  );
+}

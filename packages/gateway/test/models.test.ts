@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { keys } from '@inferline/shared';
+import type { ModelList, ModelMetadataReply, ModelStatusReply } from '../src/model-schemas.ts';
+import { versionState } from '../src/routes/models.ts';
+import { MODEL, startFixture, type Fixture } from './fixture.ts';
+
+void describe('routes/models', () => {
+  let f: Fixture;
+  before(async () => {
+    f = await startFixture({ versions: [1, 2], versionPolicy: { all: {} } });
+  });
+  after(async () => {
+    await f.close();
+  });
+  beforeEach(async () => {
+    await f.redis.flushall();
+  });
+
+  async function heartbeat(version: number, state = 'AVAILABLE'): Promise<void> {
+    await f.redis.zadd(keys.workers(MODEL), Date.now(), 'worker-a');
+    await f.redis.hset(keys.versionStatus(MODEL), String(version), JSON.stringify({ state, backend: 'wasm', loaded_at: Date.now() }));
+  }
+
+  void it('GET /v1/models lists each model with served versions, state, platform, signature and live workers', async () => {
+    const before = (await f.app.inject({ url: '/v1/models' })).json<ModelList>();
+    assert.equal(before.models.length, 1);
+    const [model] = before.models;
+    assert.equal(model?.name, MODEL);
+    assert.equal(model?.platform, 'embedding-bag');
+    assert.equal(model?.default_version, 2);
+    assert.deepEqual(model?.signature.inputs, [{ name: 'text', dtype: 'string', shape: [] }]);
+    assert.deepEqual(model?.versions, [
+      { version: 1, state: 'START' },
+      { version: 2, state: 'START' },
+    ]);
+    assert.equal(model?.workers, 0);
+
+    await heartbeat(2);
+    await f.redis.zadd(keys.workers(MODEL), Date.now() - 10 * f.settings.heartbeat_interval_ms, 'worker-gone');
+    const after = (await f.app.inject({ url: '/v1/models' })).json<ModelList>();
+    assert.equal(after.models[0]?.workers, 1, 'a stale heartbeat does not count');
+    assert.deepEqual(after.models[0]?.versions, [
+      { version: 1, state: 'START' },
+      { version: 2, state: 'AVAILABLE' },
+    ]);
+  });
+
+  void it('GET /v1/models/:name answers TF Serving model_version_status: START until a worker heartbeats, then its state', async () => {
+    const start = await f.app.inject({ url: `/v1/models/${MODEL}` });
+    assert.equal(start.statusCode, 200);
+    assert.deepEqual(start.json<ModelStatusReply>(), {
+      model_version_status: [
+        { version: '1', state: 'START', status: { error_code: 'OK', error_message: '' } },
+        { version: '2', state: 'START', status: { error_code: 'OK', error_message: '' } },
+      ],
+    });
+    await heartbeat(1);
+    const one = (await f.app.inject({ url: `/v1/models/${MODEL}/versions/1` })).json<ModelStatusReply>();
+    assert.deepEqual(one.model_version_status, [{ version: '1', state: 'AVAILABLE', status: { error_code: 'OK', error_message: '' } }]);
+  });
+
+  void it('GET /v1/models/:name/metadata derives TF Serving signature_def from config.signature', async () => {
+    const res = await f.app.inject({ url: `/v1/models/${MODEL}/metadata` });
+    assert.equal(res.statusCode, 200);
+    const body = res.json<ModelMetadataReply>();
+    assert.deepEqual(body.model_spec, { name: MODEL, signature_name: '', version: '2' });
+    const def = body.metadata.signature_def.signature_def.serving_default;
+    assert.equal(def?.method_name, 'tensorflow/serving/predict');
+    assert.deepEqual(def?.inputs.text, { dtype: 'DT_STRING', tensor_shape: { dim: [{ size: '-1', name: '' }], unknown_rank: false }, name: 'text' });
+    assert.deepEqual(def?.outputs.embedding?.tensor_shape.dim, [
+      { size: '-1', name: '' },
+      { size: '100', name: '' },
+    ]);
+    assert.equal(def?.outputs.embedding?.dtype, 'DT_FLOAT');
+    const v1 = (await f.app.inject({ url: `/v1/models/${MODEL}/versions/1/metadata` })).json<ModelMetadataReply>();
+    assert.equal(v1.model_spec.version, '1');
+  });
+
+  void it('unknown model or version → 404 model_not_found / version_not_found', async () => {
+    for (const url of ['/v1/models/nope', '/v1/models/nope/metadata']) {
+      const res = await f.app.inject({ url });
+      assert.equal(res.statusCode, 404);
+      assert.equal(res.json<{ error: { code: string } }>().error.code, 'model_not_found');
+    }
+    for (const url of [`/v1/models/${MODEL}/versions/9`, `/v1/models/${MODEL}/versions/9/metadata`]) {
+      const res = await f.app.inject({ url });
+      assert.equal(res.statusCode, 404);
+      assert.equal(res.json<{ error: { code: string } }>().error.code, 'version_not_found');
+    }
+  });
+});
+
+void describe('versionState', () => {
+  void it('reads the worker-published state when a worker is alive, START otherwise, UNKNOWN for garbage', () => {
+    assert.equal(versionState(undefined, 2), 'START');
+    assert.equal(versionState('{"state":"AVAILABLE"}', 0), 'START');
+    assert.equal(versionState('{"state":"available"}', 1), 'AVAILABLE');
+    assert.equal(versionState('{"state":"LOADING"}', 1), 'LOADING');
+    assert.equal(versionState('{"state":"dancing"}', 1), 'UNKNOWN');
+    assert.equal(versionState('not json', 1), 'UNKNOWN');
+  });
+});

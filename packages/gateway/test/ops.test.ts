@@ -1,0 +1,46 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { MODEL, postJob, startFixture, type Fixture } from './fixture.ts';
+
+void describe('routes/ops', () => {
+  let f: Fixture;
+  before(async () => {
+    f = await startFixture({ maxQueueSize: 2 });
+  });
+  after(async () => {
+    await f.close();
+  });
+
+  void it('/healthz answers 200', async () => {
+    const res = await f.app.inject({ url: '/healthz' });
+    assert.equal(res.statusCode, 200);
+    assert.deepEqual(res.json(), { status: 'ok' });
+  });
+
+  void it('/readyz answers 200 when Redis answers and events are subscribed', async () => {
+    const res = await f.app.inject({ url: '/readyz' });
+    assert.equal(res.statusCode, 200);
+    assert.deepEqual(res.json(), { status: 'ready' });
+  });
+
+  void it('/metrics exposes requests by status, request durations, queue depth, workers and process metrics', async () => {
+    await postJob(f.app, { model: MODEL, input: 'a' });
+    await postJob(f.app, { model: MODEL, input: 'b' });
+    await postJob(f.app, { model: MODEL, input: 'c' }); // queue_full
+    await postJob(f.app, { model: MODEL, input: 1 }); // invalid_input
+    await postJob(f.app, { model: 'nope', input: 'x' }); // not counted: unknown names would grow the label set
+
+    const res = await f.app.inject({ url: '/metrics' });
+    assert.equal(res.statusCode, 200);
+    assert.match(res.headers['content-type'] as string, /^text\/plain/);
+    const text = res.body;
+    assert.match(text, /^inferline_requests_total\{model="glove-embed",version="1",status="accepted"\} 2$/m);
+    assert.match(text, /^inferline_requests_total\{model="glove-embed",version="1",status="queue_full"\} 1$/m);
+    assert.match(text, /^inferline_requests_total\{model="glove-embed",version="1",status="invalid_input"\} 1$/m);
+    assert.doesNotMatch(text, /model="nope"/);
+    assert.match(text, /^inferline_queue_depth\{model="glove-embed"\} 2$/m);
+    assert.match(text, /^inferline_workers\{model="glove-embed"\} 0$/m);
+    assert.match(text, /^inferline_request_duration_seconds_count\{method="POST",route="\/v1\/jobs",status_code="202"\} 2$/m);
+    assert.match(text, /^process_cpu_user_seconds_total /m);
+  });
+});
