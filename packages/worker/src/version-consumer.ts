@@ -58,6 +58,8 @@ export class VersionConsumer {
   readonly #log: Logger;
   #batchCounter = 0;
   #nextReclaimAt = 0;
+  /** CLIENT ID of the reader connection (changes when it reconnects). */
+  #readerId = -1;
 
   constructor(options: VersionConsumerOptions) {
     this.#options = options;
@@ -67,8 +69,13 @@ export class VersionConsumer {
 
   /** Run until `signal` aborts; the batch in hand is finished and settled first. */
   async run(signal: AbortSignal): Promise<void> {
-    const { redis, config } = this.#options;
+    const { redis, reader, config } = this.#options;
     await ensureConsumerGroup(redis, this.#stream);
+    const learnReaderId = async (): Promise<void> => {
+      this.#readerId = Number(await reader.client('ID'));
+    };
+    await learnReaderId();
+    reader.on('ready', () => learnReaderId().catch((error: unknown) => this.#log.warn({ err: error }, 'cannot read the reader client id')));
     const source: BatchSource<StreamEntry> = { read: (count, blockMs) => this.#read(count, blockMs) };
     const clock = { now: () => performance.now() };
     const collect = { ...config.batching, idle_block_ms: this.#options.idle_block_ms };
@@ -85,12 +92,28 @@ export class VersionConsumer {
     }
   }
 
-  /** XREADGROUP of new entries (`>`), as buffers. */
+  /**
+   * XREADGROUP of new entries (`>`), as buffers, blocking at most `blockMs`.
+   *
+   * Redis checks blocked clients' timeouts on its cron tick (`hz`, 10 per second by default), so a
+   * BLOCK of a few ms can last up to 100 ms and would stretch every batch_timeout_ms. A timer on this
+   * side ends the wait on time with CLIENT UNBLOCK … TIMEOUT from the command connection. If the read
+   * already returned, the UNBLOCK finds nothing to do, or at worst ends the next read early and empty,
+   * which the batching loop treats as any empty read.
+   */
   async #read(count: number, blockMs: number): Promise<StreamEntry[]> {
-    const { reader, consumer } = this.#options;
-    const reply = (await reader.callBuffer(
-      'XREADGROUP', 'GROUP', CONSUMER_GROUP, consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', this.#stream, '>',
-    )) as [Buffer, RawEntry[]][] | null;
+    const { reader, redis, consumer } = this.#options;
+    const timer = setTimeout(() => {
+      redis.client('UNBLOCK', this.#readerId, 'TIMEOUT').catch((error: unknown) => this.#log.warn({ err: error }, 'CLIENT UNBLOCK failed'));
+    }, blockMs);
+    let reply: [Buffer, RawEntry[]][] | null;
+    try {
+      reply = (await reader.callBuffer(
+        'XREADGROUP', 'GROUP', CONSUMER_GROUP, consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', this.#stream, '>',
+      )) as [Buffer, RawEntry[]][] | null;
+    } finally {
+      clearTimeout(timer);
+    }
     const raw = reply?.[0]?.[1] ?? [];
     const entries: StreamEntry[] = [];
     const orphans: StreamEntry[] = [];
