@@ -30,6 +30,12 @@ export const Settings = Type.Object({
   heartbeat_interval_ms: Type.Integer({ minimum: 100, default: 2_000 }),
   /** Longest XREADGROUP BLOCK while idle, ms: bounds how fast a worker notices a stop request. */
   idle_block_ms: Type.Integer({ minimum: 10, default: 1_000 }),
+  /**
+   * After a stop request, how long a worker may take to finish and settle its batch, ms. Past it (say,
+   * Redis is unreachable) it drops its connections and exits; its unacknowledged requests stay pending
+   * and another worker claims them after visibility_timeout_ms.
+   */
+  stop_grace_ms: Type.Integer({ minimum: 0, default: 5_000 }),
   /** Worker processes `inferline start` runs; 0 = one per core. */
   workers: Type.Integer({ minimum: 0, default: 0 }),
 });

@@ -103,10 +103,16 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
   };
   beat();
   const timer = setInterval(beat, settings.heartbeat_interval_ms);
+  // A stop that cannot finish (Redis unreachable: ioredis keeps commands queued while it reconnects)
+  // ends after stop_grace_ms anyway; the unacknowledged requests stay pending and are reclaimed.
+  let graceOver = false;
+  const grace = new Promise<void>((resolve) => {
+    signal.addEventListener('abort', () => setTimeout(() => ((graceOver = true), resolve()), settings.stop_grace_ms).unref(), { once: true });
+  });
   logger.info({ consumer, models: servables.map((s) => `${s.servable.name}:${s.servable.version}`) }, 'worker ready');
 
   try {
-    await Promise.all(
+    const consumers = Promise.all(
       servables.map(({ model, servable }, i) =>
         new VersionConsumer({
           config: model.config,
@@ -119,11 +125,17 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
         }).run(signal),
       ),
     );
+    await Promise.race([consumers, grace]);
   } finally {
     clearInterval(timer);
-    await Promise.all(servables.map(({ servable }) => redis.zrem(keys.workers(servable.name), consumer))).catch(() => undefined);
+    if (graceOver) {
+      logger.warn({ stop_grace_ms: settings.stop_grace_ms }, 'stop grace period over; leaving unsettled requests pending for another worker');
+      for (const connection of [redis, ...readers]) connection.disconnect();
+    } else {
+      await Promise.all(servables.map(({ servable }) => redis.zrem(keys.workers(servable.name), consumer))).catch(() => undefined);
+      await Promise.all([redis, ...readers].map((connection) => connection.quit().catch(() => undefined)));
+    }
     for (const { servable } of servables) servable.dispose();
-    await Promise.all([redis, ...readers].map((connection) => connection.quit().catch(() => undefined)));
     logger.info({ consumer }, 'worker stopped');
   }
 }

@@ -75,7 +75,9 @@ export class VersionConsumer {
       this.#readerId = Number(await reader.client('ID'));
     };
     await learnReaderId();
-    reader.on('ready', () => learnReaderId().catch((error: unknown) => this.#log.warn({ err: error }, 'cannot read the reader client id')));
+    reader.on('ready', () => {
+      learnReaderId().catch((error: unknown) => this.#log.warn({ err: error }, 'cannot read the reader client id'));
+    });
     const source: BatchSource<StreamEntry> = { read: (count, blockMs) => this.#read(count, blockMs) };
     const clock = { now: () => performance.now() };
     const collect = { ...config.batching, idle_block_ms: this.#options.idle_block_ms };
