@@ -8,3 +8,4 @@ export * from './repository.ts';
 export * from './schemas.ts';
 export * from './scripts.ts';
 export * from './settings.ts';
+export * from './embedding-bag-format.ts';

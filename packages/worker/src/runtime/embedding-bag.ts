@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { InferlineError } from '@inferline/shared';
+import { EMBEDDING_BAG_FORMAT, EMBEDDING_WEIGHT_NAME, InferlineError } from '@inferline/shared';
 import { DEFAULT_MAX_TOKENS, loadVocabulary, toIds, tokenize, type Vocabulary } from '../pipelines/glove-tokenizer.ts';
 
 /**
@@ -16,10 +16,6 @@ import { DEFAULT_MAX_TOKENS, loadVocabulary, toIds, tokenize, type Vocabulary } 
  * Shards are read from disk and decoded with `tf.io.decodeWeights`: TF.js' file:// loader needs tfjs-node.
  */
 
-/** `format` an embedding-bag `model.json` declares. */
-export const EMBEDDING_BAG_FORMAT = 'embedding-bag';
-/** The table's name in the weights manifest. */
-export const EMBEDDING_WEIGHT_NAME = 'embedding';
 /** Norms below this count as zero: a text without a known token embeds to zeros, not NaN. */
 const MIN_NORM = 1e-12;
 
