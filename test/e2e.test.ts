@@ -5,6 +5,7 @@ import { loadMobyDickParagraphs } from '../bench/corpus.ts';
 import { loadModelConfig } from '../packages/shared/src/config.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
+import { freePort } from '../packages/cli/src/redis-server.ts';
 import { startTestRedis, type TestRedis } from './harness/redis.ts';
 import { ROOT, startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
 
@@ -17,7 +18,7 @@ interface Job {
   version: number;
   output?: { embedding: number[] };
   error?: { code: string; message: string };
-  timings?: { queue_ms: number; inference_ms: number; batch_size: number };
+  timings?: { queue_ms: number; inference_ms: number; batch_size: number; batch_id: string };
 }
 
 async function postJob(url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
@@ -37,12 +38,16 @@ describe('gateway + 2 worker processes + real Redis serve glove-embed', () => {
   let redis: TestRedis;
   let gateway: RoleProcess & { url: string };
   const workers: RoleProcess[] = [];
+  const metricsPorts: number[] = [];
 
   before(async () => {
     redis = await startTestRedis();
     const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: join(ROOT, 'models') };
     gateway = await startGatewayProcess(env);
-    workers.push(...(await Promise.all([startWorkerProcess(env, ['glove-embed']), startWorkerProcess(env, ['glove-embed'])])));
+    metricsPorts.push(await freePort(), await freePort());
+    workers.push(
+      ...(await Promise.all(metricsPorts.map((port) => startWorkerProcess({ ...env, METRICS_PORT: String(port), HOST: '127.0.0.1' }, ['glove-embed'])))),
+    );
   });
 
   after(async () => {
@@ -94,5 +99,18 @@ describe('gateway + 2 worker processes + real Redis serve glove-embed', () => {
     const batchSizes = jobs.map((job) => job.timings?.batch_size ?? 0);
     assert.ok(Math.max(...batchSizes) > 1, `expected batches larger than 1, got ${[...new Set(batchSizes)].join(',')}`);
     assert.ok(batchSizes.every((size) => size >= 1 && size <= config.batching.max_batch_size));
+
+    // The workers' own metrics agree with the jobs: 300 requests run, one forward pass per batch id.
+    const batchIds = new Set(jobs.map((job) => job.timings?.batch_id));
+    let inferences = 0;
+    let executions = 0;
+    for (const port of metricsPorts) {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const value = (name: string): number => Number(/\S+ (\S+)$/.exec(text.split('\n').find((line) => line.startsWith(`${name}{model="glove-embed",version="1"}`)) ?? '')?.[1] ?? 0);
+      inferences += value('inferline_inference_count_total');
+      executions += value('inferline_batch_executions_total');
+    }
+    assert.equal(inferences, TEXTS);
+    assert.equal(executions, batchIds.size);
   });
 });

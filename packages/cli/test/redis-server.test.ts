@@ -30,7 +30,7 @@ describe('startRedisServer', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  void it('starts a redis-server that answers, with noeviction, and stop() ends its process', async () => {
+  it('starts a redis-server that answers, with noeviction, and stop() ends its process', async () => {
     const server = await startRedisServer({ dir: join(dir, 'answers') });
     try {
       assert.match(server.url, /^redis:\/\/127\.0\.0\.1:\d+$/);
@@ -47,7 +47,7 @@ describe('startRedisServer', () => {
     await server.stop(); // stopping twice is harmless
   });
 
-  void it('keeps data across stop and start in the same folder (appendonly)', async () => {
+  it('keeps data across stop and start in the same folder (appendonly)', async () => {
     const data = join(dir, 'durable');
     const first = await startRedisServer({ dir: data });
     try {
@@ -70,7 +70,7 @@ describe('startRedisServer', () => {
     }
   });
 
-  void it('keeps acknowledged writes through the append-only file when the server is killed without a save', async () => {
+  it('keeps acknowledged writes through the append-only file when the server is killed without a save', async () => {
     const data = join(dir, 'killed');
     const first = await startRedisServer({ dir: data });
     await withRedis(first.url, (redis) => redis.set('inferline:test', 'from-aof'));
@@ -88,7 +88,7 @@ describe('startRedisServer', () => {
 });
 
 describe('findRedisServer', () => {
-  void it('names the fix when redis-server is not on PATH', async () => {
+  it('names the fix when redis-server is not on PATH', async () => {
     // A PATH holding only `sh` (findRedisServer asks `sh -c "command -v redis-server"`).
     const bin = await mkdtemp(join(tmpdir(), 'inferline-path-'));
     try {

@@ -34,7 +34,7 @@ describe('trapStopSignals', () => {
     return fork(script, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   }
 
-  void it('aborts on the first SIGTERM and exits 130 on a second one that is not a duplicate delivery', async () => {
+  it('aborts on the first SIGTERM and exits 130 on a second one that is not a duplicate delivery', async () => {
     const child = start();
     await once(child, 'message');
     child.kill('SIGTERM');
@@ -47,7 +47,7 @@ describe('trapStopSignals', () => {
     assert.deepEqual(await exit, [130, null]);
   });
 
-  void it('aborts when the IPC channel of a forked process closes', async () => {
+  it('aborts when the IPC channel of a forked process closes', async () => {
     const child = start();
     let stdout = '';
     child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));

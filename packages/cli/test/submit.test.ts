@@ -135,7 +135,7 @@ describe('submit --file', () => {
     return { code, results, stderr: err() };
   }
 
-  void it('prints one line per non-empty input in input order, resubmitting after a 429 once Retry-After has passed', async () => {
+  it('prints one line per non-empty input in input order, resubmitting after a 429 once Retry-After has passed', async () => {
     const inputs = Array.from({ length: 12 }, (_, i) => `text ${i}`);
     const { code, results, stderr } = await run(['', ...inputs.slice(0, 6), '   ', ...inputs.slice(6), '']);
 
@@ -163,7 +163,7 @@ describe('submit --file', () => {
     assert.match(stderr, /12 inputs: 12 succeeded, 0 not/);
   });
 
-  void it('reports failed and refused inputs in place and exits non-zero', async () => {
+  it('reports failed and refused inputs in place and exits non-zero', async () => {
     const { code, results } = await run(['text 1', 'fail me', 'reject me', 'text 4'], 2);
 
     assert.equal(code, 1);
@@ -180,7 +180,7 @@ describe('submit --file', () => {
     assert.equal(typeof results[1]?.id, 'string');
   });
 
-  void it('--text prints the terminal job as JSON and exits 0 only when it succeeded', async () => {
+  it('--text prints the terminal job as JSON and exits 0 only when it succeeded', async () => {
     for (const [text, status, code] of [['text 9', 'succeeded', 0], ['fail me', 'failed', 1]] as const) {
       const stdout = new PassThrough();
       const out = collect(stdout);
@@ -191,7 +191,7 @@ describe('submit --file', () => {
     }
   });
 
-  void it('fails the run with a clear error when the gateway cannot be reached', async () => {
+  it('fails the run with a clear error when the gateway cannot be reached', async () => {
     const file = join(dir, 'one.txt');
     await writeFile(file, 'hello\n');
     const stdout = new PassThrough();
@@ -203,7 +203,7 @@ describe('submit --file', () => {
 });
 
 describe('parseRetryAfter', () => {
-  void it('reads delta-seconds and HTTP dates, and falls back to 1 s', () => {
+  it('reads delta-seconds and HTTP dates, and falls back to 1 s', () => {
     assert.equal(parseRetryAfter('2'), 2000);
     assert.equal(parseRetryAfter(new Date(10_000).toUTCString(), 7_000), 3000);
     assert.equal(parseRetryAfter(undefined), 1000);

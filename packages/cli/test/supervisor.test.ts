@@ -37,7 +37,7 @@ describe('SupervisedChild', () => {
     });
   }
 
-  void it('restarts a child that dies unexpectedly, waiting longer after each quick death', async () => {
+  it('restarts a child that dies unexpectedly, waiting longer after each quick death', async () => {
     const crashing = child('crash');
     const startedAt: number[] = [];
     crashing.on('message', () => startedAt.push(Date.now()));
@@ -52,7 +52,7 @@ describe('SupervisedChild', () => {
     assert.equal(crashing.starts, starts, 'no restart after stop()');
   });
 
-  void it('does not restart a child when restart is off', async () => {
+  it('does not restart a child when restart is off', async () => {
     const once_ = child('crash', false);
     once_.start();
     await once(once_, 'exit');
@@ -61,7 +61,7 @@ describe('SupervisedChild', () => {
     assert.equal(once_.pid, undefined);
   });
 
-  void it('stop() sends SIGTERM and resolves when the child has exited', async () => {
+  it('stop() sends SIGTERM and resolves when the child has exited', async () => {
     const graceful = child('graceful');
     graceful.start();
     await once(graceful, 'message');
@@ -73,7 +73,7 @@ describe('SupervisedChild', () => {
     assert.deepEqual(messages, [{ type: 'bye' }]);
   });
 
-  void it('stop() kills a child that ignores SIGTERM after the grace period', async () => {
+  it('stop() kills a child that ignores SIGTERM after the grace period', async () => {
     const stubborn = child('stubborn');
     stubborn.start();
     await once(stubborn, 'message');

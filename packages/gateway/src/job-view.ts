@@ -31,6 +31,7 @@ export function toJobView(record: Record<string, Buffer>): JobView | undefined {
       queue_ms: Number(record.queue_ms.toString()),
       inference_ms: Number(record.inference_ms.toString()),
       batch_size: Number(record.batch_size.toString()),
+      batch_id: record.batch_id?.toString() ?? '',
     };
   }
   return view;

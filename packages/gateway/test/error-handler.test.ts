@@ -18,7 +18,7 @@ function assertError(res: Reply, status: number, code: string, message?: RegExp)
   if (message) assert.match(body.error.message, message);
 }
 
-void describe('error-handler: every error answers {"error":{"code","message"}} with its status', () => {
+describe('error-handler: every error answers {"error":{"code","message"}} with its status', () => {
   let f: Fixture;
   before(async () => {
     f = await startFixture({ versions: [1, 2], versionPolicy: { specific: { versions: [2] } }, maxQueueSize: 3, maxTextBytes: 64, settings: { max_body_bytes: 2048 } });
@@ -34,67 +34,67 @@ void describe('error-handler: every error answers {"error":{"code","message"}} w
     assert.deepEqual(await f.redis.keys('*'), []);
   }
 
-  void it('missing input → 400 invalid_input naming the field', async () => {
+  it('missing input → 400 invalid_input naming the field', async () => {
     assertError(await postJob(f.app, { model: MODEL }), 400, 'invalid_input', /missing field "input"/);
     await assertNothingStored();
   });
 
-  void it('non-string input for a text model → 400 invalid_input', async () => {
+  it('non-string input for a text model → 400 invalid_input', async () => {
     assertError(await postJob(f.app, { model: MODEL, input: 42 }), 400, 'invalid_input', /JSON string, got a number/);
     assertError(await postJob(f.app, { model: MODEL, input: ['a'] }), 400, 'invalid_input', /got an array/);
     await assertNothingStored();
   });
 
-  void it('unknown field → 400 invalid_input naming it (rejected, not stripped)', async () => {
+  it('unknown field → 400 invalid_input naming it (rejected, not stripped)', async () => {
     assertError(await postJob(f.app, { model: MODEL, input: 'x', foo: 1 }), 400, 'invalid_input', /unknown field "foo"/);
     await assertNothingStored();
   });
 
-  void it('a version given as a string is not coerced → 400 invalid_input', async () => {
+  it('a version given as a string is not coerced → 400 invalid_input', async () => {
     assertError(await postJob(f.app, { model: MODEL, version: '2', input: 'x' }), 400, 'invalid_input', /field "version"/);
   });
 
-  void it('text over max_text_bytes (UTF-8 bytes, not characters) → 400 invalid_input', async () => {
+  it('text over max_text_bytes (UTF-8 bytes, not characters) → 400 invalid_input', async () => {
     assertError(await postJob(f.app, { model: MODEL, input: 'é'.repeat(33) }), 400, 'invalid_input', /66 UTF-8 bytes, more than the 64/);
     assert.equal((await postJob(f.app, { model: MODEL, input: 'é'.repeat(32) })).statusCode, 202);
   });
 
-  void it('unknown model → 404 model_not_found', async () => {
+  it('unknown model → 404 model_not_found', async () => {
     assertError(await postJob(f.app, { model: 'nope', input: 'x' }), 404, 'model_not_found', /"nope"/);
   });
 
-  void it('a version not served (present on disk but outside the policy, or absent) → 404 version_not_found', async () => {
+  it('a version not served (present on disk but outside the policy, or absent) → 404 version_not_found', async () => {
     assertError(await postJob(f.app, { model: MODEL, version: 1, input: 'x' }), 404, 'version_not_found', /served: 2/);
     assertError(await postJob(f.app, { model: MODEL, version: 7, input: 'x' }), 404, 'version_not_found');
     await assertNothingStored();
   });
 
-  void it('unknown job → 404 job_not_found', async () => {
+  it('unknown job → 404 job_not_found', async () => {
     assertError(await f.app.inject({ url: '/v1/jobs/unknown' }), 404, 'job_not_found');
   });
 
-  void it('body over max_body_bytes → 413 payload_too_large', async () => {
+  it('body over max_body_bytes → 413 payload_too_large', async () => {
     assertError(await postJob(f.app, { model: MODEL, input: 'x'.repeat(4096) }), 413, 'payload_too_large', /2048 bytes/);
     await assertNothingStored();
   });
 
-  void it('text/plain content type → 415 unsupported_media_type', async () => {
+  it('text/plain content type → 415 unsupported_media_type', async () => {
     const res = await f.app.inject({ method: 'POST', url: '/v1/jobs', headers: { 'content-type': 'text/plain' }, payload: 'hello' });
     assertError(res, 415, 'unsupported_media_type');
   });
 
-  void it('malformed or empty JSON → 400 invalid_input', async () => {
+  it('malformed or empty JSON → 400 invalid_input', async () => {
     const headers = { 'content-type': 'application/json' };
     assertError(await f.app.inject({ method: 'POST', url: '/v1/jobs', headers, payload: '{"model": "glove-embed", ' }), 400, 'invalid_input', /not valid JSON/);
     assertError(await f.app.inject({ method: 'POST', url: '/v1/jobs', headers, payload: '' }), 400, 'invalid_input');
     assertError(await f.app.inject({ method: 'POST', url: '/v1/jobs', headers, payload: '[1,2]' }), 400, 'invalid_input');
   });
 
-  void it('unknown route → 404 not_found', async () => {
+  it('unknown route → 404 not_found', async () => {
     assertError(await f.app.inject({ url: '/v2/nothing' }), 404, 'not_found', /GET \/v2\/nothing/);
   });
 
-  void it('queue full → 429 queue_full with Retry-After, and the job is not stored', async () => {
+  it('queue full → 429 queue_full with Retry-After, and the job is not stored', async () => {
     for (let i = 0; i < 3; i++) assert.equal((await postJob(f.app, { model: MODEL, input: `t${i}` })).statusCode, 202);
     const res = await postJob(f.app, { model: MODEL, input: 'one too many' });
     assertError(res, 429, 'queue_full', /max_queue_size/);
@@ -103,7 +103,7 @@ void describe('error-handler: every error answers {"error":{"code","message"}} w
     assert.equal((await f.redis.keys(keys.job('*'))).length, 3);
   });
 
-  void it('a burst of 200 mixed malformed and valid requests stores exactly the valid ones', async () => {
+  it('a burst of 200 mixed malformed and valid requests stores exactly the valid ones', async () => {
     const big = await startFixture({ server: f.server, maxTextBytes: 64 });
     try {
       const headers = { 'content-type': 'application/json' };
@@ -147,8 +147,8 @@ void describe('error-handler: every error answers {"error":{"code","message"}} w
   });
 });
 
-void describe('error-handler: unexpected errors', () => {
-  void it('an unexpected error → 500 internal whose message reveals nothing', async () => {
+describe('error-handler: unexpected errors', () => {
+  it('an unexpected error → 500 internal whose message reveals nothing', async () => {
     const f = await startFixture();
     const app = buildApp({ redis: f.appRedis, events: f.events, models: f.models, settings: f.settings, logger: silentLogger });
     app.get('/boom', () => {
@@ -163,8 +163,8 @@ void describe('error-handler: unexpected errors', () => {
   });
 });
 
-void describe('error-handler: Redis unreachable → 503 unavailable, nothing stored', () => {
-  void it('POST /v1/jobs and /readyz answer 503 when the command connection points at a closed port', async () => {
+describe('error-handler: Redis unreachable → 503 unavailable, nothing stored', () => {
+  it('POST /v1/jobs and /readyz answer 503 when the command connection points at a closed port', async () => {
     const f = await startFixture();
     const port = await closedPort();
     const deadRedis = connectRedis(`redis://127.0.0.1:${port}`, { name: 'dead', failFast: true });
@@ -182,7 +182,7 @@ void describe('error-handler: Redis unreachable → 503 unavailable, nothing sto
     }
   });
 
-  void it('a command connection that dropped while Redis is up answers 503 and stores nothing', async () => {
+  it('a command connection that dropped while Redis is up answers 503 and stores nothing', async () => {
     const f = await startFixture();
     try {
       f.appRedis.disconnect();
@@ -193,7 +193,7 @@ void describe('error-handler: Redis unreachable → 503 unavailable, nothing sto
     }
   });
 
-  void it('after the test Redis is stopped, POST /v1/jobs and /readyz answer 503', async () => {
+  it('after the test Redis is stopped, POST /v1/jobs and /readyz answer 503', async () => {
     const server = await startTestRedis();
     const f = await startFixture({ server });
     try {
@@ -209,8 +209,8 @@ void describe('error-handler: Redis unreachable → 503 unavailable, nothing sto
   });
 });
 
-void describe('error-handler: readiness needs the event subscription', () => {
-  void it('/readyz answers 503 while the job events subscription is down', async () => {
+describe('error-handler: readiness needs the event subscription', () => {
+  it('/readyz answers 503 while the job events subscription is down', async () => {
     const f = await startFixture();
     const events = new JobEvents(connectRedis('redis://127.0.0.1:1', { name: 'no-events', lazyConnect: true }), silentLogger);
     const app = buildApp({ redis: f.appRedis, events, models: f.models, settings: f.settings, logger: silentLogger });

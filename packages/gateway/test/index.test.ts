@@ -5,7 +5,7 @@ import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
 import { startGateway } from '../src/index.ts';
 import { createRepository, MODEL, silentLogger, testSettings } from './fixture.ts';
 
-void describe('startGateway', () => {
+describe('startGateway', () => {
   let server: TestRedis;
   let repository: string;
   before(async () => {
@@ -17,7 +17,7 @@ void describe('startGateway', () => {
     await rm(repository, { recursive: true, force: true });
   });
 
-  void it('listens on settings.host:port, accepts a job over HTTP, and close() stops everything', async () => {
+  it('listens on settings.host:port, accepts a job over HTTP, and close() stops everything', async () => {
     const gateway = await startGateway(testSettings({ redis_url: server.url, model_repository: repository, host: '127.0.0.1', port: 0 }), silentLogger);
     try {
       assert.match(gateway.address, /^http:\/\/127\.0\.0\.1:\d+$/);
@@ -42,7 +42,7 @@ void describe('startGateway', () => {
     await assert.rejects(fetch(`${gateway.address}/healthz`));
   });
 
-  void it('close() ends a pending long-poll at once with the current state, and ends event streams', async () => {
+  it('close() ends a pending long-poll at once with the current state, and ends event streams', async () => {
     const gateway = await startGateway(testSettings({ redis_url: server.url, model_repository: repository, host: '127.0.0.1', port: 0 }), silentLogger);
     const res = await fetch(`${gateway.address}/v1/jobs`, {
       method: 'POST',
@@ -62,7 +62,7 @@ void describe('startGateway', () => {
     assert.match(await streamText, /^event: queued\n/);
   });
 
-  void it('fails with invalid_config when the model repository cannot be read', async () => {
+  it('fails with invalid_config when the model repository cannot be read', async () => {
     await assert.rejects(
       startGateway(testSettings({ redis_url: server.url, model_repository: '/nonexistent/models', host: '127.0.0.1', port: 0 }), silentLogger),
       /invalid_config|model repository/,

@@ -31,21 +31,21 @@ function message(fn: () => void): string {
   assert.fail('expected invalid_input');
 }
 
-void describe('validateInput', () => {
-  void it('accepts text up to max_text_bytes UTF-8 bytes', () => {
+describe('validateInput', () => {
+  it('accepts text up to max_text_bytes UTF-8 bytes', () => {
     validateInput(text, '12345678');
     validateInput(text, 'ééé');
     validateInput(textDefault, 'x'.repeat(65_536));
   });
 
-  void it('rejects non-strings and text over the limit, saying why', () => {
+  it('rejects non-strings and text over the limit, saying why', () => {
     assert.match(message(() => validateInput(text, null)), /JSON string, got null/);
     assert.match(message(() => validateInput(text, { b64: 'AA' })), /got an object/);
     assert.match(message(() => validateInput(text, 'ééééé')), /10 UTF-8 bytes, more than the 8/);
     assert.match(message(() => validateInput(textDefault, 'x'.repeat(65_537))), /more than the 65536/);
   });
 
-  void it('checks a tensor input against rank, fixed dimensions and dtype', () => {
+  it('checks a tensor input against rank, fixed dimensions and dtype', () => {
     validateInput(tensor, [[1, 2], [3, 4], [5, 6]]);
     validateInput(tensor, []);
     assert.match(message(() => validateInput(tensor, [[1, 2, 3]])), /input\[0\]": expected 2 elements/);

@@ -5,7 +5,7 @@ import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
 import { JobEvents } from '../src/job-events.ts';
 import { silentLogger } from './fixture.ts';
 
-void describe('JobEvents', () => {
+describe('JobEvents', () => {
   let server: TestRedis;
   let publisher: Redis;
   let events: JobEvents;
@@ -26,7 +26,7 @@ void describe('JobEvents', () => {
     assert.equal(await publisher.publish(JOB_EVENTS_CHANNEL, message), 1);
   };
 
-  void it('buffers an event that arrives between watch() and next(): no lost wake-up', async () => {
+  it('buffers an event that arrives between watch() and next(): no lost wake-up', async () => {
     const watch = events.watch('job-a');
     await publish('job-a\tsucceeded');
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -34,7 +34,7 @@ void describe('JobEvents', () => {
     watch.close();
   });
 
-  void it('wakes a pending next() with the event of its job only, ignoring other jobs and malformed messages', async () => {
+  it('wakes a pending next() with the event of its job only, ignoring other jobs and malformed messages', async () => {
     const watch = events.watch(['job-b', 'job-c']);
     const next = watch.next(2_000);
     await publish('job-z\tsucceeded');
@@ -44,13 +44,13 @@ void describe('JobEvents', () => {
     watch.close();
   });
 
-  void it('answers timeout when nothing arrives', async () => {
+  it('answers timeout when nothing arrives', async () => {
     const watch = events.watch('job-d');
     assert.deepEqual(await watch.next(30), { timeout: true });
     watch.close();
   });
 
-  void it('answers closed and detaches on abort or close', async () => {
+  it('answers closed and detaches on abort or close', async () => {
     const watch = events.watch('job-e');
     const controller = new AbortController();
     const next = watch.next(5_000, controller.signal);
@@ -66,7 +66,7 @@ void describe('JobEvents', () => {
     assert.equal(events.watchedJobs, 0);
   });
 
-  void it('two watches of the same job both wake', async () => {
+  it('two watches of the same job both wake', async () => {
     const one = events.watch('job-g');
     const two = events.watch('job-g');
     const both = Promise.all([one.next(2_000), two.next(2_000)]);
@@ -81,7 +81,7 @@ void describe('JobEvents', () => {
     assert.equal(events.watchedJobs, 0);
   });
 
-  void it('after the subscriber connection is killed it re-subscribes and tells watches to re-read', async () => {
+  it('after the subscriber connection is killed it re-subscribes and tells watches to re-read', async () => {
     const watch = events.watch('job-h');
     const clients = await publisher.client('LIST');
     const id = /id=(\d+) [^\n]*name=events-under-test/.exec(String(clients))?.[1];
@@ -95,7 +95,7 @@ void describe('JobEvents', () => {
     watch.close();
   });
 
-  void it('close() closes every watch and rejects nothing afterwards', async () => {
+  it('close() closes every watch and rejects nothing afterwards', async () => {
     const local = new JobEvents(connectRedis(server.url, { name: 'short-lived' }), silentLogger);
     await local.ready();
     const watch = local.watch('job-i');

@@ -5,7 +5,7 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import { decode, keys, type JobView } from '@inferline/shared';
 import { MODEL, postJob, settleJob, startFixture, startJob, type Fixture } from './fixture.ts';
 
-void describe('routes/jobs', () => {
+describe('routes/jobs', () => {
   let f: Fixture;
   before(async () => {
     f = await startFixture({ settings: { max_wait_s: 10 } });
@@ -23,7 +23,7 @@ void describe('routes/jobs', () => {
     return res.json<JobView>();
   }
 
-  void it('POST /v1/jobs stores the job record and one stream entry holding the encoded input, and answers 202 + Location', async () => {
+  it('POST /v1/jobs stores the job record and one stream entry holding the encoded input, and answers 202 + Location', async () => {
     const res = await postJob(f.app, { model: MODEL, version: 1, input: 'hello world' });
     assert.equal(res.statusCode, 202);
     const body = res.json<JobView>();
@@ -46,7 +46,7 @@ void describe('routes/jobs', () => {
     assert.equal(decode(fields[3] ?? Buffer.alloc(0)), 'hello world');
   });
 
-  void it('GET /v1/jobs/:id answers queued, then running, then succeeded with 100 numbers and timings', async () => {
+  it('GET /v1/jobs/:id answers queued, then running, then succeeded with 100 numbers and timings', async () => {
     const job = await enqueue();
     const queued = await f.app.inject({ url: `/v1/jobs/${job.id}` });
     assert.equal(queued.statusCode, 200);
@@ -63,12 +63,12 @@ void describe('routes/jobs', () => {
     assert.ok(Array.isArray(embedding));
     assert.equal(embedding.length, 100);
     for (const value of embedding) assert.ok(typeof value === 'number' && Math.abs(value - 0.1) < 1e-6);
-    assert.deepEqual(done.timings, { queue_ms: 12, inference_ms: 3, batch_size: 4 });
+    assert.deepEqual(done.timings, { queue_ms: 12, inference_ms: 3, batch_size: 4, batch_id: 'batch-1' });
     assert.equal(done.error, undefined);
     assert.equal(await f.redis.xlen(keys.requests(MODEL, 1)), 0, 'settle deleted the entry');
   });
 
-  void it('GET /v1/jobs/:id of a failed job carries its error and timings, no output', async () => {
+  it('GET /v1/jobs/:id of a failed job carries its error and timings, no output', async () => {
     const job = await enqueue();
     await settleJob(f.redis, job.id, { status: 'failed', code: 'inference_failed', message: 'model threw' });
     const view = (await f.app.inject({ url: `/v1/jobs/${job.id}` })).json<JobView>();
@@ -78,13 +78,13 @@ void describe('routes/jobs', () => {
     assert.ok(view.timings);
   });
 
-  void it('GET /v1/jobs/:id of an unknown job answers 404 job_not_found', async () => {
+  it('GET /v1/jobs/:id of an unknown job answers 404 job_not_found', async () => {
     const res = await f.app.inject({ url: '/v1/jobs/AAAAAAAAAAAAAAAAAAAAA' });
     assert.equal(res.statusCode, 404);
     assert.equal(res.json<{ error: { code: string } }>().error.code, 'job_not_found');
   });
 
-  void it('?wait=5 returns the terminal state once a settle fires during the wait', async () => {
+  it('?wait=5 returns the terminal state once a settle fires during the wait', async () => {
     const job = await enqueue();
     const timer = setTimeout(() => void settleJob(f.redis, job.id), 150);
     const res = await f.app.inject({ url: `/v1/jobs/${job.id}?wait=5` });
@@ -94,14 +94,14 @@ void describe('routes/jobs', () => {
     assert.equal(f.events.watchedJobs, 0, 'the waiter was removed');
   });
 
-  void it('?wait=5 answers at once when the job is already terminal', async () => {
+  it('?wait=5 answers at once when the job is already terminal', async () => {
     const job = await enqueue();
     await settleJob(f.redis, job.id);
     const res = await f.app.inject({ url: `/v1/jobs/${job.id}?wait=5` });
     assert.equal(res.json<JobView>().status, 'succeeded');
   });
 
-  void it('?wait=1 answers the current, non-terminal state when nothing settles, and sees a running start', async () => {
+  it('?wait=1 answers the current, non-terminal state when nothing settles, and sees a running start', async () => {
     const job = await enqueue();
     const timer = setTimeout(() => void startJob(f.redis, job.id), 100);
     const res = await f.app.inject({ url: `/v1/jobs/${job.id}?wait=1` });
@@ -111,7 +111,7 @@ void describe('routes/jobs', () => {
     assert.equal(f.events.watchedJobs, 0);
   });
 
-  void it('?wait outside 0..max_wait_s or not a number answers 400 invalid_input', async () => {
+  it('?wait outside 0..max_wait_s or not a number answers 400 invalid_input', async () => {
     const job = await enqueue();
     for (const wait of ['11', '-1', 'soon']) {
       const res = await f.app.inject({ url: `/v1/jobs/${job.id}?wait=${wait}` });
@@ -122,7 +122,7 @@ void describe('routes/jobs', () => {
     }
   });
 
-  void it('?wait on an unknown job answers 404 and leaves no waiter', async () => {
+  it('?wait on an unknown job answers 404 and leaves no waiter', async () => {
     const res = await f.app.inject({ url: '/v1/jobs/AAAAAAAAAAAAAAAAAAAAA?wait=2' });
     assert.equal(res.statusCode, 404);
     assert.equal(f.events.watchedJobs, 0);
@@ -135,7 +135,7 @@ void describe('routes/jobs', () => {
       base = `http://127.0.0.1:${(f.app.server.address() as AddressInfo).port}`;
     });
 
-    void it('a long-poll whose client disconnects removes its waiter', async () => {
+    it('a long-poll whose client disconnects removes its waiter', async () => {
       const job = await enqueue();
       const req = httpRequest(`${base}/v1/jobs/${job.id}?wait=10`);
       req.on('error', () => undefined);
@@ -145,7 +145,7 @@ void describe('routes/jobs', () => {
       await until(() => f.events.watchedJobs === 0);
     });
 
-    void it('GET /v1/jobs/:id/events streams queued, running, succeeded, then closes', async () => {
+    it('GET /v1/jobs/:id/events streams queued, running, succeeded, then closes', async () => {
       const job = await enqueue();
       const res = await fetch(`${base}/v1/jobs/${job.id}/events`);
       assert.equal(res.status, 200);
@@ -180,20 +180,20 @@ void describe('routes/jobs', () => {
       assert.equal(f.events.watchedJobs, 0);
     });
 
-    void it('GET /v1/jobs/:id/events of a finished job sends the one terminal event and closes', async () => {
+    it('GET /v1/jobs/:id/events of a finished job sends the one terminal event and closes', async () => {
       const job = await enqueue();
       await settleJob(f.redis, job.id, { status: 'failed', code: 'inference_failed', message: 'boom' });
       const text = await (await fetch(`${base}/v1/jobs/${job.id}/events`)).text();
       assert.match(text, /^event: failed\ndata: \{.*"inference_failed".*\}\n\n$/);
     });
 
-    void it('GET /v1/jobs/:id/events of an unknown job answers 404 JSON', async () => {
+    it('GET /v1/jobs/:id/events of an unknown job answers 404 JSON', async () => {
       const res = await fetch(`${base}/v1/jobs/AAAAAAAAAAAAAAAAAAAAA/events`);
       assert.equal(res.status, 404);
       assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'job_not_found');
     });
 
-    void it('an event stream whose client disconnects removes its waiter', async () => {
+    it('an event stream whose client disconnects removes its waiter', async () => {
       const job = await enqueue();
       const controller = new AbortController();
       const res = await fetch(`${base}/v1/jobs/${job.id}/events`, { signal: controller.signal });

@@ -6,7 +6,7 @@ import { InferlineError } from '@inferline/shared';
 import { ModelCatalog } from '../src/model-catalog.ts';
 import { addVersion, createRepository, MODEL, silentLogger } from './fixture.ts';
 
-void describe('ModelCatalog', () => {
+describe('ModelCatalog', () => {
   const roots: string[] = [];
   after(async () => {
     for (const root of roots) await rm(root, { recursive: true, force: true });
@@ -25,7 +25,7 @@ void describe('ModelCatalog', () => {
     return undefined;
   };
 
-  void it('resolves a model to its latest served version, or to an explicit served version', async () => {
+  it('resolves a model to its latest served version, or to an explicit served version', async () => {
     const { catalog } = await open({ versions: [1, 3], versionPolicy: { all: {} } });
     assert.equal(catalog.resolve(MODEL).version, 3);
     assert.equal(catalog.resolve(MODEL, 1).version, 1);
@@ -33,7 +33,7 @@ void describe('ModelCatalog', () => {
     catalog.close();
   });
 
-  void it('throws model_not_found for an unknown name, version_not_found for a version not served', async () => {
+  it('throws model_not_found for an unknown name, version_not_found for a version not served', async () => {
     const { catalog } = await open({ versions: [1, 2] }); // latest{1}: only 2 is served
     assert.equal(code(() => catalog.resolve('nope')), 'model_not_found');
     assert.equal(code(() => catalog.resolve(MODEL, 1)), 'version_not_found');
@@ -41,13 +41,13 @@ void describe('ModelCatalog', () => {
     catalog.close();
   });
 
-  void it('a model without a complete version folder serves nothing', async () => {
+  it('a model without a complete version folder serves nothing', async () => {
     const { catalog } = await open({ versions: [] });
     assert.equal(code(() => catalog.resolve(MODEL)), 'model_not_found');
     catalog.close();
   });
 
-  void it('refresh() picks up a new version; a broken config keeps the previous view', async () => {
+  it('refresh() picks up a new version; a broken config keeps the previous view', async () => {
     const { root, catalog } = await open({ versions: [1] });
     await addVersion(root, 2);
     await catalog.refresh();
@@ -58,7 +58,7 @@ void describe('ModelCatalog', () => {
     catalog.close();
   });
 
-  void it('re-reads the repository every poll_interval_ms', async () => {
+  it('re-reads the repository every poll_interval_ms', async () => {
     const root = await createRepository({ versions: [1] });
     roots.push(root);
     const catalog = await ModelCatalog.open(root, 100, silentLogger);
@@ -69,7 +69,7 @@ void describe('ModelCatalog', () => {
     catalog.close();
   });
 
-  void it('open() fails with invalid_config for a missing repository folder', async () => {
+  it('open() fails with invalid_config for a missing repository folder', async () => {
     await assert.rejects(ModelCatalog.open('/nonexistent/inferline-models', 1_000, silentLogger), (error: unknown) => {
       return error instanceof InferlineError && error.code === 'invalid_config';
     });

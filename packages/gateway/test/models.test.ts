@@ -5,7 +5,7 @@ import type { ModelList, ModelMetadataReply, ModelStatusReply } from '../src/mod
 import { versionState } from '../src/routes/models.ts';
 import { MODEL, startFixture, type Fixture } from './fixture.ts';
 
-void describe('routes/models', () => {
+describe('routes/models', () => {
   let f: Fixture;
   before(async () => {
     f = await startFixture({ versions: [1, 2], versionPolicy: { all: {} } });
@@ -22,7 +22,7 @@ void describe('routes/models', () => {
     await f.redis.hset(keys.versionStatus(MODEL), String(version), JSON.stringify({ state, backend: 'wasm', loaded_at: Date.now() }));
   }
 
-  void it('GET /v1/models lists each model with served versions, state, platform, signature and live workers', async () => {
+  it('GET /v1/models lists each model with served versions, state, platform, signature and live workers', async () => {
     const before = (await f.app.inject({ url: '/v1/models' })).json<ModelList>();
     assert.equal(before.models.length, 1);
     const [model] = before.models;
@@ -46,7 +46,7 @@ void describe('routes/models', () => {
     ]);
   });
 
-  void it('GET /v1/models/:name answers TF Serving model_version_status: START until a worker heartbeats, then its state', async () => {
+  it('GET /v1/models/:name answers TF Serving model_version_status: START until a worker heartbeats, then its state', async () => {
     const start = await f.app.inject({ url: `/v1/models/${MODEL}` });
     assert.equal(start.statusCode, 200);
     assert.deepEqual(start.json<ModelStatusReply>(), {
@@ -60,7 +60,7 @@ void describe('routes/models', () => {
     assert.deepEqual(one.model_version_status, [{ version: '1', state: 'AVAILABLE', status: { error_code: 'OK', error_message: '' } }]);
   });
 
-  void it('GET /v1/models/:name/metadata derives TF Serving signature_def from config.signature', async () => {
+  it('GET /v1/models/:name/metadata derives TF Serving signature_def from config.signature', async () => {
     const res = await f.app.inject({ url: `/v1/models/${MODEL}/metadata` });
     assert.equal(res.statusCode, 200);
     const body = res.json<ModelMetadataReply>();
@@ -77,7 +77,7 @@ void describe('routes/models', () => {
     assert.equal(v1.model_spec.version, '1');
   });
 
-  void it('unknown model or version → 404 model_not_found / version_not_found', async () => {
+  it('unknown model or version → 404 model_not_found / version_not_found', async () => {
     for (const url of ['/v1/models/nope', '/v1/models/nope/metadata']) {
       const res = await f.app.inject({ url });
       assert.equal(res.statusCode, 404);
@@ -91,8 +91,8 @@ void describe('routes/models', () => {
   });
 });
 
-void describe('versionState', () => {
-  void it('reads the worker-published state when a worker is alive, START otherwise, UNKNOWN for garbage', () => {
+describe('versionState', () => {
+  it('reads the worker-published state when a worker is alive, START otherwise, UNKNOWN for garbage', () => {
     assert.equal(versionState(undefined, 2), 'START');
     assert.equal(versionState('{"state":"AVAILABLE"}', 0), 'START');
     assert.equal(versionState('{"state":"available"}', 1), 'AVAILABLE');

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { MODEL, postJob, startFixture, type Fixture } from './fixture.ts';
 
-void describe('routes/ops', () => {
+describe('routes/ops', () => {
   let f: Fixture;
   before(async () => {
     f = await startFixture({ maxQueueSize: 2 });
@@ -11,19 +11,19 @@ void describe('routes/ops', () => {
     await f.close();
   });
 
-  void it('/healthz answers 200', async () => {
+  it('/healthz answers 200', async () => {
     const res = await f.app.inject({ url: '/healthz' });
     assert.equal(res.statusCode, 200);
     assert.deepEqual(res.json(), { status: 'ok' });
   });
 
-  void it('/readyz answers 200 when Redis answers and events are subscribed', async () => {
+  it('/readyz answers 200 when Redis answers and events are subscribed', async () => {
     const res = await f.app.inject({ url: '/readyz' });
     assert.equal(res.statusCode, 200);
     assert.deepEqual(res.json(), { status: 'ready' });
   });
 
-  void it('/metrics exposes requests by status, request durations, queue depth, workers and process metrics', async () => {
+  it('/metrics exposes requests by status, request durations, queue depth, workers and process metrics', async () => {
     await postJob(f.app, { model: MODEL, input: 'a' });
     await postJob(f.app, { model: MODEL, input: 'b' });
     await postJob(f.app, { model: MODEL, input: 'c' }); // queue_full

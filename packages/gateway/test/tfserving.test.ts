@@ -46,7 +46,7 @@ function fakeWorker(url: string, version = 1): { stop(): Promise<void> } {
 
 type Body = { predictions?: number[][]; outputs?: number[][]; error?: { code: string; message: string } };
 
-void describe('routes/tfserving: POST /v1/models/:name[/versions/:v]:predict', () => {
+describe('routes/tfserving: POST /v1/models/:name[/versions/:v]:predict', () => {
   let f: Fixture;
   let worker: { stop(): Promise<void> } | undefined;
   before(async () => {
@@ -64,7 +64,7 @@ void describe('routes/tfserving: POST /v1/models/:name[/versions/:v]:predict', (
 
   const predict = (body: unknown, path = `/v1/models/${MODEL}:predict`) => f.app.inject({ method: 'POST', url: path, payload: body as Record<string, unknown> });
 
-  void it('instances → one prediction per instance, in order, each the 100-float embedding', async () => {
+  it('instances → one prediction per instance, in order, each the 100-float embedding', async () => {
     worker = fakeWorker(f.server.url);
     const texts = ['a', 'abcd', 'ab', { text: 'abcdefgh' }, { b64: Buffer.from('abc').toString('base64') }];
     const res = await predict({ instances: texts });
@@ -77,7 +77,7 @@ void describe('routes/tfserving: POST /v1/models/:name[/versions/:v]:predict', (
     assert.equal(f.events.watchedJobs, 0);
   });
 
-  void it('columnar inputs → outputs; the versions path selects the version', async () => {
+  it('columnar inputs → outputs; the versions path selects the version', async () => {
     worker = fakeWorker(f.server.url);
     const res = await predict({ inputs: ['xyz', 'x'] }, `/v1/models/${MODEL}/versions/1:predict`);
     assert.equal(res.statusCode, 200, res.body);
@@ -87,28 +87,28 @@ void describe('routes/tfserving: POST /v1/models/:name[/versions/:v]:predict', (
     );
   });
 
-  void it('a failed instance fails the call with its error code', async () => {
+  it('a failed instance fails the call with its error code', async () => {
     worker = fakeWorker(f.server.url);
     const res = await predict({ instances: ['fine', 'fail me'] });
     assert.equal(res.statusCode, 500);
     assert.equal(res.json<Body>().error?.code, 'inference_failed');
   });
 
-  void it('no worker → 504 deadline_exceeded after max_wait_s', async () => {
+  it('no worker → 504 deadline_exceeded after max_wait_s', async () => {
     const res = await predict({ instances: ['waiting'] });
     assert.equal(res.statusCode, 504);
     assert.equal(res.json<Body>().error?.code, 'deadline_exceeded');
     assert.equal(f.events.watchedJobs, 0);
   });
 
-  void it('an invalid instance rejects the whole call with 400 and stores nothing', async () => {
+  it('an invalid instance rejects the whole call with 400 and stores nothing', async () => {
     const res = await predict({ instances: ['ok', 5] });
     assert.equal(res.statusCode, 400);
     assert.equal(res.json<Body>().error?.code, 'invalid_input');
     assert.deepEqual(await f.redis.keys('*'), []);
   });
 
-  void it('neither or both of instances / inputs, or an unknown field → 400; unknown model → 404', async () => {
+  it('neither or both of instances / inputs, or an unknown field → 400; unknown model → 404', async () => {
     for (const body of [{}, { instances: ['a'], inputs: ['a'] }, { instances: [] }, { instances: ['a'], foo: 1 }]) {
       const res = await predict(body);
       assert.equal(res.statusCode, 400, JSON.stringify(body));

@@ -32,6 +32,7 @@ export const JobTimings = Type.Object({
   queue_ms: Type.Number({ description: 'From acceptance to the start of its batch.' }),
   inference_ms: Type.Number({ description: 'Preprocessing + forward pass + postprocessing of its whole batch.' }),
   batch_size: Type.Integer({ description: 'Requests in the forward pass that served it.' }),
+  batch_id: Type.String({ description: 'The batch that served it (`<worker consumer>-<n>`), as in the worker log.' }),
 });
 
 /** `GET /v1/jobs/:id` reply (and the `202` reply of `POST /v1/jobs`, without output). */

@@ -36,6 +36,11 @@ export const Settings = Type.Object({
    * and another worker claims them after visibility_timeout_ms.
    */
   stop_grace_ms: Type.Integer({ minimum: 0, default: 5_000 }),
+  /**
+   * Port of a worker's Prometheus `/metrics` (batches, inference counts, compute time); 0 = none.
+   * Under `inferline start`, worker n listens on metrics_port + n - 1.
+   */
+  metrics_port: Type.Integer({ minimum: 0, maximum: 65535, default: 0 }),
   /** Worker processes `inferline start` runs; 0 = one per core. */
   workers: Type.Integer({ minimum: 0, default: 0 }),
 });

@@ -11,6 +11,7 @@ import {
 } from '@inferline/shared';
 import { initBackend } from './runtime/backend.ts';
 import { loadServable, type Servable } from './runtime/servable.ts';
+import { WorkerMetrics, serveMetrics } from './metrics.ts';
 import { VersionConsumer, consumerName } from './version-consumer.ts';
 
 /** Options of one worker process. */
@@ -89,6 +90,9 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
     logger.info({ model: model.config.name, version, backend, load_ms: Math.round(performance.now() - started) }, 'model version loaded and warmed up');
   }
 
+  const metrics = new WorkerMetrics(backend);
+  const metricsServer = settings.metrics_port > 0 ? await serveMetrics(metrics.registry, settings.metrics_port, settings.host) : undefined;
+  if (metricsServer) logger.info({ port: settings.metrics_port }, 'worker metrics on /metrics');
   const consumer = consumerName();
   const redis = connectRedis(settings.redis_url, { name: `worker:${consumer}` });
   const readers = servables.map(() => connectRedis(settings.redis_url, { name: `worker-reader:${consumer}` }));
@@ -122,6 +126,7 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
           consumer,
           idle_block_ms: settings.idle_block_ms,
           logger,
+          metrics,
         }).run(signal),
       ),
     );
@@ -136,6 +141,7 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
       await Promise.all([redis, ...readers].map((connection) => connection.quit().catch(() => undefined)));
     }
     for (const { servable } of servables) servable.dispose();
+    metricsServer?.close();
     logger.info({ consumer }, 'worker stopped');
   }
 }

@@ -11,6 +11,7 @@ import {
   type ModelConfig,
 } from '@inferline/shared';
 import { collectBatch, type BatchSource } from './batcher/batcher.ts';
+import type { WorkerMetrics } from './metrics.ts';
 import { predictWithSplit, type ItemResult } from './predict-with-split.ts';
 import { reclaimPending } from './reclaim.ts';
 import type { Servable } from './runtime/servable.ts';
@@ -45,6 +46,7 @@ export interface VersionConsumerOptions {
   consumer: string;
   idle_block_ms: number;
   logger: Logger;
+  metrics: WorkerMetrics;
 }
 
 /**
@@ -199,6 +201,7 @@ export class VersionConsumer {
       },
     }));
     const written = await settleBatch(redis, this.#stream, config.queue.result_ttl_s, settlements);
+    this.#options.metrics.observeBatch(config.name, servable.version, results, settlements.map((s) => s.timings.queue_ms), inferenceMs);
     const failed = results.filter((result) => !result.ok).length;
     this.#log.info(
       {

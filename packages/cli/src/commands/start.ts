@@ -60,7 +60,8 @@ export async function runStart(): Promise<void> {
     gateway.start();
     const workerCount = settings.workers || availableParallelism();
     for (let i = 1; i <= workerCount; i++) {
-      const worker = new SupervisedChild({ ...common, name: `worker-${i}`, args: ['worker'] });
+      const metricsPort = settings.metrics_port > 0 ? String(settings.metrics_port + i - 1) : '0';
+      const worker = new SupervisedChild({ ...common, env: { ...common.env, METRICS_PORT: metricsPort }, name: `worker-${i}`, args: ['worker'] });
       children.push(worker);
       worker.start();
     }

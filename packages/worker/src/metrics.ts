@@ -1,0 +1,89 @@
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ItemResult } from './predict-with-split.ts';
+
+/**
+ * A worker's Prometheus metrics (DESIGN.md section 9). Names follow Triton's split
+ * (https://docs.nvidia.com/deeplearning/triton-inference-server/user-guide/docs/user_guide/metrics.html):
+ * `inferline_inference_count_total` counts requests run and `inferline_batch_executions_total` forward
+ * passes, so a dashboard derives the average batch size as their ratio.
+ */
+export class WorkerMetrics {
+  readonly registry = new Registry();
+  readonly #requests: Counter<'model' | 'version' | 'status'>;
+  readonly #inferenceCount: Counter<'model' | 'version'>;
+  readonly #batchExecutions: Counter<'model' | 'version'>;
+  readonly #queueDuration: Histogram<'model' | 'version'>;
+  readonly #computeDuration: Histogram<'model' | 'version'>;
+  readonly #batchSize: Histogram<'model' | 'version'>;
+
+  /** @param backend the TF.js backend in use, exported as `inferline_backend_info{backend} 1`. */
+  constructor(backend: string) {
+    const registers = [this.registry];
+    const labelNames = ['model', 'version'] as const;
+    collectDefaultMetrics({ register: this.registry });
+    this.#requests = new Counter({
+      name: 'inferline_requests_total',
+      help: 'Requests settled by workers, by outcome (status="succeeded" or the error code).',
+      labelNames: ['model', 'version', 'status'] as const,
+      registers,
+    });
+    this.#inferenceCount = new Counter({ name: 'inferline_inference_count_total', help: 'Requests run through a forward pass.', labelNames, registers });
+    this.#batchExecutions = new Counter({ name: 'inferline_batch_executions_total', help: 'Forward passes (batches) run.', labelNames, registers });
+    this.#queueDuration = new Histogram({
+      name: 'inferline_queue_duration_seconds',
+      help: 'Time from acceptance by the gateway to the start of the batch that ran the request.',
+      labelNames,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.#computeDuration = new Histogram({
+      name: 'inferline_compute_duration_seconds',
+      help: 'Time of one batch: preprocessing, forward pass and postprocessing.',
+      labelNames,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.#batchSize = new Histogram({
+      name: 'inferline_batch_size',
+      help: 'Requests per forward pass.',
+      labelNames,
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers,
+    });
+    new Gauge({ name: 'inferline_backend_info', help: 'The TF.js backend this worker runs on.', labelNames: ['backend'] as const, registers }).set({ backend }, 1);
+  }
+
+  /** Record one settled batch: its results, each request's queue time (ms) and the batch's compute time (ms). */
+  observeBatch(model: string, version: number, results: readonly ItemResult[], queueMs: readonly number[], computeMs: number): void {
+    const labels = { model, version: String(version) };
+    this.#inferenceCount.inc(labels, results.length);
+    this.#batchExecutions.inc(labels);
+    this.#batchSize.observe(labels, results.length);
+    this.#computeDuration.observe(labels, computeMs / 1000);
+    for (const ms of queueMs) this.#queueDuration.observe(labels, ms / 1000);
+    for (const result of results) this.#requests.inc({ ...labels, status: result.ok ? 'succeeded' : result.code });
+  }
+}
+
+/**
+ * Serve `GET /metrics` (Prometheus text format) of a registry on `port` (0 = a free one).
+ * Resolves once listening. @throws Error when the port cannot be bound.
+ */
+export async function serveMetrics(registry: Registry, port: number, host = '0.0.0.0'): Promise<Server> {
+  const server = createServer((request, response) => {
+    if (request.method !== 'GET' || request.url !== '/metrics') {
+      response.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"code":"not_found","message":"GET /metrics"}}');
+      return;
+    }
+    registry.metrics().then(
+      (text) => response.writeHead(200, { 'content-type': registry.contentType }).end(text),
+      (error: unknown) => response.writeHead(500).end(String(error)),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}
