@@ -15,6 +15,8 @@ export interface RoleProcess {
   lines: string[];
   /** Resolve when a line matches (already seen lines count). Rejects on exit or after READY_TIMEOUT_MS. */
   waitFor(pattern: RegExp): Promise<string>;
+  /** Resolves with the exit code when the process exits. */
+  exited: Promise<number | null>;
   /** SIGTERM and wait for exit; resolves with the exit code. */
   stop(): Promise<number | null>;
   /** SIGKILL (a crash) and wait for exit. */
@@ -63,6 +65,7 @@ export function startRole(args: string[], env: Record<string, string>): RoleProc
     child,
     lines,
     waitFor,
+    exited,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       return exited;
