@@ -1,4 +1,4 @@
-import { InferlineError, scanRepository, type Logger, type ModelConfig, type RepositoryModel } from '@inferline/shared';
+import { InferlineError, scanRepository, type Logger, type ModelConfig, type RepositoryFailure, type RepositoryModel, type RepositoryScan } from '@inferline/shared';
 
 /** A model version the gateway accepts requests for. */
 export interface ResolvedModel {
@@ -12,40 +12,61 @@ export interface ResolvedModel {
  * `pollIntervalMs` on an unref'd timer so a new version is served without a restart. The gateway only
  * needs configs and which version folders are complete; it never loads weights.
  *
- * A failed re-scan (an invalid config being edited, a folder being copied) keeps the last good view
- * and is logged.
+ * A model whose config is invalid keeps its last good view if it had one, else is left out (requests
+ * for it answer 404 with the config error); failures are logged whenever they change, and the other
+ * models are served. A re-scan that cannot read the repository folder keeps the last good view.
  */
 export class ModelCatalog {
   #models: ReadonlyMap<string, RepositoryModel>;
+  #failures: ReadonlyMap<string, RepositoryFailure> = new Map();
   #timer: NodeJS.Timeout | undefined;
   #refreshing = false;
 
   /** Use {@link ModelCatalog.open}; this constructor takes an already scanned repository. */
   constructor(
-    models: readonly RepositoryModel[],
+    scan: RepositoryScan,
     private readonly root: string,
     private readonly logger: Logger,
   ) {
-    this.#models = index(models);
+    this.#models = new Map();
+    this.#apply(scan);
   }
 
   /**
    * Scan `root` once and start re-scanning every `pollIntervalMs`.
-   * @throws InferlineError `invalid_config` when a config is invalid, or the folder cannot be read.
+   * @throws InferlineError `invalid_config` when the repository folder cannot be read.
    */
   static async open(root: string, pollIntervalMs: number, logger: Logger): Promise<ModelCatalog> {
-    let models: RepositoryModel[];
+    let scan: RepositoryScan;
     try {
-      models = await scanRepository(root);
+      scan = await scanRepository(root);
     } catch (error) {
-      if (error instanceof InferlineError) throw error;
       throw new InferlineError('invalid_config', `model repository ${root}: ${(error as Error).message}`);
     }
-    const catalog = new ModelCatalog(models, root, logger);
+    const catalog = new ModelCatalog(scan, root, logger);
     catalog.#timer = setInterval(() => void catalog.refresh(), pollIntervalMs);
     catalog.#timer.unref();
-    logger.info({ models: models.map((m) => ({ name: m.config.name, served: m.served })) }, 'model repository read');
+    logger.info({ models: scan.models.map((m) => ({ name: m.config.name, served: m.served })) }, 'model repository read');
     return catalog;
+  }
+
+  /**
+   * Take a scan's models and failures; log the failures when they changed. A model that was served
+   * and whose config turns invalid (say, mid-edit) keeps its last good view, as Triton keeps serving a
+   * model whose reload failed.
+   */
+  #apply(scan: RepositoryScan): void {
+    const models = new Map(scan.models.map((m) => [m.config.name, m]));
+    const failures = new Map<string, RepositoryFailure>();
+    for (const failure of scan.failures) {
+      const previous = this.#models.get(failure.name);
+      if (previous) models.set(failure.name, previous);
+      failures.set(failure.name, failure);
+    }
+    const changed = scan.failures.some((failure) => this.#failures.get(failure.name)?.message !== failure.message);
+    if (changed) this.logger.error({ failures: scan.failures }, 'model configs invalid; those models keep their last good config, or are not served');
+    this.#models = models;
+    this.#failures = failures;
   }
 
   /** Re-read the repository now; on failure keep the current view and log. Never throws. */
@@ -53,7 +74,7 @@ export class ModelCatalog {
     if (this.#refreshing) return;
     this.#refreshing = true;
     try {
-      this.#models = index(await scanRepository(this.root));
+      this.#apply(await scanRepository(this.root));
     } catch (error) {
       this.logger.error({ err: error, model_repository: this.root }, 'model repository re-scan failed; keeping the previous view');
     } finally {
@@ -79,7 +100,11 @@ export class ModelCatalog {
    */
   resolve(name: string, version?: number): ResolvedModel {
     const model = this.#models.get(name);
-    if (!model) throw new InferlineError('model_not_found', `model "${name}" is not in the model repository`);
+    if (!model) {
+      const failure = this.#failures.get(name);
+      if (failure) throw new InferlineError('model_not_found', `model "${name}" cannot be served: ${failure.message}`);
+      throw new InferlineError('model_not_found', `model "${name}" is not in the model repository`);
+    }
     const served = model.served;
     if (version === undefined) {
       const latest = served.at(-1);
@@ -98,8 +123,4 @@ export class ModelCatalog {
     clearInterval(this.#timer);
     this.#timer = undefined;
   }
-}
-
-function index(models: readonly RepositoryModel[]): ReadonlyMap<string, RepositoryModel> {
-  return new Map(models.map((m) => [m.config.name, m]));
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { InferlineError } from '@inferline/shared';
@@ -66,6 +66,19 @@ describe('ModelCatalog', () => {
     const deadline = Date.now() + 3_000;
     while (catalog.resolve(MODEL).version !== 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     assert.equal(catalog.resolve(MODEL).version, 2);
+    catalog.close();
+  });
+
+  it('serves the valid models when another config is invalid, and answers for that one with its config error', async () => {
+    const { root, catalog } = await open({ versions: [1] });
+    await mkdir(join(root, 'broken'));
+    await writeFile(join(root, 'broken', 'config.json'), JSON.stringify({ name: 'broken', platform: 'no-such-platform' }));
+    await catalog.refresh();
+    assert.equal(catalog.resolve(MODEL).version, 1);
+    assert.throws(
+      () => catalog.resolve('broken'),
+      (error: unknown) => error instanceof InferlineError && error.code === 'model_not_found' && /cannot be served: .*broken\/config\.json: field \//.test(error.message),
+    );
     catalog.close();
   });
 

@@ -52,13 +52,29 @@ export async function readRepositoryModel(dir: string): Promise<RepositoryModel>
   return { config, dir, versions, served: selectVersions(config.version_policy, versions) };
 }
 
+/** A model folder whose config could not be read or is invalid. */
+export interface RepositoryFailure {
+  /** The folder name (the model's name when its config is right). */
+  name: string;
+  dir: string;
+  /** What is wrong; names the file and the field. */
+  message: string;
+}
+
+/** What a scan of the repository found: the models to serve and the folders that failed. */
+export interface RepositoryScan {
+  models: RepositoryModel[];
+  failures: RepositoryFailure[];
+}
+
 /**
- * Scan a model repository (`root/<name>/config.json` + `root/<name>/<version>/model.json`).
- * Folders without `config.json` are ignored.
- * @throws InferlineError `invalid_config` for an invalid config.
+ * Scan a model repository (`root/<name>/config.json` + `root/<name>/<version>/model.json`). Folders
+ * without `config.json` are ignored. A model whose config is invalid is reported in `failures` and
+ * does not stop the others from being served (as Triton marks one model UNAVAILABLE, not the server).
+ * @throws Error when `root` itself cannot be read.
  */
-export async function scanRepository(root: string): Promise<RepositoryModel[]> {
-  const models: RepositoryModel[] = [];
+export async function scanRepository(root: string): Promise<RepositoryScan> {
+  const scan: RepositoryScan = { models: [], failures: [] };
   const entries = await readdir(root, { withFileTypes: true });
   for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
     if (!entry.isDirectory()) continue;
@@ -67,7 +83,12 @@ export async function scanRepository(root: string): Promise<RepositoryModel[]> {
       () => true,
       () => false,
     );
-    if (hasConfig) models.push(await readRepositoryModel(dir));
+    if (!hasConfig) continue;
+    try {
+      scan.models.push(await readRepositoryModel(dir));
+    } catch (error) {
+      scan.failures.push({ name: entry.name, dir, message: error instanceof Error ? error.message : String(error) });
+    }
   }
-  return models;
+  return scan;
 }

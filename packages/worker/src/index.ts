@@ -7,6 +7,7 @@ import {
   scanRepository,
   type Logger,
   type RepositoryModel,
+  type RepositoryScan,
   type Settings,
 } from '@inferline/shared';
 import { initBackend } from './runtime/backend.ts';
@@ -28,16 +29,21 @@ export interface WorkerOptions {
 const HEARTBEAT_PRUNE_PERIODS = 10;
 
 /**
- * Pick the repository models to serve.
- * @throws InferlineError `model_not_found` naming a requested model the repository lacks, or when a
- *   model has no complete version folder (run `npm run models`).
+ * Pick the repository models to serve: the named ones, or every valid one (an invalid config is logged
+ * and skipped).
+ * @throws InferlineError `model_not_found` naming a requested model the repository lacks or cannot
+ *   serve (with its config error), when a model has no complete version folder (run
+ *   `npm run models`), or when no model is left to serve.
  */
-export function selectModels(repository: readonly RepositoryModel[], names: readonly string[]): RepositoryModel[] {
-  const chosen = names.length === 0 ? [...repository] : names.map((name) => {
-    const found = repository.find((model) => model.config.name === name);
-    if (!found) throw new InferlineError('model_not_found', `model "${name}" is not in the repository`);
+export function selectModels(scan: RepositoryScan, names: readonly string[], logger: Logger): RepositoryModel[] {
+  for (const failure of scan.failures) logger.error({ model: failure.name, error: failure.message }, 'model config invalid; not served');
+  const chosen = names.length === 0 ? [...scan.models] : names.map((name) => {
+    const found = scan.models.find((model) => model.config.name === name);
+    const failure = scan.failures.find((candidate) => candidate.name === name);
+    if (!found) throw new InferlineError('model_not_found', failure ? `model "${name}" cannot be served: ${failure.message}` : `model "${name}" is not in the repository`);
     return found;
   });
+  if (chosen.length === 0) throw new InferlineError('model_not_found', 'the model repository holds no model to serve');
   for (const model of chosen) {
     if (model.served.length === 0) {
       throw new InferlineError('model_not_found', `model "${model.config.name}" has no version to serve in ${model.dir} (run \`npm run models\`)`);
@@ -78,7 +84,7 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
   const { settings, logger, signal } = options;
   const backend = await initBackend();
   logger.info({ backend }, 'runtime backend');
-  const models = selectModels(await scanRepository(settings.model_repository), options.models);
+  const models = selectModels(await scanRepository(settings.model_repository), options.models, logger);
 
   const servables: { model: RepositoryModel; servable: Servable }[] = [];
   for (const model of models) {
