@@ -29,7 +29,7 @@ function validateText(config: ModelConfig, spec: TensorSpec, input: unknown): vo
       `field "input": model "${config.name}" takes text ("${spec.name}") as a JSON string, got ${describeType(input)}`,
     );
   }
-  const limit = config.preprocess?.max_text_bytes ?? DEFAULT_MAX_TEXT_BYTES;
+  const limit = config.preprocess?.type === 'glove-tokenizer' ? config.preprocess.max_text_bytes : DEFAULT_MAX_TEXT_BYTES;
   const bytes = Buffer.byteLength(input, 'utf8');
   if (bytes > limit) {
     throw new InferlineError('invalid_input', `field "input": text is ${bytes} UTF-8 bytes, more than the ${limit} model "${config.name}" accepts`);

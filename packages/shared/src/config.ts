@@ -69,6 +69,34 @@ export const TextPreprocessConfig = Type.Object(
 );
 export type TextPreprocessConfig = Static<typeof TextPreprocessConfig>;
 
+/**
+ * Image preprocessing: decode (sharp: EXIF orientation applied, alpha removed), resize to
+ * `width`×`height` (stretched, as the models were trained), then `(pixel - mean) / std` per channel in
+ * `channel_order`, laid out as `layout`. The result is the model input `[batch, …] float32`.
+ */
+export const ImagePreprocessConfig = Type.Object(
+  {
+    type: Type.Literal('image'),
+    /** Model input width and height, pixels. */
+    width: Type.Integer({ minimum: 1, maximum: 4096 }),
+    height: Type.Integer({ minimum: 1, maximum: 4096 }),
+    /** Channel order of the model input. */
+    channel_order: Type.Union([Type.Literal('rgb'), Type.Literal('bgr')], { default: 'rgb' }),
+    /** Per-channel mean subtracted, in `channel_order`, on the 0-255 scale. */
+    mean: Type.Array(Type.Number(), { minItems: 3, maxItems: 3, default: [0, 0, 0] }),
+    /** Per-channel divisor applied after the mean, in `channel_order`. */
+    std: Type.Array(Type.Number({ exclusiveMinimum: 0 }), { minItems: 3, maxItems: 3, default: [255, 255, 255] }),
+    /** Tensor layout: `nhwc` ([batch, height, width, 3]) or `nchw` ([batch, 3, height, width]). */
+    layout: Type.Union([Type.Literal('nhwc'), Type.Literal('nchw')], { default: 'nhwc' }),
+    /** Largest accepted encoded image, bytes; above it 400 `invalid_image` (gateway) or 413 when the whole body is too large. */
+    max_image_bytes: Type.Integer({ minimum: 1, default: 10_485_760 }),
+    /** Largest decoded image, width × height pixels (sharp `limitInputPixels`); above it `invalid_image`. */
+    max_input_pixels: Type.Integer({ minimum: 1, default: 40_000_000 }),
+  },
+  { additionalProperties: false },
+);
+export type ImagePreprocessConfig = Static<typeof ImagePreprocessConfig>;
+
 /** TF Serving's version policy (https://www.tensorflow.org/tfx/serving/serving_config). */
 export const VersionPolicy = Type.Union([
   Type.Object({ latest: Type.Object({ num_versions: Type.Integer({ minimum: 1, default: 1 }) }) }, { additionalProperties: false }),
@@ -91,7 +119,9 @@ export const ModelConfig = Type.Object(
       { inputs: Type.Array(TensorSpec, { minItems: 1 }), outputs: Type.Array(TensorSpec, { minItems: 1 }) },
       { additionalProperties: false },
     ),
-    preprocess: Type.Optional(TextPreprocessConfig),
+    preprocess: Type.Optional(Type.Union([TextPreprocessConfig, ImagePreprocessConfig])),
+    /** Output decoding, by model family (`nanodet` detector, `classifier`); absent = raw output tensors. */
+    postprocess: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
     batching: Type.Optional(BatchingConfig),
     queue: Type.Optional(QueueConfig),
     version_policy: Type.Optional(VersionPolicy),
@@ -120,6 +150,9 @@ export function parseModelConfig(raw: unknown, source = 'config.json'): ModelCon
   withDefaults.queue = Value.Default(QueueConfig, withDefaults.queue ?? {});
   withDefaults.version_policy ??= { latest: { num_versions: 1 } };
   withDefaults.version_labels ??= {};
+  const preprocess = withDefaults.preprocess as { type?: unknown } | undefined;
+  if (preprocess?.type === 'image') withDefaults.preprocess = Value.Default(ImagePreprocessConfig, preprocess);
+  else if (preprocess?.type === 'glove-tokenizer') withDefaults.preprocess = Value.Default(TextPreprocessConfig, preprocess);
   const first = Value.Errors(ModelConfig, withDefaults).First();
   if (first) {
     throw new InferlineError('invalid_config', `${source}: field ${first.path || '/'}: ${first.message}`);

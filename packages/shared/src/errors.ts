@@ -5,6 +5,7 @@
  */
 export const ERROR_STATUS = {
   invalid_input: 400,
+  invalid_image: 400,
   invalid_config: 500,
   job_not_found: 404,
   model_not_found: 404,
