@@ -10,7 +10,7 @@ interface ModelJson {
   generatedBy?: string;
   convertedBy?: string | null;
   signature?: unknown;
-  userDefinedMetadata?: Record<string, unknown>;
+  userDefinedMetadata?: Record<string, object>;
   modelInitializer?: unknown;
   weightsManifest?: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
 }
