@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
@@ -7,6 +8,7 @@ import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
 import { freePort } from '../packages/cli/src/redis-server.ts';
 import { startTestRedis, type TestRedis } from './harness/redis.ts';
+import { gloveRepository } from './harness/repository.ts';
 import { ROOT, startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
 
 const MODEL_DIR = join(ROOT, 'models', 'glove-embed');
@@ -36,13 +38,16 @@ async function waitJob(url: string, id: string): Promise<Job> {
 
 describe('gateway + 2 worker processes + real Redis serve glove-embed', () => {
   let redis: TestRedis;
+  let repository: string;
   let gateway: RoleProcess & { url: string };
   const workers: RoleProcess[] = [];
   const metricsPorts: number[] = [];
 
   before(async () => {
     redis = await startTestRedis();
-    const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: join(ROOT, 'models') };
+    // Pipelined workers (max_inflight_batches 2): batch n+1 is fetched and prepared while n runs.
+    repository = await gloveRepository({ batching: { max_inflight_batches: 2 } });
+    const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: repository };
     gateway = await startGatewayProcess(env);
     metricsPorts.push(await freePort(), await freePort());
     workers.push(
@@ -53,6 +58,7 @@ describe('gateway + 2 worker processes + real Redis serve glove-embed', () => {
   after(async () => {
     await Promise.all([gateway?.stop(), ...workers.map((worker) => worker.stop())]);
     await redis?.stop();
+    await rm(repository, { recursive: true, force: true });
   });
 
   test('300 real texts, mixed with malformed requests, each equal the in-process embedding to 1e-5', async () => {

@@ -35,6 +35,11 @@ export const BatchingConfig = Type.Object(
     allowed_batch_sizes: Type.Array(Type.Integer({ minimum: 1 }), { default: [] }),
     /** Requests waiting or in flight in the stream beyond which the gateway answers 429 `queue_full`. */
     max_queue_size: Type.Integer({ minimum: 1, default: 100_000 }),
+    /**
+     * Batches a worker holds at once (pipelining depth): with 2, batch n+1 is fetched and preprocessed
+     * (images decoded) while batch n runs. 1 = one batch at a time.
+     */
+    max_inflight_batches: Type.Integer({ minimum: 1, maximum: 8, default: 1 }),
   },
   { additionalProperties: false },
 );

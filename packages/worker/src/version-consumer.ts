@@ -3,8 +3,10 @@ import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import {
   CONSUMER_GROUP,
+  InferlineError,
   JOB_EVENTS_CHANNEL,
   decode,
+  isInferlineError,
   keys,
   runScript,
   type Logger,
@@ -12,6 +14,7 @@ import {
 } from '@inferline/shared';
 import { collectBatch, type BatchSource } from './batcher/batcher.ts';
 import type { WorkerMetrics } from './metrics.ts';
+import { decodeImage } from './pipelines/image.ts';
 import { predictWithSplit, type ItemResult } from './predict-with-split.ts';
 import { reclaimPending } from './reclaim.ts';
 import type { Servable } from './runtime/servable.ts';
@@ -20,6 +23,8 @@ import { acceptedAt, parseEntry, type RawEntry, type StreamEntry } from './strea
 
 /** Pause after a Redis error before the loop tries again, ms. */
 const ERROR_BACKOFF_MS = 500;
+/** With a batch ready to run, how long the pipeline waits for the next fetch to return first, ms. */
+const PIPELINE_FETCH_WAIT_MS = 1;
 
 /** A unique consumer name for this process: `<host>-<pid>-<random>`. */
 export function consumerName(): string {
@@ -83,16 +88,51 @@ export class VersionConsumer {
     const source: BatchSource<StreamEntry> = { read: (count, blockMs) => this.#read(count, blockMs) };
     const clock = { now: () => performance.now() };
     const collect = { ...config.batching, idle_block_ms: this.#options.idle_block_ms };
+    const fetch = async (): Promise<StreamEntry[]> => {
+      if (Date.now() >= this.#nextReclaimAt) await this.#reclaim();
+      return collectBatch(source, clock, collect);
+    };
     while (!signal.aborted) {
       try {
-        if (Date.now() >= this.#nextReclaimAt) await this.#reclaim();
-        const batch = await collectBatch(source, clock, collect);
-        await this.processBatch(batch);
+        await this.#pipeline(fetch, config.batching.max_inflight_batches, signal);
       } catch (error) {
         if (signal.aborted) break;
         this.#log.error({ err: error }, 'batch loop error; entries stay pending and are reclaimed');
         await new Promise((resolve) => setTimeout(resolve, ERROR_BACKOFF_MS));
       }
+    }
+  }
+
+  /**
+   * The batch pipeline (DESIGN.md section 3, `max_inflight_batches`): up to `depth` batches are in the
+   * worker's hands at once: while batch n runs, batch n+1 has been fetched, marked running and its
+   * inputs decoded (images on libvips' threads). A forward pass on wasm or cpu blocks the event loop,
+   * so batch n+1 must be fetched before n's pass starts: when a batch is ready to run, the next fetch
+   * gets at most {@link PIPELINE_FETCH_WAIT_MS} to return before the run starts anyway. Returns when
+   * `signal` aborts, after every batch fetched has been run and settled.
+   */
+  async #pipeline(fetch: () => Promise<StreamEntry[]>, depth: number, signal: AbortSignal): Promise<void> {
+    const prepared: Promise<PreparedBatch>[] = [];
+    let fetching: Promise<StreamEntry[]> | undefined;
+    try {
+      for (;;) {
+        while (prepared.length < depth && (!signal.aborted || fetching)) {
+          fetching ??= fetch();
+          const entries = prepared.length === 0 ? await fetching : await Promise.race([fetching, delay(PIPELINE_FETCH_WAIT_MS)]);
+          if (entries === undefined) break;
+          fetching = undefined;
+          if (entries.length > 0) prepared.push(this.prepareBatch(entries));
+          else if (prepared.length > 0) break;
+        }
+        const head = prepared.shift();
+        if (!head) return;
+        await this.runBatch(await head);
+      }
+    } finally {
+      // After an error, the batches still in hand are abandoned: their entries stay pending and are
+      // reclaimed. Their promises may still reject; that must not become an unhandled rejection.
+      for (const batch of prepared) batch.catch(() => undefined);
+      fetching?.catch(() => undefined);
     }
   }
 
@@ -151,15 +191,22 @@ export class VersionConsumer {
     }
   }
 
-  /**
-   * Run one batch: mark its jobs running (skipping any already terminal or gone), decode inputs, one
-   * forward pass (split in halves on failure), settle every request in one pipelined round trip.
-   */
+  /** Run one batch from start to settle (the reclaim path; the pipeline calls the two halves). */
   async processBatch(batch: readonly StreamEntry[]): Promise<void> {
     if (batch.length === 0) return;
-    const { redis, servable, config } = this.#options;
+    await this.runBatch(await this.prepareBatch(batch));
+  }
+
+  /**
+   * First half of a batch: mark its jobs running (acknowledging at once any already terminal or gone),
+   * decode the inputs, and for an image model decode and resize the images (in parallel, on libvips'
+   * threads). An input that cannot be decoded fails alone (`invalid_input`, `invalid_image`).
+   */
+  async prepareBatch(batch: readonly StreamEntry[]): Promise<PreparedBatch> {
+    const { redis, config } = this.#options;
     const batchId = `${this.#options.consumer}-${++this.#batchCounter}`;
     const startedAt = Date.now();
+    const t0 = performance.now();
     const statuses = await runScript<string[]>(
       redis,
       'start',
@@ -170,25 +217,44 @@ export class VersionConsumer {
     const stale: StreamEntry[] = [];
     batch.forEach((entry, i) => (statuses[i] === 'queued' || statuses[i] === 'running' ? live : stale).push(entry));
     await dropEntries(redis, this.#stream, stale);
-    if (live.length === 0) return;
 
+    const preprocess = config.preprocess;
+    const results = new Array<ItemResult | undefined>(live.length);
+    const inputs = await Promise.all(
+      live.map(async (entry, index) => {
+        try {
+          const input = decode(entry.input);
+          if (preprocess?.type !== 'image') return input;
+          if (!(input instanceof Uint8Array)) throw new InferlineError('invalid_input', 'an image model takes image bytes');
+          return await decodeImage(input, preprocess);
+        } catch (error) {
+          const code = isInferlineError(error) && error.code === 'invalid_image' ? 'invalid_image' : 'invalid_input';
+          results[index] = { ok: false, code, message: error instanceof Error ? error.message : String(error) };
+          return undefined;
+        }
+      }),
+    );
+    return { batchId, startedAt, live, results, inputs, prepareMs: performance.now() - t0 };
+  }
+
+  /**
+   * Second half of a batch: one forward pass over the decoded inputs (split in halves on failure), then
+   * settle every request in one pipelined round trip, record metrics and log one line.
+   */
+  async runBatch(batch: PreparedBatch): Promise<void> {
+    const { live, results, inputs, batchId, startedAt } = batch;
+    if (live.length === 0) return;
+    const { redis, servable, config } = this.#options;
     const t0 = performance.now();
-    const results: ItemResult[] = new Array<ItemResult>(live.length);
-    const runnable: { index: number; input: unknown }[] = [];
-    live.forEach((entry, index) => {
-      try {
-        runnable.push({ index, input: decode(entry.input) });
-      } catch (error) {
-        results[index] = { ok: false, code: 'invalid_input', message: `cannot decode input: ${(error as Error).message}` };
-      }
-    });
+    const runnable = inputs.flatMap((input, index) => (results[index] ? [] : [{ index, input }]));
     const outputs = await predictWithSplit(
       runnable.map((item) => item.input),
-      (inputs) => servable.predict(inputs),
+      (items) => servable.predict(items),
       (error, size) => this.#log.warn({ err: error, batch_id: batchId, size }, 'batch failed; retrying in halves'),
     );
-    runnable.forEach((item, i) => (results[item.index] = outputs[i] as ItemResult));
-    const inferenceMs = performance.now() - t0;
+    runnable.forEach((item, i) => (results[item.index] = outputs[i]));
+    const computeMs = performance.now() - t0;
+    const inferenceMs = batch.prepareMs + computeMs;
 
     const settlements: Settlement[] = live.map((entry, i) => ({
       entry,
@@ -201,19 +267,39 @@ export class VersionConsumer {
       },
     }));
     const written = await settleBatch(redis, this.#stream, config.queue.result_ttl_s, settlements);
-    this.#options.metrics.observeBatch(config.name, servable.version, results, settlements.map((s) => s.timings.queue_ms), inferenceMs);
-    const failed = results.filter((result) => !result.ok).length;
+    const settled = settlements.map((s) => s.result);
+    this.#options.metrics.observeBatch(config.name, servable.version, settled, settlements.map((s) => s.timings.queue_ms), computeMs);
     this.#log.info(
       {
         batch_id: batchId,
         batch_size: live.length,
         inference_ms: Number(inferenceMs.toFixed(3)),
+        compute_ms: Number(computeMs.toFixed(3)),
         max_queue_ms: Math.max(...settlements.map((s) => s.timings.queue_ms)),
-        failed,
+        failed: settled.filter((result) => !result.ok).length,
         written,
         job_ids: live.map((entry) => entry.jobId),
       },
       'batch',
     );
   }
+}
+
+/** A batch whose first half ({@link VersionConsumer.prepareBatch}) is done. */
+export interface PreparedBatch {
+  batchId: string;
+  /** When its jobs were marked running, ms since epoch. */
+  startedAt: number;
+  /** The entries whose jobs are still to be settled. */
+  live: StreamEntry[];
+  /** Per entry of `live`: already failed (decode) or undefined = to run. */
+  results: (ItemResult | undefined)[];
+  /** Per entry of `live`: the decoded model input. */
+  inputs: unknown[];
+  /** Time spent preparing (mark running, decode), ms. */
+  prepareMs: number;
+}
+
+function delay(ms: number): Promise<undefined> {
+  return new Promise((resolve) => setTimeout(() => resolve(undefined), ms));
 }

@@ -1,0 +1,122 @@
+import { readFile } from 'node:fs/promises';
+import { InferlineError } from '@inferline/shared';
+
+/**
+ * Output decoding of a classifier (`postprocess.type: "classifier"`): per request, the class
+ * probabilities, the label of the most probable class, and optionally an L2-normalized embedding taken
+ * from an inner layer (so that a dot product of two embeddings is their cosine similarity).
+ */
+
+/** `postprocess` of a classifier model's config.json. */
+export interface ClassifierPostprocessConfig {
+  type: 'classifier';
+  /** Class names inside the version folder, one per line, line n = output n. */
+  labels_file: string;
+  /** Layer whose output is returned as `embedding` ([batch, …] flattened per request); absent = no embedding. */
+  embedding_layer?: string;
+}
+
+/** One request's classifier output (a type, not an interface, so it is a `Record<string, unknown>`). */
+export type ClassifierOutput = {
+  /** `[classes]` as the model gives them (softmax: they sum to 1). */
+  probabilities: Float32Array;
+  /** Name of the most probable class (the first one on a tie). */
+  label: string;
+  /** `[D]`, unit L2 norm (a zero vector stays zero). Present when the model has an embedding layer. */
+  embedding?: Float32Array;
+};
+
+const CLASSIFIER_KEYS = new Set(['type', 'labels_file', 'embedding_layer']);
+
+/**
+ * Validate a config's free-form `postprocess` record as a classifier's.
+ * @param where prefix of error messages, e.g. `model image-classify version 1`
+ * @throws InferlineError `invalid_config` naming the offending field.
+ */
+export function parseClassifierPostprocess(raw: Readonly<Record<string, unknown>> | undefined, where: string): ClassifierPostprocessConfig {
+  const invalid = (field: string, message: string): InferlineError =>
+    new InferlineError('invalid_config', `${where}: field /postprocess${field}: ${message}`);
+  if (raw?.type !== 'classifier') throw invalid('/type', 'expected "classifier"');
+  for (const key of Object.keys(raw)) if (!CLASSIFIER_KEYS.has(key)) throw invalid(`/${key}`, 'unknown field');
+  const { labels_file: labelsFile, embedding_layer: embeddingLayer } = raw;
+  if (typeof labelsFile !== 'string' || labelsFile === '' || labelsFile.split(/[\\/]/).some((part) => part === '..' || part === '') || labelsFile.startsWith('/')) {
+    throw invalid('/labels_file', 'expected a relative file path inside the version folder');
+  }
+  if (embeddingLayer !== undefined && (typeof embeddingLayer !== 'string' || embeddingLayer === '')) {
+    throw invalid('/embedding_layer', 'expected a layer name');
+  }
+  return { type: 'classifier', labels_file: labelsFile, ...(embeddingLayer === undefined ? {} : { embedding_layer: embeddingLayer }) };
+}
+
+/**
+ * Read a labels file: one class name per line (a final newline is optional; CRLF accepted).
+ * @throws InferlineError `invalid_config` naming the file when it is unreadable, empty or has an empty line.
+ */
+export async function readLabels(path: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new InferlineError('invalid_config', `${path}: ${(error as Error).message}`);
+  }
+  const labels = text.replace(/\r?\n$/, '').split(/\r?\n/);
+  if (labels.some((label) => label === '')) throw new InferlineError('invalid_config', `${path}: empty file or an empty line`);
+  return labels;
+}
+
+/** Index of the largest value (the first one on a tie; NaN never wins); 0 for an empty or all-NaN array. */
+export function argmax(values: ArrayLike<number>): number {
+  let best = 0;
+  let bestValue = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i] as number;
+    if (value > bestValue) {
+      best = i;
+      bestValue = value;
+    }
+  }
+  return best;
+}
+
+/** Scale `vector` in place to unit L2 norm (sum of squares in float64); a zero vector stays zero. Returns `vector`. */
+export function l2Normalize(vector: Float32Array): Float32Array {
+  let sumSquares = 0;
+  for (const value of vector) sumSquares += value * value;
+  if (sumSquares === 0) return vector;
+  const scale = 1 / Math.sqrt(sumSquares);
+  for (let i = 0; i < vector.length; i++) vector[i] = (vector[i] as number) * scale;
+  return vector;
+}
+
+/**
+ * Split a batch's outputs into per-request classifier outputs.
+ * @param probabilities `[batch, labels.length]` row-major
+ * @param embeddings `[batch, D]` row-major, or undefined for a classifier without embedding
+ * @param batch number of requests
+ * @param labels class names, index = output column
+ * @returns one output per request, each with its own (copied) arrays
+ * @throws InferlineError `inference_failed` when the arrays do not hold `batch` rows of the expected width.
+ */
+export function classifierOutputs(
+  probabilities: Float32Array,
+  embeddings: Float32Array | undefined,
+  batch: number,
+  labels: readonly string[],
+): ClassifierOutput[] {
+  const classes = labels.length;
+  if (probabilities.length !== batch * classes) {
+    throw new InferlineError('inference_failed', `classifier: ${probabilities.length} probabilities for ${batch} requests × ${classes} classes`);
+  }
+  const dims = embeddings === undefined || batch === 0 ? 0 : embeddings.length / batch;
+  if (embeddings !== undefined && !Number.isInteger(dims)) {
+    throw new InferlineError('inference_failed', `classifier: ${embeddings.length} embedding values do not split into ${batch} rows`);
+  }
+  const outputs: ClassifierOutput[] = [];
+  for (let b = 0; b < batch; b++) {
+    const row = probabilities.slice(b * classes, (b + 1) * classes);
+    const output: ClassifierOutput = { probabilities: row, label: labels[argmax(row)] as string };
+    if (embeddings !== undefined) output.embedding = l2Normalize(embeddings.slice(b * dims, (b + 1) * dims));
+    outputs.push(output);
+  }
+  return outputs;
+}
