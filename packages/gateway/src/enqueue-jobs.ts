@@ -1,4 +1,5 @@
 import { encode, InferlineError, keys, runScript, type JobView, type Redis } from '@inferline/shared';
+import { readImageInput } from './image-input.ts';
 import { validateInput } from './input-validation.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import type { ResolvedModel } from './model-catalog.ts';
@@ -11,8 +12,9 @@ const ENQUEUE_ID_EXISTS = -2;
 export const QUEUE_FULL_RETRY_AFTER_S = 1;
 
 /**
- * Admit requests for one model version: validate every input against the signature first (so an
- * invalid one rejects the whole call before anything is stored), then run enqueue.lua once per job in
+ * Admit requests for one model version: validate every input against the signature first (text,
+ * tensors; image headers read by readImageInput), so an invalid one rejects the whole call before
+ * anything is stored, then run enqueue.lua once per job in
  * one pipeline, each writing its job record and stream entry atomically. Counts
  * `inferline_requests_total` per job.
  *
@@ -21,14 +23,22 @@ export const QUEUE_FULL_RETRY_AFTER_S = 1;
  *
  * @param jobIds one fresh id (nanoid) per input, in the same order; created by the caller so that it
  *   can watch for their events before they can fire.
- * @throws InferlineError `invalid_input` (nothing stored), `queue_full` (with several inputs, the ones
+ * @throws InferlineError `invalid_input`, `invalid_image`, `payload_too_large` (nothing stored), `queue_full` (with several inputs, the ones
  *   admitted before the queue filled stay queued), `internal` on an id collision; a Redis failure is
  *   rethrown as is (the error handler maps it to 503 `unavailable`).
  */
 export async function enqueueJobs(redis: Redis, metrics: GatewayMetrics, target: ResolvedModel, inputs: readonly unknown[], jobIds: readonly string[]): Promise<JobView[]> {
   const labels = { model: target.config.name, version: String(target.version) };
+  const preprocess = target.config.preprocess;
+  let stored: unknown[];
   try {
-    for (const input of inputs) validateInput(target.config, input);
+    stored = await Promise.all(
+      inputs.map((input) => {
+        if (preprocess?.type === 'image') return readImageInput(target.config, preprocess, input);
+        validateInput(target.config, input);
+        return input;
+      }),
+    );
   } catch (error) {
     if (error instanceof InferlineError) metrics.requests.inc({ ...labels, status: error.code }, inputs.length);
     throw error;
@@ -38,7 +48,7 @@ export async function enqueueJobs(redis: Redis, metrics: GatewayMetrics, target:
   const maxQueueSize = target.config.batching.max_queue_size;
   const createdAt = Date.now();
   const pipeline = redis.pipeline();
-  inputs.forEach((input, i) => {
+  stored.forEach((input, i) => {
     const id = jobIds[i] ?? '';
     void runScript(pipeline, 'enqueue', [keys.job(id), stream], [id, maxQueueSize, target.config.name, target.version, encode(input), createdAt]);
   });

@@ -22,9 +22,13 @@ export function toInferlineError(error: unknown, redis: Redis, maxBodyBytes: num
   }
   switch (fastifyError.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new InferlineError('payload_too_large', `request body is larger than ${maxBodyBytes} bytes (max_body_bytes)`);
+    case 'FST_REQ_FILE_TOO_LARGE':
+    case 'FST_PARTS_LIMIT':
+    case 'FST_FILES_LIMIT':
+    case 'FST_FIELDS_LIMIT':
+      return new InferlineError('payload_too_large', `request body is larger than ${maxBodyBytes} bytes (max_body_bytes), or has too many parts`);
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new InferlineError('unsupported_media_type', 'unsupported content type: send application/json');
+      return new InferlineError('unsupported_media_type', 'unsupported content type: send application/json or multipart/form-data');
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
       return new InferlineError('invalid_input', 'body is not valid JSON');
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':

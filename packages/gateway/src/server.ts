@@ -1,3 +1,4 @@
+import multipart from '@fastify/multipart';
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -22,6 +23,8 @@ export type GatewayApp = FastifyInstance<Server, IncomingMessage, ServerResponse
 
 /** Time in-flight requests get to finish once the app closes, before every connection is cut, ms. */
 export const SHUTDOWN_GRACE_MS = 2_000;
+/** Text fields a multipart `POST /v1/jobs` may carry (`model`, `version`, a text `input`). */
+const MULTIPART_MAX_FIELDS = 3;
 
 /** Routes logged at debug level: probes and scrapes would drown the request log. */
 const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
@@ -44,6 +47,12 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.removeContentTypeParser('text/plain');
+  // multipart/form-data (POST /v1/jobs with an uploaded file): fields become body values, the file's
+  // bytes a Buffer, so the route's schema and validation apply as for JSON.
+  void app.register(multipart, {
+    attachFieldsToBody: 'keyValues',
+    limits: { fileSize: deps.settings.max_body_bytes, files: 1, fields: MULTIPART_MAX_FIELDS, parts: MULTIPART_MAX_FIELDS + 1 },
+  });
   app.setErrorHandler(createErrorHandler(deps.redis, deps.settings.max_body_bytes));
   app.setNotFoundHandler(notFoundHandler);
 

@@ -23,7 +23,15 @@ const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 })
 export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
   app.post(
     '/v1/jobs',
-    { schema: { body: JobCreateBody, response: { 202: JobView, '4xx': ErrorReply, '5xx': ErrorReply } } },
+    {
+      schema: { body: JobCreateBody, response: { 202: JobView, '4xx': ErrorReply, '5xx': ErrorReply } },
+      // A multipart form's fields are text: `version` becomes a number before the schema sees it.
+      preValidation: (request, _reply, done) => {
+        const body = request.body as Record<string, unknown> | undefined;
+        if (request.isMultipart() && typeof body?.version === 'string' && /^[0-9]+$/.test(body.version)) body.version = Number(body.version);
+        done();
+      },
+    },
     async (request, reply) => {
       const { model, version, input } = request.body;
       request.logContext.model = model;

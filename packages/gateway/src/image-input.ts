@@ -1,0 +1,53 @@
+import sharp from 'sharp';
+import { InferlineError, type ImagePreprocessConfig, type ModelConfig } from '@inferline/shared';
+
+/** Encoded formats an image model accepts (what the workers' sharp/libvips decodes). */
+export const IMAGE_FORMATS: ReadonlySet<string> = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff']);
+
+/** Standard base64 (RFC 4648 section 4), padding optional; whitespace is removed before the check. */
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/**
+ * Accept one image input for an image model, before anything is stored: `{"b64": "<base64>"}` in JSON
+ * (TF Serving's convention for binary inputs) or the bytes of a multipart file. Only the header is read
+ * (sharp metadata): format, width and height. Decoding happens in the worker, where a corrupt body
+ * fails that one job with `invalid_image`.
+ *
+ * @returns the encoded image bytes, stored once in the request's stream entry.
+ * @throws InferlineError `invalid_input` (not b64 / not bytes), `payload_too_large` (over
+ *   `max_image_bytes`), `invalid_image` (unreadable header, unsupported format, more than
+ *   `max_input_pixels` pixels).
+ */
+export async function readImageInput(config: ModelConfig, spec: ImagePreprocessConfig, input: unknown): Promise<Buffer> {
+  let bytes: Buffer;
+  if (Buffer.isBuffer(input)) {
+    bytes = input;
+  } else if (typeof input === 'object' && input !== null && !Array.isArray(input) && typeof (input as { b64?: unknown }).b64 === 'string') {
+    const text = (input as { b64: string }).b64.replace(/\s+/g, '');
+    if (!BASE64.test(text)) throw new InferlineError('invalid_input', 'field "input.b64": not standard base64');
+    bytes = Buffer.from(text, 'base64');
+  } else {
+    throw new InferlineError('invalid_input', `field "input": model "${config.name}" takes an image as {"b64": "<base64>"} or a multipart file field "input"`);
+  }
+  if (bytes.length === 0) throw new InferlineError('invalid_image', 'the image is empty');
+  if (bytes.length > spec.max_image_bytes) {
+    throw new InferlineError('payload_too_large', `the image is ${bytes.length} bytes, more than the ${spec.max_image_bytes} model "${config.name}" accepts (max_image_bytes)`);
+  }
+  let width: number | undefined;
+  let height: number | undefined;
+  let format: string | undefined;
+  try {
+    // The pixel limit is checked below with a clearer message; metadata reads the header only.
+    ({ width, height, format } = await sharp(bytes, { limitInputPixels: false }).metadata());
+  } catch {
+    throw new InferlineError('invalid_image', `not a readable image: send ${[...IMAGE_FORMATS].join(', ')}`);
+  }
+  if (!format || !IMAGE_FORMATS.has(format)) {
+    throw new InferlineError('invalid_image', `image format "${format ?? 'unknown'}" is not accepted: send ${[...IMAGE_FORMATS].join(', ')}`);
+  }
+  if (!width || !height) throw new InferlineError('invalid_image', 'the image header has no size');
+  if (width * height > spec.max_input_pixels) {
+    throw new InferlineError('invalid_image', `the image is ${width}×${height} = ${width * height} pixels, more than the ${spec.max_input_pixels} model "${config.name}" accepts (max_input_pixels)`);
+  }
+  return bytes;
+}
