@@ -29,7 +29,8 @@ interface JobReply {
 export async function benchEndToEnd(options: {
   url: string;
   model: string;
-  texts: readonly string[];
+  /** `input` values of the request bodies (texts; `{"b64": ...}` images), taken round-robin. */
+  inputs: readonly unknown[];
   concurrency: number;
   durationMs: number;
 }): Promise<EndToEndResult> {
@@ -44,13 +45,13 @@ export async function benchEndToEnd(options: {
 
   const client = async (): Promise<void> => {
     while (performance.now() < deadline) {
-      const text = options.texts[next++ % options.texts.length] as string;
+      const input = options.inputs[next++ % options.inputs.length];
       const t0 = performance.now();
       const submitted = await pool.request({
         path: '/v1/jobs',
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ model: options.model, input: text }),
+        body: JSON.stringify({ model: options.model, input }),
       });
       const accepted = (await submitted.body.json()) as JobReply;
       if (submitted.statusCode !== 202) {
