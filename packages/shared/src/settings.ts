@@ -20,8 +20,8 @@ export const Settings = Type.Object({
   cache_dir: Type.String({ default: '.cache' }),
   /** State of `inferline start` (private Redis data). */
   state_dir: Type.String({ default: '.inferline' }),
-  /** Largest accepted HTTP body, bytes (413 above). */
-  max_body_bytes: Type.Integer({ minimum: 1024, default: 1_048_576 }),
+  /** Largest accepted HTTP body, bytes (413 above): room for a base64 photo; each model bounds its own inputs further. */
+  max_body_bytes: Type.Integer({ minimum: 1024, default: 16_777_216 }),
   /** Longest `?wait=` of a long-poll, seconds. */
   max_wait_s: Type.Number({ minimum: 0, default: 60 }),
   /** How often the gateway re-reads the model repository, ms. */

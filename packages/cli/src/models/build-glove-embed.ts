@@ -94,15 +94,24 @@ export async function writeEmbeddingBagModel(
   // model.json last: a version counts as present once it exists.
   files.set('model.json', `${JSON.stringify(manifest, null, 2)}\n`);
 
+  await writeFilesWithChecksums(outDir, files);
+  return [...files.keys(), CHECKSUMS_FILE];
+}
+
+/**
+ * Write `files` (name → bytes or text) into `dir` in map order, then `checksums.sha256` over them,
+ * ordered by name like `sha256sum *` (so `sha256sum -c checksums.sha256` checks the folder). Put
+ * `model.json` last in the map: a version counts as present once it exists.
+ */
+export async function writeFilesWithChecksums(dir: string, files: ReadonlyMap<string, Uint8Array | string>): Promise<void> {
+  await mkdir(dir, { recursive: true });
   const sums: string[] = [];
   for (const [name, data] of files) {
-    await writeFile(join(outDir, name), data);
+    await writeFile(join(dir, name), data);
     sums.push(`${sha256(data)}  ${name}\n`);
   }
-  // Ordered by file name, like `sha256sum *`; `sha256sum -c checksums.sha256` checks the folder.
   sums.sort((a, b) => (a.slice(66) < b.slice(66) ? -1 : 1));
-  await writeFile(join(outDir, CHECKSUMS_FILE), sums.join(''));
-  return [...files.keys(), CHECKSUMS_FILE];
+  await writeFile(join(dir, CHECKSUMS_FILE), sums.join(''));
 }
 
 /**

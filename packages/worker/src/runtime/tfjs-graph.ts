@@ -58,9 +58,9 @@ function graphServable(
   preprocess: ImagePreprocessConfig,
   postprocess: NanodetConfig,
   labels: readonly string[],
+  outputName: string,
 ): Servable {
   const [inputName] = model.inputNodes as [string];
-  const [output] = config.signature.outputs as [ModelConfig['signature']['outputs'][number]];
   const tensorNames = postprocess.heads.flatMap((head) => [head.scores, head.boxes]);
   const decodeOptions = { score_threshold: postprocess.score_threshold, iou_threshold: postprocess.iou_threshold, labels };
 
@@ -77,7 +77,7 @@ function graphServable(
     try {
       const heads = await readHeadOutputs(outputs, postprocess.heads, preprocess);
       const detections = await decodeNanodet(heads, images, decodeOptions);
-      return detections.map((list) => ({ [output.name]: list }));
+      return detections.map((list) => ({ [outputName]: list }));
     } finally {
       tf.dispose(outputs);
     }
@@ -115,7 +115,8 @@ function graphServable(
 export async function loadTfjsGraph(config: ModelConfig, versionDir: string, version: number): Promise<Servable> {
   const where = `model ${config.name} version ${version}`;
   const { inputs, outputs } = config.signature;
-  if (inputs.length !== 1 || outputs.length !== 1) {
+  const [output] = outputs;
+  if (inputs.length !== 1 || outputs.length !== 1 || !output) {
     throw new InferlineError('invalid_config', `${where}: field /signature: tfjs-graph takes one image input and gives one output`);
   }
   const preprocess = config.preprocess;
@@ -150,7 +151,7 @@ export async function loadTfjsGraph(config: ModelConfig, versionDir: string, ver
     if (batch !== -1 && !(batch === 1 && config.batching.max_batch_size === 1)) {
       throw new InferlineError('invalid_config', `${where}: field /batching/max_batch_size: the graph's input has a fixed batch of ${batch}`);
     }
-    return graphServable(config, version, model, preprocess, postprocess, labels);
+    return graphServable(config, version, model, preprocess, postprocess, labels, output.name);
   } catch (error) {
     model.dispose();
     throw error;

@@ -59,7 +59,9 @@ export async function loadTfjsLayers(config: ModelConfig, versionDir: string, ve
   try {
     const [input] = base.inputs;
     const [head] = base.outputs;
-    if (base.inputs.length !== 1 || !input || !head) throw invalid('/platform', 'the model must have one input and an output');
+    if (base.inputs.length !== 1 || !input || !head) {
+      throw new InferlineError('invalid_config', `${join(versionDir, 'model.json')}: an image classifier has one input and an output`);
+    }
     const [, height, width, channels] = input.shape;
     if (input.shape.length !== 4 || height !== preprocess.height || width !== preprocess.width || channels !== 3) {
       throw invalid('/preprocess', `the model takes [${input.shape.join(', ')}], the preprocess gives [null, ${preprocess.height}, ${preprocess.width}, 3]`);
@@ -81,9 +83,9 @@ export async function loadTfjsLayers(config: ModelConfig, versionDir: string, ve
     if (labelSpec?.dtype !== 'string' || labelSpec.shape.length !== 0) throw invalid(`/signature/outputs/${labelIndex}`, 'expected string []');
 
     if (postprocess.embedding_layer !== undefined) {
-      let layerOutput: SymbolicTensor;
+      let layerOutput: SymbolicTensor | SymbolicTensor[];
       try {
-        layerOutput = base.getLayer(postprocess.embedding_layer).output as SymbolicTensor;
+        layerOutput = base.getLayer(postprocess.embedding_layer).output;
       } catch {
         throw invalid('/postprocess/embedding_layer', `the model has no layer "${postprocess.embedding_layer}"`);
       }
@@ -96,7 +98,7 @@ export async function loadTfjsLayers(config: ModelConfig, versionDir: string, ve
     base.dispose();
     throw error;
   }
-  return layersClassifierServable(config, version, preprocess, model, base, labels);
+  return layersClassifierServable(config, version, preprocess, model, labels);
 }
 
 function layersClassifierServable(
@@ -104,7 +106,6 @@ function layersClassifierServable(
   version: number,
   spec: ImagePreprocessConfig,
   model: LayersModel,
-  base: LayersModel,
   labels: readonly string[],
 ): Servable {
   const run = async (inputs: readonly unknown[]): Promise<Record<string, unknown>[]> => {
@@ -118,7 +119,7 @@ function layersClassifierServable(
     const results = tf.tidy(() => {
       const prediction = model.predict(imagesToTensor(inputs as readonly DecodedImage[], spec));
       const [probabilities, embedding] = Array.isArray(prediction) ? prediction : [prediction];
-      return [probabilities as tf.Tensor, ...(embedding ? [embedding.reshape([batch, -1])] : [])];
+      return [probabilities as tf.Tensor, ...(embedding ? [tf.reshape(embedding, [batch, -1])] : [])];
     });
     try {
       const [probabilities, embeddings] = await Promise.all(results.map((tensor) => tensor.data<'float32'>()));
@@ -131,14 +132,12 @@ function layersClassifierServable(
     name: config.name,
     version,
     backend: tf.getBackend(),
-    predict: (inputs) => Promise.resolve().then(() => run(inputs)),
+    predict: run,
     warmup: async (sizes) => {
       const blank: DecodedImage = { data: new Uint8Array(spec.width * spec.height * 3), width: spec.width, height: spec.height, sourceWidth: spec.width, sourceHeight: spec.height };
       for (const size of sizes) await run(new Array<DecodedImage>(size).fill(blank));
     },
-    dispose: () => {
-      if (model !== base) model.dispose();
-      base.dispose();
-    },
+    // The two-output model shares base's layers: disposing it frees their weights, and base has no others.
+    dispose: () => model.dispose(),
   };
 }
