@@ -65,7 +65,7 @@ function crc32(bytes: Uint8Array): number {
 describe('image inputs at the gateway', () => {
   let f: Fixture;
   before(async () => {
-    f = await startFixture();
+    f = await startFixture({ settings: { max_wait_s: 1 } });
     await mkdir(join(f.repository, IMAGE_MODEL, '1'), { recursive: true });
     await writeFile(join(f.repository, IMAGE_MODEL, 'config.json'), JSON.stringify(imageConfig));
     await writeFile(join(f.repository, IMAGE_MODEL, '1', 'model.json'), '{}');
@@ -122,6 +122,22 @@ describe('image inputs at the gateway', () => {
       assert.match(error.message, message);
     }
     assert.equal(await f.redis.xlen(keys.requests(IMAGE_MODEL, 1)), before);
+  });
+
+  it('TF Serving :predict passes {"b64"} instances of an image model through as image bytes', async () => {
+    const image = await png(20, 20);
+    const response = await f.app.inject({
+      method: 'POST',
+      url: `/v1/models/${IMAGE_MODEL}:predict`,
+      payload: { instances: [{ b64: image.toString('base64') }, { image: { b64: image.toString('base64') } }] },
+    });
+    // No worker runs here: the call times out (504), and both instances were stored as the image bytes.
+    assert.equal(response.statusCode, 504, response.body);
+    const entries = (await f.redis.xrangeBuffer(keys.requests(IMAGE_MODEL, 1), '-', '+')).slice(-2);
+    for (const [, fields] of entries) {
+      const index = fields.findIndex((field) => field.toString() === 'input');
+      assert.ok(Buffer.from(decode<Uint8Array>(fields[index + 1] as Buffer)).equals(image));
+    }
   });
 
   it('a truncated JPEG passes the header check: it fails later, alone, in the worker', async () => {

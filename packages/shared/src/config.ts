@@ -13,8 +13,9 @@ import { InferlineError } from './errors.ts';
 export const TensorSpec = Type.Object(
   {
     name: Type.String({ minLength: 1, description: 'Tensor name as the API shows it.' }),
-    dtype: Type.Union([Type.Literal('string'), Type.Literal('float32'), Type.Literal('int32')], {
-      description: '`string` is a UTF-8 text input.',
+    dtype: Type.Union([Type.Literal('string'), Type.Literal('float32'), Type.Literal('int32'), Type.Literal('json')], {
+      description:
+        '`string`: text, or encoded image bytes for a model with image preprocessing (TF Serving sends both as DT_STRING, images as {"b64"}); `json`: a structured output such as a list of detections.',
     }),
     shape: Type.Array(Type.Integer({ minimum: -1 }), {
       description: 'Per-request shape, without the batch dimension; -1 = variable; [] = scalar.',

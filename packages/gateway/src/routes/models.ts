@@ -19,7 +19,7 @@ const SERVING_SIGNATURE = 'serving_default';
 const PREDICT_METHOD = 'tensorflow/serving/predict';
 
 /** TF dtype names (tensorflow/core/framework/types.proto) of the signature's dtypes. */
-const TF_DTYPES: Record<TensorSpec['dtype'], string> = { string: 'DT_STRING', float32: 'DT_FLOAT', int32: 'DT_INT32' };
+const TF_DTYPES: Record<TensorSpec['dtype'], string> = { string: 'DT_STRING', float32: 'DT_FLOAT', int32: 'DT_INT32', json: 'DT_STRING' };
 
 const NameParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
 const VersionParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), version: Type.Integer({ minimum: 1 }) });

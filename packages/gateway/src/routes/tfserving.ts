@@ -62,7 +62,8 @@ async function predict(ctx: RouteContext, params: PredictParams, body: PredictBo
     throw new InferlineError('invalid_input', 'body: exactly one of "instances" (row format) or "inputs" (columnar format) is required');
   }
   const spec = target.config.signature.inputs[0] as TensorSpec;
-  const values = instances ? instances.map((instance) => unwrapInstance(instance, spec)) : columnarValues(inputs, spec);
+  const isImage = target.config.preprocess?.type === 'image';
+  const values = instances ? instances.map((instance) => unwrapInstance(instance, spec, isImage)) : columnarValues(inputs, spec, isImage);
   const ids = values.map(() => nanoid());
   log.jobs = ids.length;
 
@@ -79,23 +80,26 @@ async function predict(ctx: RouteContext, params: PredictParams, body: PredictBo
   return instances ? { predictions } : { outputs: columnarOutputs(predictions, target.config) };
 }
 
-/** One row-format instance: the value itself, or `{"<input name>": value}`; `{"b64": ...}` is decoded for a text input. */
-function unwrapInstance(instance: unknown, spec: TensorSpec): unknown {
+/**
+ * One row-format instance: the value itself, or `{"<input name>": value}`. `{"b64": ...}` is decoded to
+ * text for a text input, and kept as it is for an image model (the image path decodes and checks it).
+ */
+function unwrapInstance(instance: unknown, spec: TensorSpec, isImage: boolean): unknown {
   let value = instance;
   if (isObject(value) && Object.keys(value).length === 1 && spec.name in value) value = value[spec.name];
-  if (spec.dtype === 'string' && isObject(value) && typeof value.b64 === 'string' && Object.keys(value).length === 1) {
+  if (!isImage && spec.dtype === 'string' && isObject(value) && typeof value.b64 === 'string' && Object.keys(value).length === 1) {
     return Buffer.from(value.b64, 'base64').toString('utf8');
   }
   return value;
 }
 
 /** Columnar `inputs`: a list of values, or `{"<input name>": [values]}`. */
-function columnarValues(inputs: unknown, spec: TensorSpec): unknown[] {
+function columnarValues(inputs: unknown, spec: TensorSpec, isImage: boolean): unknown[] {
   const column = isObject(inputs) && spec.name in inputs ? inputs[spec.name] : inputs;
   if (!Array.isArray(column) || column.length === 0) {
     throw new InferlineError('invalid_input', `field "inputs": expected a non-empty list of "${spec.name}" values`);
   }
-  return column.map((value) => unwrapInstance(value, spec));
+  return column.map((value) => unwrapInstance(value, spec, isImage));
 }
 
 /**
