@@ -76,14 +76,8 @@ export async function writeEmbeddingBagModel(
   await mkdir(outDir, { recursive: true });
 
   const bytes = littleEndianBytes(table);
-  const shardCount = Math.max(1, Math.ceil(bytes.length / SHARD_BYTES));
   const files = new Map<string, Uint8Array | string>();
-  const paths: string[] = [];
-  for (let i = 0; i < shardCount; i++) {
-    const path = `group1-shard${i + 1}of${shardCount}.bin`;
-    paths.push(path);
-    files.set(path, bytes.subarray(i * SHARD_BYTES, Math.min(bytes.length, (i + 1) * SHARD_BYTES)));
-  }
+  const paths = addWeightShards(files, bytes);
   files.set(VOCAB_FILE, words.length === 0 ? '' : `${words.join('\n')}\n`);
   const manifest: EmbeddingBagManifest = {
     format: EMBEDDING_BAG_FORMAT,
@@ -96,6 +90,21 @@ export async function writeEmbeddingBagModel(
 
   await writeFilesWithChecksums(outDir, files);
   return [...files.keys(), CHECKSUMS_FILE];
+}
+
+/**
+ * Split weight bytes into TF.js shards of at most {@link SHARD_BYTES} (`group1-shard<i>of<n>.bin`, the
+ * converter's naming), add them to `files`, and return their names in order for the manifest's `paths`.
+ */
+export function addWeightShards(files: Map<string, Uint8Array | string>, bytes: Uint8Array): string[] {
+  const shardCount = Math.max(1, Math.ceil(bytes.length / SHARD_BYTES));
+  const paths: string[] = [];
+  for (let i = 0; i < shardCount; i++) {
+    const path = `group1-shard${i + 1}of${shardCount}.bin`;
+    paths.push(path);
+    files.set(path, bytes.subarray(i * SHARD_BYTES, Math.min(bytes.length, (i + 1) * SHARD_BYTES)));
+  }
+  return paths;
 }
 
 /**

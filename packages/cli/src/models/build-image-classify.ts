@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InferlineError } from '@inferline/shared';
-import { replaceDir, SHARD_BYTES, verifyChecksums, writeFilesWithChecksums } from './build-glove-embed.ts';
+import { addWeightShards, replaceDir, verifyChecksums, writeFilesWithChecksums } from './build-glove-embed.ts';
 
 /**
  * Build the `image-classify` model version from the npm package `nsfwjs` (MobileNetV2 fine-tuned on 5
@@ -319,14 +319,8 @@ export async function buildImageClassify(options: BuildImageClassifyOptions): Pr
   const units = outputUnits(model.modelTopology);
   if (units !== labels.length) throw fail(classesFile, `${labels.length} class names, but the model's output layer has ${units ?? 'unknown'} units`);
 
-  const shardCount = Math.max(1, Math.ceil(weights.length / SHARD_BYTES));
   const files = new Map<string, Uint8Array | string>();
-  const paths: string[] = [];
-  for (let i = 0; i < shardCount; i++) {
-    const path = `group1-shard${i + 1}of${shardCount}.bin`;
-    paths.push(path);
-    files.set(path, weights.subarray(i * SHARD_BYTES, Math.min(weights.length, (i + 1) * SHARD_BYTES)));
-  }
+  const paths = addWeightShards(files, weights);
   files.set(LABELS_FILE, `${labels.join('\n')}\n`);
   const { modelTopology, weightsManifest } = model;
   const kerasVersion = (modelTopology.keras_version as string | undefined) ?? 'unknown';
