@@ -2,7 +2,8 @@
  * `npm run bench [-- --model glove-embed --workers 1 --duration-s 10 --concurrency 1,32,256]`:
  * in-process throughput of the model at batch 1, 8 and 32, then end-to-end throughput through
  * gateway + Redis + worker processes, with p50/p99 latency, mean batch size and the share of time the
- * model was busy (from the workers' compute-time metrics). `--workers 1,2` measures each count. Prints
+ * model was busy (from the workers' compute-time metrics). `--workers 1,2` measures each count (the
+ * default for image models; 1 for text). Prints
  * figures; asserts nothing. Runs against its own private redis-server.
  *
  * Text models are fed Moby Dick paragraphs; image models the photos of `npm run test-data`.
@@ -22,13 +23,13 @@ import { benchInProcess } from './in-process.ts';
 
 const options = new Command()
   .option('--model <name>', 'model to measure', 'glove-embed')
-  .option('--workers <list>', 'worker processes for the end-to-end runs, comma-separated', '1')
+  .option('--workers <list>', 'worker processes for the end-to-end runs, comma-separated (default 1 for text, 1,2 for images)')
   .option('--duration-s <s>', 'seconds per measurement', '10')
   .option('--concurrency <list>', 'concurrent clients, comma-separated (default 1,32,256 for text, 1,16 for images)')
   .option('--batch-sizes <list>', 'in-process batch sizes', '1,8,32')
   .option('--skip-in-process', 'only the end-to-end runs')
   .parse()
-  .opts<{ model: string; workers: string; durationS: string; concurrency?: string; batchSizes: string; skipInProcess?: boolean }>();
+  .opts<{ model: string; workers?: string; durationS: string; concurrency?: string; batchSizes: string; skipInProcess?: boolean }>();
 
 const list = (text: string): number[] => text.split(',').map(Number);
 const durationMs = Number(options.durationS) * 1000;
@@ -80,7 +81,7 @@ const concurrency = list(options.concurrency ?? (isImage ? '1,16' : '1,32,256'))
 console.log(`\n## end-to-end: gateway + redis + N worker processes, load generator in this process`);
 console.log('| workers | clients | requests | req/s | p50 ms | p99 ms | mean batch | model busy | failed |');
 console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-for (const workerCount of list(options.workers)) {
+for (const workerCount of list(options.workers ?? (isImage ? '1,2' : '1'))) {
   const dir = await mkdtemp(join(tmpdir(), 'inferline-bench-'));
   const redis = await startRedisServer({ dir, appendonly: false });
   const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: repository, LOG_LEVEL: 'warn', HOST: '127.0.0.1' };
