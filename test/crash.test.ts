@@ -30,7 +30,8 @@ describe('a worker killed with SIGKILL while it holds a batch', () => {
     // A long batch_timeout_ms keeps the first worker holding its delivered, unsettled batch while it
     // waits for the batch to fill; a short visibility timeout lets the survivor claim it soon.
     repository = await gloveRepository({
-      batching: { max_batch_size: 64, batch_timeout_ms: 5_000 },
+      // allowed_batch_sizes: the 40 requests run padded to 64; the padding rows are dropped.
+      batching: { max_batch_size: 64, batch_timeout_ms: 5_000, allowed_batch_sizes: [8, 64] },
       queue: { visibility_timeout_ms: 1_000 },
     });
   });

@@ -12,7 +12,7 @@ import {
   type Logger,
   type ModelConfig,
 } from '@inferline/shared';
-import { collectBatch, type BatchSource } from './batcher/batcher.ts';
+import { collectBatch, predictPadded, type BatchSource } from './batcher/batcher.ts';
 import type { WorkerMetrics } from './metrics.ts';
 import { decodeImage } from './pipelines/image.ts';
 import { predictWithSplit, type ItemResult } from './predict-with-split.ts';
@@ -249,7 +249,7 @@ export class VersionConsumer {
     const runnable = inputs.flatMap((input, index) => (results[index] ? [] : [{ index, input }]));
     const outputs = await predictWithSplit(
       runnable.map((item) => item.input),
-      (items) => servable.predict(items),
+      (items) => predictPadded(items, config.batching.allowed_batch_sizes, (padded) => servable.predict(padded)),
       (error, size) => this.#log.warn({ err: error, batch_id: batchId, size }, 'batch failed; retrying in halves'),
     );
     runnable.forEach((item, i) => (results[item.index] = outputs[i]));

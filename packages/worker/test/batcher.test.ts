@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { collectBatch, type BatchSource, type Clock } from '../src/batcher/batcher.ts';
+import { collectBatch, paddedBatchSize, predictPadded, type BatchSource, type Clock } from '../src/batcher/batcher.ts';
 
 /**
  * A fake stream with a fake clock: requests arrive at scripted times (ms). `read` behaves like
@@ -86,5 +86,24 @@ describe('collectBatch', () => {
     assert.deepEqual(batch, []);
     assert.equal(stream.time, 1000);
     assert.equal(stream.reads.length, 1);
+  });
+});
+
+describe('allowed_batch_sizes', () => {
+  test('pads up to the next allowed batch size', () => {
+    assert.equal(paddedBatchSize(3, [1, 2, 4, 8]), 4);
+    assert.equal(paddedBatchSize(8, [1, 2, 4, 8]), 8);
+    assert.equal(paddedBatchSize(1, [1, 2, 4, 8]), 1);
+    assert.equal(paddedBatchSize(5, []), 5, 'no allowed sizes: no padding');
+  });
+
+  test('runs the padded batch and discards the padding rows', async () => {
+    const seen: number[][] = [];
+    const outputs = await predictPadded([1, 2, 3], [2, 4, 8], (batch) => {
+      seen.push([...batch]);
+      return Promise.resolve(batch.map((x) => x * 10));
+    });
+    assert.deepEqual(seen, [[1, 2, 3, 3]], 'padded to 4 with copies of the last input');
+    assert.deepEqual(outputs, [10, 20, 30]);
   });
 });

@@ -50,3 +50,24 @@ export async function collectBatch<T>(source: BatchSource<T>, clock: Clock, opti
   }
   return batch;
 }
+
+/**
+ * The size a batch of `size` requests runs at: the smallest of `allowed_batch_sizes` ≥ `size`, or `size`
+ * itself when none are set (TF Serving's `allowed_batch_sizes`). The list is increasing and ends at
+ * max_batch_size (validated when the config loads), so a batch never exceeds its last entry.
+ */
+export function paddedBatchSize(size: number, allowed: readonly number[]): number {
+  return allowed.find((candidate) => candidate >= size) ?? size;
+}
+
+/**
+ * Run `predict` on `inputs` padded up to the next allowed batch size with copies of the last input;
+ * the padding rows' outputs are discarded. With no allowed sizes this is `predict(inputs)`.
+ */
+export async function predictPadded<T, R>(inputs: readonly T[], allowed: readonly number[], predict: (batch: readonly T[]) => Promise<R[]>): Promise<R[]> {
+  const target = paddedBatchSize(inputs.length, allowed);
+  if (target === inputs.length || inputs.length === 0) return predict(inputs);
+  const last = inputs[inputs.length - 1] as T;
+  const outputs = await predict([...inputs, ...new Array<T>(target - inputs.length).fill(last)]);
+  return outputs.slice(0, inputs.length);
+}
