@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isInferlineError } from '@inferline/shared';
-import { argmax, classifierOutputs, l2Normalize, parseClassifierPostprocess, readLabels } from '../src/postprocess/classifier.ts';
+import { argmax, classifierOutputs, l2Normalize, parseClassifierPostprocess } from '../src/postprocess/classifier.ts';
+import { readLabels } from '../src/postprocess/labels.ts';
 
 const LABELS = ['cat', 'dog', 'bird'];
 

@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { InferlineError } from '@inferline/shared';
 
 /**
@@ -46,22 +45,6 @@ export function parseClassifierPostprocess(raw: Readonly<Record<string, unknown>
     throw invalid('/embedding_layer', 'expected a layer name');
   }
   return { type: 'classifier', labels_file: labelsFile, ...(embeddingLayer === undefined ? {} : { embedding_layer: embeddingLayer }) };
-}
-
-/**
- * Read a labels file: one class name per line (a final newline is optional; CRLF accepted).
- * @throws InferlineError `invalid_config` naming the file when it is unreadable, empty or has an empty line.
- */
-export async function readLabels(path: string): Promise<string[]> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    throw new InferlineError('invalid_config', `${path}: ${(error as Error).message}`);
-  }
-  const labels = text.replace(/\r?\n$/, '').split(/\r?\n/);
-  if (labels.some((label) => label === '')) throw new InferlineError('invalid_config', `${path}: empty file or an empty line`);
-  return labels;
 }
 
 /** Index of the largest value (the first one on a tie; NaN never wins); 0 for an empty or all-NaN array. */

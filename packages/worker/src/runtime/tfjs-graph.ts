@@ -1,9 +1,9 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadGraphModel, type GraphModel } from '@tensorflow/tfjs-converter';
 import { InferlineError, type ImagePreprocessConfig, type ModelConfig } from '@inferline/shared';
 import { imagesToTensor, type DecodedImage } from '../pipelines/image.ts';
+import { readLabels } from '../postprocess/labels.ts';
 import { decodeNanodet, parseNanodetConfig, readHeadOutputs, type NanodetConfig } from '../postprocess/nanodet.ts';
 import { readModelArtifacts } from './model-artifacts.ts';
 import type { Servable } from './servable.ts';
@@ -36,19 +36,6 @@ function asDecodedImage(input: unknown, index: number, spec: ImagePreprocessConf
 /** The model input's per-request shape the preprocess produces. */
 function expectedInputShape(spec: ImagePreprocessConfig): number[] {
   return spec.layout === 'nchw' ? [3, spec.height, spec.width] : [spec.height, spec.width, 3];
-}
-
-/** Read the labels asset: one name per line. */
-async function readLabels(path: string): Promise<string[]> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    throw new InferlineError('invalid_config', `${path}: ${(error as Error).message}`);
-  }
-  const lines = text.split('\n');
-  if (lines.at(-1) === '') lines.pop();
-  return lines;
 }
 
 function graphServable(

@@ -3,7 +3,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { loadLayersModel, model as functionalModel, type LayersModel, type SymbolicTensor } from '@tensorflow/tfjs-layers';
 import { InferlineError, type ImagePreprocessConfig, type ModelConfig } from '@inferline/shared';
 import { imagesToTensor, type DecodedImage } from '../pipelines/image.ts';
-import { classifierOutputs, parseClassifierPostprocess, readLabels } from '../postprocess/classifier.ts';
+import { classifierOutputs, parseClassifierPostprocess } from '../postprocess/classifier.ts';
+import { readLabels } from '../postprocess/labels.ts';
 import { readModelArtifacts } from './model-artifacts.ts';
 import type { Servable } from './servable.ts';
 
