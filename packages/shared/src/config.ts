@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { InferlineError } from './errors.ts';
 
@@ -103,6 +103,53 @@ export const ImagePreprocessConfig = Type.Object(
 );
 export type ImagePreprocessConfig = Static<typeof ImagePreprocessConfig>;
 
+/** A file name inside the version folder: no folder part, not `.` or `..`. */
+const VersionFileName = (description: string) => Type.String({ pattern: '^(?!\\.\\.?$)[^/\\\\]+$', default: 'labels.txt', description });
+
+/** One NanoDet detection head: its stride and the graph tensors it reads. */
+export const NanodetHead = Type.Object(
+  {
+    /** Model-input pixels per grid cell. */
+    stride: Type.Integer({ minimum: 1 }),
+    /** Node name of the `[B, classes, H, W]` class scores (after the sigmoid). */
+    scores: Type.String({ minLength: 1 }),
+    /** Node name of the `[B, 4·(R+1), H, W]` box logits, side-major (left, top, right, bottom bins). */
+    boxes: Type.String({ minLength: 1 }),
+  },
+  { additionalProperties: false },
+);
+export type NanodetHead = Static<typeof NanodetHead>;
+
+/** Output decoding of a NanoDet detector (Generalized Focal Loss, https://github.com/RangiLyu/nanodet). */
+export const NanodetPostprocessConfig = Type.Object(
+  {
+    type: Type.Literal('nanodet'),
+    /** Smallest class score a detection keeps, 0..1. */
+    score_threshold: Type.Number({ minimum: 0, maximum: 1, default: 0.4 }),
+    /** IoU, 0..1, at or above which a lower-scored box of the same class is suppressed. */
+    iou_threshold: Type.Number({ minimum: 0, maximum: 1, default: 0.5 }),
+    /** Class names, one per line, line n = class n. */
+    labels_file: VersionFileName('Labels asset in the version folder.'),
+    /** The heads, any order. */
+    heads: Type.Array(NanodetHead, { minItems: 1 }),
+  },
+  { additionalProperties: false },
+);
+export type NanodetPostprocessConfig = Static<typeof NanodetPostprocessConfig>;
+
+/** Output decoding of a classifier: probabilities, the argmax label, and optionally an inner layer as an embedding. */
+export const ClassifierPostprocessConfig = Type.Object(
+  {
+    type: Type.Literal('classifier'),
+    /** Class names, one per line, line n = output n. */
+    labels_file: VersionFileName('Labels asset in the version folder.'),
+    /** Layer whose output is returned as `embedding` (L2-normalized); absent = no embedding. */
+    embedding_layer: Type.Optional(Type.String({ minLength: 1 })),
+  },
+  { additionalProperties: false },
+);
+export type ClassifierPostprocessConfig = Static<typeof ClassifierPostprocessConfig>;
+
 /** TF Serving's version policy (https://www.tensorflow.org/tfx/serving/serving_config). */
 export const VersionPolicy = Type.Union([
   Type.Object({ latest: Type.Object({ num_versions: Type.Integer({ minimum: 1, default: 1 }) }) }, { additionalProperties: false }),
@@ -126,8 +173,8 @@ export const ModelConfig = Type.Object(
       { additionalProperties: false },
     ),
     preprocess: Type.Optional(Type.Union([TextPreprocessConfig, ImagePreprocessConfig])),
-    /** Output decoding, by model family (`nanodet` detector, `classifier`); absent = raw output tensors. */
-    postprocess: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    /** Output decoding, by model family (`nanodet` detector, `classifier`); absent = the platform's own outputs. */
+    postprocess: Type.Optional(Type.Union([NanodetPostprocessConfig, ClassifierPostprocessConfig])),
     batching: Type.Optional(BatchingConfig),
     queue: Type.Optional(QueueConfig),
     version_policy: Type.Optional(VersionPolicy),
@@ -156,9 +203,10 @@ export function parseModelConfig(raw: unknown, source = 'config.json'): ModelCon
   withDefaults.queue = Value.Default(QueueConfig, withDefaults.queue ?? {});
   withDefaults.version_policy ??= { latest: { num_versions: 1 } };
   withDefaults.version_labels ??= {};
-  const preprocess = withDefaults.preprocess as { type?: unknown } | undefined;
-  if (preprocess?.type === 'image') withDefaults.preprocess = Value.Default(ImagePreprocessConfig, preprocess);
-  else if (preprocess?.type === 'glove-tokenizer') withDefaults.preprocess = Value.Default(TextPreprocessConfig, preprocess);
+  // Sections that are a union by `type` are checked against their own schema first, so that an error
+  // names the field inside the section rather than "expected one of the union".
+  withDefaults.preprocess = checkSection(source, 'preprocess', withDefaults.preprocess, { image: ImagePreprocessConfig, 'glove-tokenizer': TextPreprocessConfig });
+  withDefaults.postprocess = checkSection(source, 'postprocess', withDefaults.postprocess, { nanodet: NanodetPostprocessConfig, classifier: ClassifierPostprocessConfig });
   const first = Value.Errors(ModelConfig, withDefaults).First();
   if (first) {
     throw new InferlineError('invalid_config', `${source}: field ${first.path || '/'}: ${first.message}`);
@@ -175,6 +223,23 @@ export function parseModelConfig(raw: unknown, source = 'config.json'): ModelCon
     }
   }
   return config;
+}
+
+/**
+ * Apply defaults to a section chosen by its `type` and validate it against that type's schema.
+ * @throws InferlineError `invalid_config` naming the field (`/<section>/<field>`).
+ */
+function checkSection(source: string, section: string, raw: unknown, schemas: Record<string, TSchema>): unknown {
+  if (raw === undefined) return raw;
+  const type: unknown = typeof raw === 'object' && raw !== null ? (raw as Record<string, unknown>).type : undefined;
+  const schema = typeof type === 'string' ? schemas[type] : undefined;
+  if (!schema) {
+    throw new InferlineError('invalid_config', `${source}: field /${section}/type: expected one of ${Object.keys(schemas).map((t) => `"${t}"`).join(', ')}`);
+  }
+  const value: unknown = Value.Default(schema, structuredClone(raw));
+  const first = Value.Errors(schema, value).First();
+  if (first) throw new InferlineError('invalid_config', `${source}: field /${section}${first.path}: ${first.message}`);
+  return value;
 }
 
 /**

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isInferlineError } from '@inferline/shared';
-import { argmax, classifierOutputs, l2Normalize, parseClassifierPostprocess } from '../src/postprocess/classifier.ts';
+import { argmax, classifierOutputs, l2Normalize } from '../src/postprocess/classifier.ts';
 import { readLabels } from '../src/postprocess/labels.ts';
 
 const LABELS = ['cat', 'dog', 'bird'];
@@ -83,34 +83,6 @@ describe('classifierOutputs', () => {
   test('fails with inference_failed when the arrays do not fit the batch', () => {
     assert.throws(() => classifierOutputs(new Float32Array(5), undefined, 2, LABELS), assertCode('inference_failed'));
     assert.throws(() => classifierOutputs(new Float32Array(6), new Float32Array(5), 2, LABELS), assertCode('inference_failed'));
-  });
-});
-
-describe('parseClassifierPostprocess', () => {
-  test('accepts a classifier config, with or without embedding_layer', () => {
-    assert.deepEqual(parseClassifierPostprocess({ type: 'classifier', labels_file: 'labels.txt', embedding_layer: 'flatten_1' }, 'm'), {
-      type: 'classifier',
-      labels_file: 'labels.txt',
-      embedding_layer: 'flatten_1',
-    });
-    assert.deepEqual(parseClassifierPostprocess({ type: 'classifier', labels_file: 'assets/labels.txt' }, 'm'), {
-      type: 'classifier',
-      labels_file: 'assets/labels.txt',
-    });
-  });
-
-  test('rejects a wrong or missing field with invalid_config naming it', () => {
-    assert.throws(() => parseClassifierPostprocess(undefined, 'm'), assertCode('invalid_config', /\/postprocess\/type/));
-    assert.throws(() => parseClassifierPostprocess({ type: 'nanodet' }, 'm'), assertCode('invalid_config', /\/postprocess\/type/));
-    assert.throws(() => parseClassifierPostprocess({ type: 'classifier' }, 'm'), assertCode('invalid_config', /\/postprocess\/labels_file/));
-    for (const labelsFile of ['../labels.txt', '/etc/passwd', 'a//b', '']) {
-      assert.throws(() => parseClassifierPostprocess({ type: 'classifier', labels_file: labelsFile }, 'm'), assertCode('invalid_config', /labels_file/));
-    }
-    assert.throws(
-      () => parseClassifierPostprocess({ type: 'classifier', labels_file: 'l.txt', embedding_layer: 3 }, 'm'),
-      assertCode('invalid_config', /\/postprocess\/embedding_layer/),
-    );
-    assert.throws(() => parseClassifierPostprocess({ type: 'classifier', labels_file: 'l.txt', top_k: 3 }, 'm'), assertCode('invalid_config', /\/postprocess\/top_k/));
   });
 });
 

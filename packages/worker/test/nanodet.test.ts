@@ -6,7 +6,6 @@ import { initBackend } from '../src/runtime/backend.ts';
 import {
   binExpectation,
   decodeNanodet,
-  parseNanodetConfig,
   readHeadOutputs,
   suppressPerClass,
   type Candidates,
@@ -156,28 +155,4 @@ describe('readHeadOutputs', () => {
     );
     tf.dispose([scores, boxes]);
   });
-});
-
-describe('parseNanodetConfig', () => {
-  const valid = { type: 'nanodet', score_threshold: 0.4, iou_threshold: 0.5, labels_file: 'labels.txt', heads: [{ stride: 8, scores: 'a', boxes: 'b:1' }] };
-
-  test('accepts a valid section', () => {
-    assert.deepEqual(parseNanodetConfig(valid, 'm'), valid);
-  });
-
-  for (const [field, patch] of [
-    ['/score_threshold', { score_threshold: 1.5 }],
-    ['/iou_threshold', { iou_threshold: 'x' }],
-    ['/labels_file', { labels_file: '../labels.txt' }],
-    ['/heads', { heads: [] }],
-    ['/heads/0/stride', { heads: [{ stride: 0, scores: 'a', boxes: 'b' }] }],
-    ['/type', { type: 'yolo' }],
-  ] as const) {
-    test(`names the field ${field} when it is invalid`, () => {
-      assert.throws(
-        () => parseNanodetConfig({ ...valid, ...patch }, 'model m version 1'),
-        (error) => isInferlineError(error) && error.code === 'invalid_config' && error.message.includes(`field /postprocess${field}:`),
-      );
-    });
-  }
 });

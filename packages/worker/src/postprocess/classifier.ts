@@ -6,15 +6,6 @@ import { InferlineError } from '@inferline/shared';
  * from an inner layer (so that a dot product of two embeddings is their cosine similarity).
  */
 
-/** `postprocess` of a classifier model's config.json. */
-export interface ClassifierPostprocessConfig {
-  type: 'classifier';
-  /** Class names inside the version folder, one per line, line n = output n. */
-  labels_file: string;
-  /** Layer whose output is returned as `embedding` ([batch, …] flattened per request); absent = no embedding. */
-  embedding_layer?: string;
-}
-
 /** One request's classifier output (a type, not an interface, so it is a `Record<string, unknown>`). */
 export type ClassifierOutput = {
   /** `[classes]` as the model gives them (softmax: they sum to 1). */
@@ -24,28 +15,6 @@ export type ClassifierOutput = {
   /** `[D]`, unit L2 norm (a zero vector stays zero). Present when the model has an embedding layer. */
   embedding?: Float32Array;
 };
-
-const CLASSIFIER_KEYS = new Set(['type', 'labels_file', 'embedding_layer']);
-
-/**
- * Validate a config's free-form `postprocess` record as a classifier's.
- * @param where prefix of error messages, e.g. `model image-classify version 1`
- * @throws InferlineError `invalid_config` naming the offending field.
- */
-export function parseClassifierPostprocess(raw: Readonly<Record<string, unknown>> | undefined, where: string): ClassifierPostprocessConfig {
-  const invalid = (field: string, message: string): InferlineError =>
-    new InferlineError('invalid_config', `${where}: field /postprocess${field}: ${message}`);
-  if (raw?.type !== 'classifier') throw invalid('/type', 'expected "classifier"');
-  for (const key of Object.keys(raw)) if (!CLASSIFIER_KEYS.has(key)) throw invalid(`/${key}`, 'unknown field');
-  const { labels_file: labelsFile, embedding_layer: embeddingLayer } = raw;
-  if (typeof labelsFile !== 'string' || labelsFile === '' || labelsFile.split(/[\\/]/).some((part) => part === '..' || part === '') || labelsFile.startsWith('/')) {
-    throw invalid('/labels_file', 'expected a relative file path inside the version folder');
-  }
-  if (embeddingLayer !== undefined && (typeof embeddingLayer !== 'string' || embeddingLayer === '')) {
-    throw invalid('/embedding_layer', 'expected a layer name');
-  }
-  return { type: 'classifier', labels_file: labelsFile, ...(embeddingLayer === undefined ? {} : { embedding_layer: embeddingLayer }) };
-}
 
 /** Index of the largest value (the first one on a tie; NaN never wins); 0 for an empty or all-NaN array. */
 export function argmax(values: ArrayLike<number>): number {

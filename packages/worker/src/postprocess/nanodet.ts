@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { InferlineError } from '@inferline/shared';
+import { InferlineError, type NanodetHead } from '@inferline/shared';
 
 /**
  * Decoding of NanoDet's detection heads (Generalized Focal Loss, https://arxiv.org/abs/2006.04388; head
@@ -16,29 +16,6 @@ import { InferlineError } from '@inferline/shared';
  * `iou_threshold` is dropped; TF.js' NonMaxSuppressionV3), and the boxes are scaled to the source image
  * (the input is a stretched resize of it, so IoU is the same in both spaces).
  */
-
-/** One detection head: its stride and the graph tensors it reads. */
-export interface NanodetHead {
-  /** Model-input pixels per grid cell. */
-  stride: number;
-  /** Node name of the `[B, classes, H, W]` class scores (after the sigmoid). */
-  scores: string;
-  /** Node name of the `[B, 4·(R+1), H, W]` box logits, side-major (left bins, top bins, right bins, bottom bins). */
-  boxes: string;
-}
-
-/** The config's `postprocess` section for `type: "nanodet"`. */
-export interface NanodetConfig {
-  type: 'nanodet';
-  /** Smallest class score a detection keeps, 0..1. */
-  score_threshold: number;
-  /** IoU, 0..1, at or above which a lower-scored box of the same class is suppressed. */
-  iou_threshold: number;
-  /** Labels asset in the version folder, one class name per line, line n = class n. */
-  labels_file: string;
-  /** The heads, any order. */
-  heads: NanodetHead[];
-}
 
 /** One detected object. */
 export interface Detection {
@@ -88,37 +65,6 @@ export interface Candidates {
   boxes: number[];
   scores: number[];
   classes: number[];
-}
-
-const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
-
-/**
- * Validate the config's `postprocess` section for a NanoDet model.
- * @param where prefix of error messages, e.g. `model coco-detect version 1`
- * @throws InferlineError `invalid_config` naming the offending field (`/postprocess/...`).
- */
-export function parseNanodetConfig(raw: unknown, where: string): NanodetConfig {
-  const fail = (field: string, message: string) => new InferlineError('invalid_config', `${where}: field /postprocess${field}: ${message}`);
-  if (!isObject(raw) || raw.type !== 'nanodet') throw fail('/type', 'expected "nanodet"');
-  const fraction = (field: 'score_threshold' | 'iou_threshold'): number => {
-    const value = raw[field];
-    if (typeof value !== 'number' || !(value >= 0 && value <= 1)) throw fail(`/${field}`, 'expected a number in [0, 1]');
-    return value;
-  };
-  const labelsFile = raw.labels_file;
-  if (typeof labelsFile !== 'string' || labelsFile === '' || /[/\\]/.test(labelsFile)) {
-    throw fail('/labels_file', 'expected a file name inside the version folder');
-  }
-  if (!Array.isArray(raw.heads) || raw.heads.length === 0) throw fail('/heads', 'expected a non-empty list of {stride, scores, boxes}');
-  const heads = raw.heads.map((head: unknown, i): NanodetHead => {
-    if (!isObject(head)) throw fail(`/heads/${i}`, 'expected {stride, scores, boxes}');
-    const { stride, scores, boxes } = head;
-    if (typeof stride !== 'number' || !Number.isInteger(stride) || stride < 1) throw fail(`/heads/${i}/stride`, 'expected a positive integer');
-    if (typeof scores !== 'string' || scores === '') throw fail(`/heads/${i}/scores`, 'expected a graph node name');
-    if (typeof boxes !== 'string' || boxes === '') throw fail(`/heads/${i}/boxes`, 'expected a graph node name');
-    return { stride, scores, boxes };
-  });
-  return { type: 'nanodet', score_threshold: fraction('score_threshold'), iou_threshold: fraction('iou_threshold'), labels_file: labelsFile, heads };
 }
 
 /**

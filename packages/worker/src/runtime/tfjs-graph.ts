@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadGraphModel, type GraphModel } from '@tensorflow/tfjs-converter';
-import { InferlineError, type ImagePreprocessConfig, type ModelConfig } from '@inferline/shared';
+import { InferlineError, type ImagePreprocessConfig, type ModelConfig, type NanodetPostprocessConfig } from '@inferline/shared';
 import { imagesToTensor, type DecodedImage } from '../pipelines/image.ts';
 import { readLabels } from '../postprocess/labels.ts';
-import { decodeNanodet, parseNanodetConfig, readHeadOutputs, type NanodetConfig } from '../postprocess/nanodet.ts';
+import { decodeNanodet, readHeadOutputs } from '../postprocess/nanodet.ts';
 import { readModelArtifacts } from './model-artifacts.ts';
 import type { Servable } from './servable.ts';
 
@@ -43,7 +43,7 @@ function graphServable(
   version: number,
   model: GraphModel,
   preprocess: ImagePreprocessConfig,
-  postprocess: NanodetConfig,
+  postprocess: NanodetPostprocessConfig,
   labels: readonly string[],
   outputName: string,
 ): Servable {
@@ -110,7 +110,10 @@ export async function loadTfjsGraph(config: ModelConfig, versionDir: string, ver
   if (preprocess?.type !== 'image') {
     throw new InferlineError('invalid_config', `${where}: field /preprocess: tfjs-graph needs an image preprocess`);
   }
-  const postprocess = parseNanodetConfig(config.postprocess, where);
+  const postprocess = config.postprocess;
+  if (postprocess?.type !== 'nanodet') {
+    throw new InferlineError('invalid_config', `${where}: field /postprocess/type: tfjs-graph decodes "nanodet" detector outputs`);
+  }
 
   const artifacts = await readModelArtifacts(versionDir);
   const nodes = new Set(((artifacts.modelTopology as { node?: { name: string }[] } | undefined)?.node ?? []).map((node) => node.name));

@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { loadLayersModel, model as functionalModel, type LayersModel, type SymbolicTensor } from '@tensorflow/tfjs-layers';
 import { InferlineError, type ImagePreprocessConfig, type ModelConfig } from '@inferline/shared';
 import { imagesToTensor, type DecodedImage } from '../pipelines/image.ts';
-import { classifierOutputs, parseClassifierPostprocess } from '../postprocess/classifier.ts';
+import { classifierOutputs } from '../postprocess/classifier.ts';
 import { readLabels } from '../postprocess/labels.ts';
 import { readModelArtifacts } from './model-artifacts.ts';
 import type { Servable } from './servable.ts';
@@ -45,7 +45,8 @@ export async function loadTfjsLayers(config: ModelConfig, versionDir: string, ve
   const preprocess = config.preprocess;
   if (preprocess?.type !== 'image') throw invalid('/preprocess', 'tfjs-layers serves image models: needs an image preprocess');
   if (preprocess.layout !== 'nhwc') throw invalid('/preprocess/layout', 'Keras image models take nhwc');
-  const postprocess = parseClassifierPostprocess(config.postprocess, where);
+  const postprocess = config.postprocess;
+  if (postprocess?.type !== 'classifier') throw invalid('/postprocess/type', 'tfjs-layers decodes "classifier" outputs');
   const { inputs, outputs } = config.signature;
   if (inputs.length !== 1) throw invalid('/signature/inputs', 'an image classifier takes one input');
   const expectedOutputs = [PROBABILITIES_OUTPUT, LABEL_OUTPUT, ...(postprocess.embedding_layer === undefined ? [] : [EMBEDDING_OUTPUT])];
