@@ -137,6 +137,8 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
       ),
     );
     await Promise.race([consumers, grace]);
+    // Past the grace period the consumers are abandoned mid-call; their late failure is expected.
+    if (graceOver) consumers.catch(() => undefined);
   } finally {
     clearInterval(timer);
     if (graceOver) {

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys, runScript } from '@inferline/shared';
+import { dropEntries } from './settle.ts';
 import { parseEntry, type RawEntry, type StreamEntry } from './stream-entry.ts';
 
 /** What one reclaim pass found. */
@@ -52,7 +53,7 @@ export async function reclaimPending(redis: Redis, options: ReclaimOptions): Pro
     if (entry) entries.push(entry);
     else orphans.push(raw[0].toString());
   }
-  if (orphans.length > 0) await redis.multi().xack(stream, CONSUMER_GROUP, ...orphans).xdel(stream, ...orphans).exec();
+  await dropEntries(redis, stream, orphans);
   if (entries.length === 0) return { claimed: [], deadLettered: [] };
 
   const counts = redis.pipeline();

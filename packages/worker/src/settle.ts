@@ -55,9 +55,11 @@ export async function settleBatch(redis: Redis, stream: string, resultTtlS: numb
   return written;
 }
 
-/** Acknowledge and delete entries that need no result (job already terminal or gone). */
-export async function dropEntries(redis: Redis, stream: string, entries: readonly StreamEntry[]): Promise<void> {
-  if (entries.length === 0) return;
-  const ids = entries.map((entry) => entry.entryId);
-  await redis.multi().xack(stream, CONSUMER_GROUP, ...ids).xdel(stream, ...ids).exec();
+/**
+ * Acknowledge and delete stream entries that need no result: their job is already terminal or gone, or
+ * the entry has no job id (never written by the gateway).
+ */
+export async function dropEntries(redis: Redis, stream: string, entryIds: readonly string[]): Promise<void> {
+  if (entryIds.length === 0) return;
+  await redis.multi().xack(stream, CONSUMER_GROUP, ...entryIds).xdel(stream, ...entryIds).exec();
 }

@@ -160,11 +160,11 @@ export class VersionConsumer {
     }
     const raw = reply?.[0]?.[1] ?? [];
     const entries: StreamEntry[] = [];
-    const orphans: StreamEntry[] = [];
+    const orphans: string[] = [];
     for (const item of raw) {
       const entry = parseEntry(item);
       if (entry) entries.push(entry);
-      else orphans.push({ entryId: item[0].toString(), jobId: '', input: Buffer.alloc(0) });
+      else orphans.push(item[0].toString());
     }
     await dropEntries(this.#options.redis, this.#stream, orphans);
     return entries;
@@ -216,7 +216,7 @@ export class VersionConsumer {
     const live: StreamEntry[] = [];
     const stale: StreamEntry[] = [];
     batch.forEach((entry, i) => (statuses[i] === 'queued' || statuses[i] === 'running' ? live : stale).push(entry));
-    await dropEntries(redis, this.#stream, stale);
+    await dropEntries(redis, this.#stream, stale.map((entry) => entry.entryId));
 
     const preprocess = config.preprocess;
     const results = new Array<ItemResult | undefined>(live.length);
