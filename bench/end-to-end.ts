@@ -1,5 +1,9 @@
 import { build } from 'hdr-histogram-js';
-import { Pool } from 'undici';
+import type { JobView } from '@inferline/shared';
+import { JobsClient } from '../packages/cli/src/jobs-client.ts';
+
+/** Longest a single request may take before it counts as failed, s. */
+const JOB_TIMEOUT_S = 120;
 
 /** Figures of one end-to-end run at a fixed number of concurrent clients. */
 export interface EndToEndResult {
@@ -15,15 +19,10 @@ export interface EndToEndResult {
   failed: number;
 }
 
-interface JobReply {
-  id: string;
-  status: string;
-  timings?: { batch_size: number };
-}
-
 /**
  * Closed-loop load: `concurrency` clients, each submitting `POST /v1/jobs` and long-polling
- * `GET /v1/jobs/:id?wait=` until the result, for `durationMs`. Latency is recorded in an HDR histogram
+ * `GET /v1/jobs/:id?wait=` until the result (the `inferline submit` client, {@link JobsClient}), for
+ * `durationMs`. A request refused, or not finished within JOB_TIMEOUT_S, counts as failed. Latency is recorded in an HDR histogram
  * (https://hdrhistogram.github.io/HdrHistogram/).
  */
 export async function benchEndToEnd(options: {
@@ -34,7 +33,7 @@ export async function benchEndToEnd(options: {
   concurrency: number;
   durationMs: number;
 }): Promise<EndToEndResult> {
-  const pool = new Pool(options.url, { connections: options.concurrency, pipelining: 1 });
+  const jobs = new JobsClient(options.url, { connections: options.concurrency });
   const histogram = build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
   let requests = 0;
   let completedInWindow = 0;
@@ -48,21 +47,12 @@ export async function benchEndToEnd(options: {
     while (performance.now() < deadline) {
       const input = options.inputs[next++ % options.inputs.length];
       const t0 = performance.now();
-      const submitted = await pool.request({
-        path: '/v1/jobs',
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ model: options.model, input }),
-      });
-      const accepted = (await submitted.body.json()) as JobReply;
-      if (submitted.statusCode !== 202) {
+      let job: JobView;
+      try {
+        job = await jobs.run({ model: options.model, input }, JOB_TIMEOUT_S);
+      } catch {
         failed++;
         continue;
-      }
-      let job = accepted;
-      while (job.status === 'queued' || job.status === 'running') {
-        const polled = await pool.request({ path: `/v1/jobs/${accepted.id}?wait=30`, method: 'GET' });
-        job = (await polled.body.json()) as JobReply;
       }
       const finished = performance.now();
       histogram.recordValue(Math.max(1, Math.round((finished - t0) * 1000)));
@@ -75,7 +65,7 @@ export async function benchEndToEnd(options: {
     }
   };
   await Promise.all(Array.from({ length: options.concurrency }, client));
-  await pool.close();
+  await jobs.close();
   const result: EndToEndResult = {
     concurrency: options.concurrency,
     requests,
