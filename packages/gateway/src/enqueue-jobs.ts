@@ -12,6 +12,33 @@ const ENQUEUE_ID_EXISTS = -2;
 export const QUEUE_FULL_RETRY_AFTER_S = 1;
 
 /**
+ * Check request inputs against a model version's signature and turn them into what is stored in their
+ * stream entries: text and tensors as given, images as their encoded bytes (headers read by
+ * readImageInput; images are checked in parallel).
+ * @returns the values to store, in input order.
+ * @throws InferlineError of the first invalid input in input order (`invalid_input`, `invalid_image`,
+ *   `payload_too_large`), with `details.index` = its position in `inputs`.
+ */
+export async function readInputs(target: ResolvedModel, inputs: readonly unknown[]): Promise<unknown[]> {
+  const preprocess = target.config.preprocess;
+  const settled = await Promise.allSettled(
+    inputs.map(async (input) => {
+      if (preprocess?.type === 'image') return readImageInput(target.config, preprocess, input);
+      validateInput(target.config, input);
+      return input;
+    }),
+  );
+  const index = settled.findIndex((result) => result.status === 'rejected');
+  const failure = settled[index];
+  if (failure?.status === 'rejected') {
+    const error: unknown = failure.reason;
+    if (error instanceof InferlineError) throw new InferlineError(error.code, error.message, { ...error.details, index });
+    throw error;
+  }
+  return settled.map((result) => (result as PromiseFulfilledResult<unknown>).value);
+}
+
+/**
  * Admit requests for one model version: validate every input against the signature first (text,
  * tensors; image headers read by readImageInput), so an invalid one rejects the whole call before
  * anything is stored, then run enqueue.lua once per job in
@@ -29,16 +56,9 @@ export const QUEUE_FULL_RETRY_AFTER_S = 1;
  */
 export async function enqueueJobs(redis: Redis, metrics: GatewayMetrics, target: ResolvedModel, inputs: readonly unknown[], jobIds: readonly string[]): Promise<JobView[]> {
   const labels = { model: target.config.name, version: String(target.version) };
-  const preprocess = target.config.preprocess;
   let stored: unknown[];
   try {
-    stored = await Promise.all(
-      inputs.map((input) => {
-        if (preprocess?.type === 'image') return readImageInput(target.config, preprocess, input);
-        validateInput(target.config, input);
-        return input;
-      }),
-    );
+    stored = await readInputs(target, inputs);
   } catch (error) {
     if (error instanceof InferlineError) metrics.requests.inc({ ...labels, status: error.code }, inputs.length);
     throw error;

@@ -6,6 +6,9 @@ export interface LogContext {
   job_id?: string;
   model?: string;
   version?: number;
+  group_id?: string;
+  /** Inputs of a group request. */
+  inputs?: number;
   /** Number of jobs of a sync compatibility call. */
   jobs?: number;
 }

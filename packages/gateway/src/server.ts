@@ -7,6 +7,7 @@ import { createErrorHandler, notFoundHandler } from './error-handler.ts';
 import type { LogContext } from './log-context.ts';
 import { createMetrics, type GatewayMetrics } from './metrics.ts';
 import type { GatewayDeps, RouteContext } from './route-context.ts';
+import { groupRoutes } from './routes/groups.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { modelRoutes } from './routes/models.ts';
 import { opsRoutes } from './routes/ops.ts';
@@ -98,6 +99,7 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
   const context: RouteContext = { ...deps, metrics, shutdown: shutdown.signal };
   void app.register(opsRoutes, context);
   void app.register(jobRoutes, context);
+  void app.register(groupRoutes, context);
   void app.register(modelRoutes, context);
   void app.register(tfservingRoutes, context);
   return app as GatewayApp;

@@ -7,7 +7,10 @@ export const ERROR_STATUS = {
   invalid_input: 400,
   invalid_image: 400,
   invalid_config: 500,
+  invalid_reduce: 400,
+  empty_group: 400,
   job_not_found: 404,
+  group_not_found: 404,
   model_not_found: 404,
   version_not_found: 404,
   not_found: 404,
@@ -19,6 +22,11 @@ export const ERROR_STATUS = {
   inference_failed: 500,
   poison: 500,
   cancelled: 409,
+  group_closed: 409,
+  group_finished: 409,
+  index_conflict: 409,
+  member_failed: 500,
+  reduce_failed: 500,
   internal: 500,
 } as const;
 

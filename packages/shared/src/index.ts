@@ -9,3 +9,4 @@ export * from './schemas.ts';
 export * from './scripts.ts';
 export * from './settings.ts';
 export * from './embedding-bag-format.ts';
+export * from './reduce-queue.ts';

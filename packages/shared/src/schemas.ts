@@ -47,3 +47,68 @@ export const JobView = Type.Object({
   timings: Type.Optional(JobTimings),
 });
 export type JobView = Static<typeof JobView>;
+
+/**
+ * Reducers of an aggregation group (DESIGN.md section 5):
+ * - `mean`, `sum`, `max`, `min`: element-wise over one float32 tensor output of every member;
+ * - `collect`: every member's output, in input order;
+ * - `labels`: every member's `label` joined with ", " in input order;
+ * - `vote`: the most frequent label, its count, and the count of every label;
+ * - `boxes` (detectors): every input image with its detections drawn, tiled into one PNG.
+ */
+export const REDUCERS = ['mean', 'sum', 'max', 'min', 'collect', 'labels', 'vote', 'boxes'] as const;
+export type ReducerName = (typeof REDUCERS)[number];
+
+/** What a failed member does to its group: `fail` fails the group at once, `skip` leaves it out. */
+export const ON_ITEM_ERROR = ['fail', 'skip'] as const;
+export type OnItemError = (typeof ON_ITEM_ERROR)[number];
+
+/** Group states: `open` (taking chunks) → `queued` (closed, members running) → `reducing` → terminal. */
+export const GROUP_STATUSES = ['open', 'queued', 'reducing', 'succeeded', 'failed', 'cancelled'] as const;
+export type GroupStatus = (typeof GROUP_STATUSES)[number];
+
+/** `POST /v1/groups` body. Without `inputs` the group is created empty and `open` for chunks. */
+export const GroupCreateBody = Type.Object(
+  {
+    model: Type.String({ minLength: 1, maxLength: 64 }),
+    version: Type.Optional(Type.Integer({ minimum: 1 })),
+    inputs: Type.Optional(Type.Array(Type.Unknown(), { description: 'Member inputs, as `input` of POST /v1/jobs. Present = the group is closed at once.' })),
+    reduce: Type.Union(REDUCERS.map((r) => Type.Literal(r))),
+    output: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Member output the reducer reads (default: per reducer).' })),
+    on_item_error: Type.Optional(Type.Union(ON_ITEM_ERROR.map((r) => Type.Literal(r)), { default: 'fail' })),
+  },
+  { additionalProperties: false },
+);
+export type GroupCreateBody = Static<typeof GroupCreateBody>;
+
+/** `POST /v1/groups/:id/inputs` body: one chunk of an open group. */
+export const GroupInputsBody = Type.Object(
+  {
+    inputs: Type.Array(Type.Unknown(), { minItems: 1 }),
+    start: Type.Optional(
+      Type.Integer({ minimum: 0, description: 'Index of the chunk\'s first input; when set, the chunk is refused with 409 `index_conflict` unless the group holds exactly `start` inputs (makes a retried chunk safe).' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type GroupInputsBody = Static<typeof GroupInputsBody>;
+
+/** `GET /v1/groups/:id` reply (and the reply of every group route). */
+export const GroupView = Type.Object({
+  id: Type.String(),
+  model: Type.String(),
+  version: Type.Integer(),
+  reduce: Type.Union(REDUCERS.map((r) => Type.Literal(r))),
+  output_name: Type.Optional(Type.String({ description: 'The member output the reducer reads.' })),
+  on_item_error: Type.Union(ON_ITEM_ERROR.map((r) => Type.Literal(r))),
+  status: Type.Union(GROUP_STATUSES.map((s) => Type.Literal(s))),
+  size: Type.Integer({ description: 'Inputs added so far.' }),
+  completed: Type.Integer({ description: 'Members that succeeded.' }),
+  failed: Type.Integer({ description: 'Members that failed.' }),
+  created_at: Type.String({ description: 'ISO 8601' }),
+  finished_at: Type.Optional(Type.String({ description: 'ISO 8601' })),
+  output: Type.Optional(Type.Unknown({ description: 'The reduced output, once succeeded.' })),
+  failed_indexes: Type.Optional(Type.Array(Type.Integer(), { description: 'With on_item_error "skip": the members left out, once succeeded.' })),
+  error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
+});
+export type GroupView = Static<typeof GroupView>;

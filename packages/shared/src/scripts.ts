@@ -5,8 +5,22 @@ import type { ChainableCommander, Redis } from 'ioredis';
  * The protocol's Lua scripts, one `.lua` file each under `lua/` (header lists KEYS, ARGV and the
  * return value). They are registered on a connection with ioredis `defineCommand`, which sends
  * EVALSHA and falls back to EVAL on NOSCRIPT, in plain calls and in pipelines alike.
+ *
+ * A line `--- @include "<name>"` is replaced by `lua/includes/<name>.lua` (each include once per
+ * script, its own includes first), as BullMQ does for the functions its scripts share.
  */
-export const SCRIPT_NAMES = ['enqueue', 'start', 'settle', 'dead-letter'] as const;
+export const SCRIPT_NAMES = [
+  'enqueue',
+  'start',
+  'settle',
+  'dead-letter',
+  'group-add',
+  'start-members',
+  'settle-member',
+  'dead-letter-member',
+  'group-cancel',
+  'group-finish',
+] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 type ScriptArg = string | Buffer | number;
@@ -14,7 +28,21 @@ type Target = Redis | ChainableCommander;
 
 /** Command name under which a script is defined on a connection. */
 function commandName(name: ScriptName): string {
-  return `il_${name.replace('-', '_')}`;
+  return `il_${name.replaceAll('-', '_')}`;
+}
+
+const INCLUDE = /^--- @include "([a-z-]+)"$/gm;
+
+/**
+ * The source of a script with its includes expanded.
+ * @param seen includes already expanded into this script (each goes in once)
+ */
+export function loadLua(file: URL, seen: Set<string> = new Set()): string {
+  return readFileSync(file, 'utf8').replace(INCLUDE, (_line, include: string) => {
+    if (seen.has(include)) return '';
+    seen.add(include);
+    return loadLua(new URL(`./lua/includes/${include}.lua`, import.meta.url), seen);
+  });
 }
 
 /** Register every script on a connection (idempotent). Call once per connection. */
@@ -22,7 +50,7 @@ export function defineScripts(redis: Redis): void {
   for (const name of SCRIPT_NAMES) {
     const command = commandName(name);
     if (command in redis) continue;
-    const lua = readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
+    const lua = loadLua(new URL(`./lua/${name}.lua`, import.meta.url));
     redis.defineCommand(command, { lua });
   }
 }

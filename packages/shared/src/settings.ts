@@ -43,6 +43,28 @@ export const Settings = Type.Object({
   metrics_port: Type.Integer({ minimum: 0, maximum: 65535, default: 0 }),
   /** Worker processes `inferline start` runs; 0 = one per core. */
   workers: Type.Integer({ minimum: 0, default: 0 }),
+  /**
+   * Most inputs in one group request (`POST /v1/groups`, `POST /v1/groups/:id/inputs`); each request is
+   * stored by one Lua call, which blocks Redis while it runs. Larger groups are fed in chunks.
+   */
+  max_group_inputs: Type.Integer({ minimum: 1, default: 10_000 }),
+  /** Most members of a `boxes` group: every image is tiled into one picture held in memory. */
+  max_boxes_inputs: Type.Integer({ minimum: 1, default: 256 }),
+  /** Least time between two progress events of `GET /v1/groups/:id/events`, ms. */
+  group_progress_interval_ms: Type.Integer({ minimum: 10, default: 250 }),
+  /** Member outputs the aggregator reads per round trip (HMGET), in index order. */
+  reduce_chunk_size: Type.Integer({ minimum: 1, default: 1_000 }),
+  /** Attempts of one reduce job (BullMQ `attempts`) before its group fails with `reduce_failed`. */
+  reduce_attempts: Type.Integer({ minimum: 1, default: 3 }),
+  /** First retry delay of a failed reduce, ms (BullMQ exponential backoff: doubles per attempt). */
+  reduce_backoff_ms: Type.Integer({ minimum: 0, default: 1_000 }),
+  /**
+   * How often the aggregator re-adds the reduce job of a group that has been ready this long without
+   * finishing (its job was lost: the process that should have added it died first), ms.
+   */
+  reduce_sweep_interval_ms: Type.Integer({ minimum: 100, default: 5_000 }),
+  /** Reduces one aggregator runs at once (BullMQ worker `concurrency`). */
+  aggregator_concurrency: Type.Integer({ minimum: 1, default: 1 }),
 });
 export type Settings = Static<typeof Settings>;
 

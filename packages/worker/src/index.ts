@@ -1,8 +1,11 @@
+export { startAggregator, reduceGroup, sweepReadyGroups, type AggregatorOptions } from './aggregator.ts';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import {
   InferlineError,
   connectRedis,
+  createReduceQueue,
+  enqueueReduce,
   keys,
   scanRepository,
   type Logger,
@@ -119,6 +122,8 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
   const grace = new Promise<void>((resolve) => {
     signal.addEventListener('abort', () => setTimeout(() => ((graceOver = true), resolve()), settings.stop_grace_ms).unref(), { once: true });
   });
+  const reduceQueue = createReduceQueue(redis);
+  const onGroupReady = (groupId: string): Promise<void> => enqueueReduce(reduceQueue, groupId, settings);
   logger.info({ consumer, models: servables.map((s) => `${s.servable.name}:${s.servable.version}`) }, 'worker ready');
 
   try {
@@ -133,6 +138,7 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
           idle_block_ms: settings.idle_block_ms,
           logger,
           metrics,
+          onGroupReady,
         }).run(signal),
       ),
     );
@@ -142,10 +148,12 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
   } finally {
     clearInterval(timer);
     if (graceOver) {
+      reduceQueue.close().catch(() => undefined);
       logger.warn({ stop_grace_ms: settings.stop_grace_ms }, 'stop grace period over; leaving unsettled requests pending for another worker');
       for (const connection of [redis, ...readers]) connection.disconnect();
     } else {
       await Promise.all(servables.map(({ servable }) => redis.zrem(keys.workers(servable.name), consumer))).catch(() => undefined);
+      await reduceQueue.close().catch((error: unknown) => logger.warn({ err: error }, 'closing the reduce queue failed'));
       await Promise.all([redis, ...readers].map((connection) => connection.quit().catch(() => undefined)));
     }
     for (const { servable } of servables) servable.dispose();

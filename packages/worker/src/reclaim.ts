@@ -1,14 +1,16 @@
 import type { Redis } from 'ioredis';
 import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys, runScript } from '@inferline/shared';
-import { dropEntries } from './settle.ts';
-import { parseEntry, type RawEntry, type StreamEntry } from './stream-entry.ts';
+import { dropEntries, groupScriptKeys, MEMBER_GROUP_READY } from './settle.ts';
+import { parseEntry, requestLabel, type RawEntry, type StreamEntry } from './stream-entry.ts';
 
 /** What one reclaim pass found. */
 export interface ReclaimResult {
   /** Entries now owned by this consumer, to run again. */
   claimed: StreamEntry[];
-  /** Jobs failed with `poison` and moved to the dead-letter stream. */
+  /** Requests failed with `poison` and moved to the dead-letter stream (job ids, `<group>/<index>`). */
   deadLettered: string[];
+  /** Groups whose last member was dead-lettered here: their reduce job is to be added. */
+  readyGroups: string[];
 }
 
 /** Options of {@link reclaimPending}. */
@@ -29,7 +31,7 @@ export interface ReclaimOptions {
  * Take over requests another consumer (a dead worker, or this one before a Redis error) left pending
  * longer than `visibility_timeout_ms`, with XAUTOCLAIM (https://redis.io/commands/xautoclaim/). An entry
  * delivered more than `max_deliveries` times is moved to the dead-letter stream and its job failed with
- * `poison`; the others are returned to run again. Settling is idempotent, so running a request whose
+ * `poison` (a group member fails in its group); the others are returned to run again. Settling is idempotent, so running a request whose
  * result was already written costs a forward pass but never writes twice.
  */
 export async function reclaimPending(redis: Redis, options: ReclaimOptions): Promise<ReclaimResult> {
@@ -54,13 +56,14 @@ export async function reclaimPending(redis: Redis, options: ReclaimOptions): Pro
     else orphans.push(raw[0].toString());
   }
   await dropEntries(redis, stream, orphans);
-  if (entries.length === 0) return { claimed: [], deadLettered: [] };
+  if (entries.length === 0) return { claimed: [], deadLettered: [], readyGroups: [] };
 
   const counts = redis.pipeline();
   for (const entry of entries) counts.xpending(stream, CONSUMER_GROUP, entry.entryId, entry.entryId, 1);
   const replies = (await counts.exec()) ?? [];
   const claimed: StreamEntry[] = [];
   const deadLettered: string[] = [];
+  const readyGroups: string[] = [];
   for (const [i, entry] of entries.entries()) {
     const [error, reply] = replies[i] ?? [null, []];
     if (error) throw error;
@@ -69,17 +72,21 @@ export async function reclaimPending(redis: Redis, options: ReclaimOptions): Pro
       claimed.push(entry);
       continue;
     }
-    await runScript(redis, 'dead-letter', [keys.job(entry.jobId), stream, keys.deadLetter(options.model, options.version)], [
-      CONSUMER_GROUP,
-      entry.entryId,
-      deliveries,
-      Date.now(),
-      options.result_ttl_s,
-      JOB_EVENTS_CHANNEL,
-      entry.jobId,
-      `delivered ${deliveries} times (max_deliveries ${options.max_deliveries}) without a result`,
-    ]);
-    deadLettered.push(entry.jobId);
+    const message = `delivered ${deliveries} times (max_deliveries ${options.max_deliveries}) without a result`;
+    const deadLetter = keys.deadLetter(options.model, options.version);
+    if (entry.member) {
+      const { groupId, index } = entry.member;
+      const outcome = await runScript<number>(redis, 'dead-letter-member', [...groupScriptKeys(groupId), stream, deadLetter], [
+        CONSUMER_GROUP, entry.entryId, deliveries, index, Date.now(), JOB_EVENTS_CHANNEL, groupId, message,
+      ]);
+      if (outcome === MEMBER_GROUP_READY) readyGroups.push(groupId);
+    } else {
+      const jobId = entry.jobId ?? '';
+      await runScript(redis, 'dead-letter', [keys.job(jobId), stream, deadLetter], [
+        CONSUMER_GROUP, entry.entryId, deliveries, Date.now(), options.result_ttl_s, JOB_EVENTS_CHANNEL, jobId, message,
+      ]);
+    }
+    deadLettered.push(requestLabel(entry));
   }
-  return { claimed, deadLettered };
+  return { claimed, deadLettered, readyGroups };
 }

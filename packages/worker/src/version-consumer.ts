@@ -19,7 +19,7 @@ import { predictWithSplit, type ItemResult } from './predict-with-split.ts';
 import { reclaimPending } from './reclaim.ts';
 import type { Servable } from './runtime/servable.ts';
 import { dropEntries, settleBatch, type Settlement } from './settle.ts';
-import { acceptedAt, parseEntry, type RawEntry, type StreamEntry } from './stream-entry.ts';
+import { acceptedAt, parseEntry, requestLabel, type RawEntry, type StreamEntry } from './stream-entry.ts';
 
 /** Pause after a Redis error before the loop tries again, ms. */
 const ERROR_BACKOFF_MS = 500;
@@ -52,6 +52,11 @@ export interface VersionConsumerOptions {
   idle_block_ms: number;
   logger: Logger;
   metrics: WorkerMetrics;
+  /**
+   * Called with each group whose last member this consumer settled: adds the group's reduce job. A
+   * failure is logged; the aggregator's sweep adds the job later.
+   */
+  onGroupReady: (groupId: string) => Promise<void>;
 }
 
 /**
@@ -175,7 +180,7 @@ export class VersionConsumer {
     const { config, redis, consumer, servable } = this.#options;
     this.#nextReclaimAt = Date.now() + config.queue.visibility_timeout_ms;
     for (;;) {
-      const { claimed, deadLettered } = await reclaimPending(redis, {
+      const { claimed, deadLettered, readyGroups } = await reclaimPending(redis, {
         model: config.name,
         version: servable.version,
         consumer,
@@ -185,9 +190,20 @@ export class VersionConsumer {
         result_ttl_s: config.queue.result_ttl_s,
       });
       if (deadLettered.length > 0) this.#log.warn({ job_ids: deadLettered }, 'dead-lettered poison requests');
+      this.#groupsReady(readyGroups);
       if (claimed.length === 0) return;
       this.#log.info({ count: claimed.length }, 'reclaimed pending requests');
       await this.processBatch(claimed);
+    }
+  }
+
+  /** Add the reduce job of groups whose last member was just settled (errors logged, not thrown). */
+  #groupsReady(groupIds: readonly string[]): void {
+    for (const groupId of groupIds) {
+      this.#options.onGroupReady(groupId).then(
+        () => this.#log.info({ group_id: groupId }, 'group ready; reduce job added'),
+        (error: unknown) => this.#log.warn({ err: error, group_id: groupId }, 'cannot add the reduce job; the aggregator sweep will'),
+      );
     }
   }
 
@@ -198,7 +214,8 @@ export class VersionConsumer {
   }
 
   /**
-   * First half of a batch: mark its jobs running (acknowledging at once any already terminal or gone),
+   * First half of a batch: mark its jobs running (acknowledging at once any already terminal or gone,
+   * and group members whose group finished or who were settled already),
    * decode the inputs, and for an image model decode and resize the images (in parallel, on libvips'
    * threads). An input that cannot be decoded fails alone (`invalid_input`, `invalid_image`).
    */
@@ -207,15 +224,7 @@ export class VersionConsumer {
     const batchId = `${this.#options.consumer}-${++this.#batchCounter}`;
     const startedAt = Date.now();
     const t0 = performance.now();
-    const statuses = await runScript<string[]>(
-      redis,
-      'start',
-      batch.map((entry) => keys.job(entry.jobId)),
-      [startedAt, JOB_EVENTS_CHANNEL, ...batch.map((entry) => entry.jobId)],
-    );
-    const live: StreamEntry[] = [];
-    const stale: StreamEntry[] = [];
-    batch.forEach((entry, i) => (statuses[i] === 'queued' || statuses[i] === 'running' ? live : stale).push(entry));
+    const { live, stale } = await startEntries(redis, batch, startedAt);
     await dropEntries(redis, this.#stream, stale.map((entry) => entry.entryId));
 
     const preprocess = config.preprocess;
@@ -266,7 +275,8 @@ export class VersionConsumer {
         batch_id: batchId,
       },
     }));
-    const written = await settleBatch(redis, this.#stream, config.queue.result_ttl_s, settlements);
+    const { written, readyGroups } = await settleBatch(redis, this.#stream, config.queue.result_ttl_s, settlements);
+    this.#groupsReady(readyGroups);
     const settled = settlements.map((s) => s.result);
     this.#options.metrics.observeBatch(config.name, servable.version, settled, settlements.map((s) => s.timings.queue_ms), computeMs);
     this.#log.info(
@@ -278,7 +288,7 @@ export class VersionConsumer {
         max_queue_ms: Math.max(...settlements.map((s) => s.timings.queue_ms)),
         failed: settled.filter((result) => !result.ok).length,
         written,
-        job_ids: live.map((entry) => entry.jobId),
+        job_ids: live.map(requestLabel),
       },
       'batch',
     );
@@ -298,6 +308,53 @@ export interface PreparedBatch {
   inputs: unknown[];
   /** Time spent preparing (mark running, decode), ms. */
   prepareMs: number;
+}
+
+/**
+ * Which entries of a batch to run: single jobs through start.lua (marked running; terminal or gone ones
+ * are stale), group members through start-members.lua, one call per group (members of a finished
+ * group, or already settled, are stale).
+ */
+async function startEntries(redis: Redis, batch: readonly StreamEntry[], startedAt: number): Promise<{ live: StreamEntry[]; stale: StreamEntry[] }> {
+  const jobs = batch.filter((entry) => entry.jobId !== undefined);
+  const groups = new Map<string, StreamEntry[]>();
+  for (const entry of batch) {
+    if (!entry.member) continue;
+    const members = groups.get(entry.member.groupId);
+    if (members) members.push(entry);
+    else groups.set(entry.member.groupId, [entry]);
+  }
+  const runnable = new Set<StreamEntry>();
+  const pipeline = redis.pipeline();
+  if (jobs.length > 0) {
+    void runScript(pipeline, 'start', jobs.map((entry) => keys.job(entry.jobId ?? '')), [startedAt, JOB_EVENTS_CHANNEL, ...jobs.map((entry) => entry.jobId ?? '')]);
+  }
+  for (const [groupId, members] of groups) {
+    void runScript(pipeline, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], members.map((entry) => entry.member?.index ?? 0));
+  }
+  const replies = (await pipeline.exec()) ?? [];
+  let reply = 0;
+  const next = (): unknown[] => {
+    const [error, value] = replies[reply++] ?? [new Error('no reply'), undefined];
+    if (error) throw error;
+    return value as unknown[];
+  };
+  if (jobs.length > 0) {
+    const statuses = next();
+    jobs.forEach((entry, i) => {
+      if (statuses[i] === 'queued' || statuses[i] === 'running') runnable.add(entry);
+    });
+  }
+  for (const members of groups.values()) {
+    const verdicts = next();
+    members.forEach((entry, i) => {
+      if (Number(verdicts[i]) === 1) runnable.add(entry);
+    });
+  }
+  const live: StreamEntry[] = [];
+  const stale: StreamEntry[] = [];
+  for (const entry of batch) (runnable.has(entry) ? live : stale).push(entry);
+  return { live, stale };
 }
 
 function delay(ms: number): Promise<undefined> {

@@ -1,0 +1,41 @@
+--[[
+  Move a group member delivered more than max_deliveries times to the dead-letter stream, settle it as
+  failed with code 'poison' (see includes/settle-group-member.lua), and acknowledge + delete the
+  original entry.
+
+  Input:
+    KEYS[1] group hash          (il:{g:<id>}:group)
+    KEYS[2] group results hash  (il:{g:<id>}:results)
+    KEYS[3] group errors hash   (il:{g:<id>}:errors)
+    KEYS[4] group inputs hash   (il:{g:<id>}:inputs)
+    KEYS[5] ready set           (il:groups:ready)
+    KEYS[6] request stream      (il:{m:<model>}:v<version>:requests)
+    KEYS[7] dead-letter stream  (il:{m:<model>}:v<version>:dead)
+
+    ARGV[1] consumer group
+    ARGV[2] stream entry id
+    ARGV[3] deliveries          (count seen in the pending entries list)
+    ARGV[4] member index
+    ARGV[5] now                 (ms since epoch)
+    ARGV[6] events channel
+    ARGV[7] group id
+    ARGV[8] error message
+
+  Output:
+    as settle-member.lua
+]]
+--- @include "settle-group-member"
+local entries = redis.call('XRANGE', KEYS[6], ARGV[2], ARGV[2])
+if #entries > 0 then
+  local fields = entries[1][2]
+  table.insert(fields, 'source_entry')
+  table.insert(fields, ARGV[2])
+  table.insert(fields, 'deliveries')
+  table.insert(fields, ARGV[3])
+  redis.call('XADD', KEYS[7], '*', unpack(fields))
+end
+local outcome = settleGroupMember(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[4], 'failed', '', 'poison',
+  ARGV[8], ARGV[5], ARGV[6], ARGV[7])
+redis.call('XACK', KEYS[6], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[6], ARGV[2])
+return outcome

@@ -1,0 +1,85 @@
+--[[
+  Create a group, append inputs to it, close it, or any of these at once, atomically: each input
+  becomes one request on the model version's stream, tagged with the group id and its index (fields
+  `group`, `index`, `input`), so members batch together with single jobs. Nothing is stored unless all
+  of the call's inputs fit in the stream (max_queue_size).
+
+  Group record fields (KEYS[1]): id, model, version, reduce, output_name, on_item_error, result_ttl_s,
+  keep_inputs, status ('open' | 'queued' | 'reducing' | terminal), size (inputs added), remaining
+  (members not yet settled), completed, failed, created_at, closed_at, ready_at, finished_at, and at
+  the end output, failed_indexes or error_code + error_message; reduce_runs (aggregator).
+
+  Input:
+    KEYS[1] group hash          (il:{g:<id>}:group)
+    KEYS[2] request stream      (il:{m:<model>}:v<version>:requests)
+    KEYS[3] group inputs hash   (il:{g:<id>}:inputs; written when keep_inputs is 1)
+    KEYS[4] ready set           (il:groups:ready)
+
+    ARGV[1]  group id
+    ARGV[2]  create             ('1': create the group, which must not exist; '0': it must exist and be open)
+    ARGV[3]  close              ('1': close it after appending)
+    ARGV[4]  expected start     (the index of this call's first input, or '-1' for no check)
+    ARGV[5]  max_queue_size     (entries waiting or in flight)
+    ARGV[6]  keep_inputs        ('1': also keep each input in KEYS[3])
+    ARGV[7]  now                (ms since epoch)
+    ARGV[8]  events channel     (il:events)
+    ARGV[9..14] on create: model, version, reduce, output_name, on_item_error, result_ttl_s
+    ARGV[15..] inputs           (MessagePack bytes, in index order)
+
+  Output:
+    {code, size, status, ready}: code 0 = done, -1 = the stream is full (queue_full), -2 = expected
+    start differs from size (index_conflict), -3 = no such group, -4 = the group is not open, -5 = the
+    group already exists; size and status as after the call; ready 1 when the close found every member
+    settled (the caller adds the reduce job).
+]]
+--- @include "mark-group-ready"
+local groupId = ARGV[1]
+local count = #ARGV - 14
+local size = 0
+if ARGV[2] == '1' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return {-5, 0, '', 0}
+  end
+else
+  local fields = redis.call('HMGET', KEYS[1], 'status', 'size')
+  if not fields[1] then
+    return {-3, 0, '', 0}
+  end
+  size = tonumber(fields[2])
+  if fields[1] ~= 'open' then
+    return {-4, size, fields[1], 0}
+  end
+end
+if ARGV[4] ~= '-1' and tonumber(ARGV[4]) ~= size then
+  return {-2, size, 'open', 0}
+end
+if count > 0 and redis.call('XLEN', KEYS[2]) + count > tonumber(ARGV[5]) then
+  return {-1, size, 'open', 0}
+end
+if ARGV[2] == '1' then
+  redis.call('HSET', KEYS[1], 'id', groupId, 'model', ARGV[9], 'version', ARGV[10], 'reduce', ARGV[11],
+    'output_name', ARGV[12], 'on_item_error', ARGV[13], 'result_ttl_s', ARGV[14], 'keep_inputs', ARGV[6],
+    'status', 'open', 'size', 0, 'remaining', 0, 'completed', 0, 'failed', 0, 'created_at', ARGV[7])
+end
+for i = 1, count do
+  local index = size + i - 1
+  redis.call('XADD', KEYS[2], '*', 'group', groupId, 'index', index, 'input', ARGV[14 + i])
+  if ARGV[6] == '1' then
+    redis.call('HSET', KEYS[3], index, ARGV[14 + i])
+  end
+end
+if count > 0 then
+  redis.call('HINCRBY', KEYS[1], 'size', count)
+  redis.call('HINCRBY', KEYS[1], 'remaining', count)
+end
+local status = 'open'
+local ready = 0
+if ARGV[3] == '1' then
+  status = 'queued'
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'closed_at', ARGV[7])
+  ready = markGroupReady(KEYS[1], KEYS[4], ARGV[7], ARGV[8], groupId)
+  if ready == 1 then
+    status = 'reducing'
+  end
+end
+return {0, size + count, status, ready}

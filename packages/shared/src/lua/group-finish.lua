@@ -1,0 +1,38 @@
+--[[
+  Write the outcome of a group's reduce, only if the group is still 'reducing' (a cancel, or an earlier
+  run of the same reduce, wins): the output (or the error), then finish the group
+  (includes/finish-group.lua: member results dropped, record expires result_ttl_s from now, event).
+
+  Input:
+    KEYS[1] group hash          (il:{g:<id>}:group)
+    KEYS[2] group results hash  (il:{g:<id>}:results)
+    KEYS[3] group errors hash   (il:{g:<id>}:errors)
+    KEYS[4] group inputs hash   (il:{g:<id>}:inputs)
+    KEYS[5] ready set           (il:groups:ready)
+
+    ARGV[1] status              ('succeeded' | 'failed')
+    ARGV[2] output              (MessagePack bytes, '' when failed)
+    ARGV[3] failed_indexes      (MessagePack array of the members left out, '' when none)
+    ARGV[4] error code          ('' when succeeded)
+    ARGV[5] error message       ('' when succeeded)
+    ARGV[6] now                 (ms since epoch)
+    ARGV[7] events channel
+    ARGV[8] group id
+
+  Output:
+    1 = written, 0 = the group was no longer reducing (nothing written)
+]]
+--- @include "finish-group"
+if redis.call('HGET', KEYS[1], 'status') ~= 'reducing' then
+  return 0
+end
+if ARGV[1] == 'succeeded' then
+  redis.call('HSET', KEYS[1], 'output', ARGV[2])
+else
+  redis.call('HSET', KEYS[1], 'error_code', ARGV[4], 'error_message', ARGV[5])
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'failed_indexes', ARGV[3])
+end
+finishGroup(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[6], ARGV[7], ARGV[8])
+return 1

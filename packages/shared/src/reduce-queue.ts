@@ -1,0 +1,40 @@
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { BULLMQ_PREFIX, REDUCE_QUEUE } from './keys.ts';
+
+/** Data of a job on the BullMQ queue {@link REDUCE_QUEUE}: the group to reduce. */
+export interface ReduceJobData {
+  group: string;
+}
+
+/** Retry policy of reduce jobs (settings `reduce_attempts`, `reduce_backoff_ms`). */
+export interface ReduceRetry {
+  reduce_attempts: number;
+  reduce_backoff_ms: number;
+}
+
+/**
+ * The BullMQ queue `reduce` (https://docs.bullmq.io/guide/queues), on an existing connection (BullMQ
+ * reuses it for its non-blocking commands; the caller keeps owning and closing it). Close the queue
+ * before the connection.
+ */
+export function createReduceQueue(connection: Redis): Queue<ReduceJobData> {
+  return new Queue<ReduceJobData>(REDUCE_QUEUE, { connection, prefix: BULLMQ_PREFIX });
+}
+
+/**
+ * Add the reduce job of a group whose members all settled. The job id is the group id, so adding it
+ * again while it exists is a no-op (https://docs.bullmq.io/guide/jobs/job-ids): the worker whose settle
+ * finished the group, the gateway whose close did, and the aggregator's sweep may all add it safely.
+ * Finished jobs are removed; the outcome lives in the group record.
+ * @throws Error when Redis fails (the group stays in the ready set and the sweep adds it later).
+ */
+export async function enqueueReduce(queue: Queue<ReduceJobData>, groupId: string, retry: ReduceRetry): Promise<void> {
+  await queue.add(REDUCE_QUEUE, { group: groupId }, {
+    jobId: groupId,
+    attempts: retry.reduce_attempts,
+    backoff: { type: 'exponential', delay: retry.reduce_backoff_ms },
+    removeOnComplete: true,
+    removeOnFail: true,
+  });
+}

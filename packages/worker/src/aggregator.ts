@@ -1,0 +1,193 @@
+import { Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import {
+  BULLMQ_PREFIX,
+  connectRedis,
+  createReduceQueue,
+  decode,
+  encode,
+  enqueueReduce,
+  isInferlineError,
+  JOB_EVENTS_CHANNEL,
+  keys,
+  REDUCE_QUEUE,
+  REDUCERS,
+  runScript,
+  type Logger,
+  type ReduceJobData,
+  type ReducerName,
+  type Settings,
+} from '@inferline/shared';
+import { createReducer } from './reducers/index.ts';
+import { groupScriptKeys } from './settle.ts';
+
+/** Options of {@link startAggregator}. */
+export interface AggregatorOptions {
+  settings: Settings & { redis_url: string };
+  logger: Logger;
+  /** Abort to stop: the reduces in hand finish first (BullMQ `Worker.close`). */
+  signal: AbortSignal;
+}
+
+/** What {@link reduceGroup} did. */
+export type ReduceOutcome =
+  | { reduced: true; size: number; failed_indexes: number[] }
+  | { reduced: false; reason: string };
+
+/**
+ * Reduce one group whose members all settled (status `reducing`): read the member outputs in index
+ * order, `chunkSize` per round trip (HMGET on the group's results hash, and its inputs hash for a
+ * reducer that draws on them), feed them to the group's reducer, and write the output with
+ * group-finish.lua, which also drops the member results and lets the record expire `result_ttl_s` later.
+ * Memory is O(chunkSize + reducer state), not O(group size).
+ *
+ * A member with no result failed (`on_item_error: "skip"`; under `"fail"` the group would have
+ * failed already) and is reported in `failed_indexes`.
+ *
+ * Returns `{reduced: false}` without writing when the group is not reducing (gone, cancelled, or
+ * already reduced by an earlier run of the same job).
+ * @throws InferlineError `reduce_failed` / `empty_group` when the member outputs do not fit the reducer
+ *   (the caller fails the group: retrying cannot help); Redis errors as they are (retried).
+ */
+export async function reduceGroup(redis: Redis, groupId: string, chunkSize: number): Promise<ReduceOutcome> {
+  const groupKey = keys.group(groupId);
+  const [status, reduce, outputName, sizeText, keepInputs] = await redis.hmget(groupKey, 'status', 'reduce', 'output_name', 'size', 'keep_inputs');
+  if (status !== 'reducing') return { reduced: false, reason: status ? `group is ${status}` : 'group does not exist' };
+  if (!REDUCERS.includes(reduce as ReducerName)) return { reduced: false, reason: `unknown reduce "${reduce ?? ''}"` };
+  await redis.hincrby(groupKey, 'reduce_runs', 1);
+  const size = Number(sizeText ?? 0);
+  const reducer = createReducer(reduce as ReducerName, { output: outputName ?? '', size });
+  const withInputs = keepInputs === '1';
+  const failedIndexes: number[] = [];
+  for (let start = 0; start < size; start += chunkSize) {
+    const indexes = Array.from({ length: Math.min(chunkSize, size - start) }, (_, i) => start + i);
+    const pipeline = redis.pipeline().hmgetBuffer(keys.groupResults(groupId), ...indexes.map(String));
+    if (withInputs) pipeline.hmgetBuffer(keys.groupInputs(groupId), ...indexes.map(String));
+    const replies = (await pipeline.exec()) ?? [];
+    for (const [error] of replies) if (error) throw error;
+    const outputs = replies[0]?.[1] as (Buffer | null)[];
+    const inputs = withInputs ? (replies[1]?.[1] as (Buffer | null)[]) : [];
+    for (const [i, index] of indexes.entries()) {
+      const output = outputs[i];
+      if (!output) {
+        failedIndexes.push(index);
+        continue;
+      }
+      await reducer.add(decode(output), index, inputs[i] ?? undefined);
+    }
+  }
+  const output = await reducer.finish();
+  const written = await finishGroup(redis, groupId, {
+    status: 'succeeded',
+    output: encode(output),
+    failed_indexes: failedIndexes.length > 0 ? encode(failedIndexes) : '',
+  });
+  if (!written) return { reduced: false, reason: 'group stopped reducing meanwhile (cancelled)' };
+  return { reduced: true, size, failed_indexes: failedIndexes };
+}
+
+/** Run group-finish.lua; true when it wrote (the group was still reducing). */
+async function finishGroup(
+  redis: Redis,
+  groupId: string,
+  outcome: { status: 'succeeded'; output: Buffer; failed_indexes: Buffer | '' } | { status: 'failed'; code: string; message: string },
+): Promise<boolean> {
+  const ok = outcome.status === 'succeeded';
+  const written = await runScript<number>(redis, 'group-finish', groupScriptKeys(groupId), [
+    outcome.status,
+    ok ? outcome.output : '',
+    ok ? outcome.failed_indexes : '',
+    ok ? '' : outcome.code,
+    ok ? '' : outcome.message,
+    Date.now(),
+    JOB_EVENTS_CHANNEL,
+    groupId,
+  ]);
+  return written === 1;
+}
+
+/**
+ * Re-add the reduce job of every group that has been ready (all members settled) for at least `ageMs`
+ * without finishing: the process that should have added it died first. Adding a job that exists is a
+ * no-op (job id = group id). Returns how many groups it looked at.
+ */
+export async function sweepReadyGroups(redis: Redis, add: (groupId: string) => Promise<void>, ageMs: number): Promise<number> {
+  const ids = await redis.zrangebyscore(keys.groupsReady(), '-inf', Date.now() - ageMs, 'LIMIT', 0, SWEEP_BATCH);
+  for (const id of ids) await add(id);
+  return ids.length;
+}
+
+/** Groups one sweep re-adds at most. */
+const SWEEP_BATCH = 1_000;
+
+/**
+ * Run the aggregator (DESIGN.md section 1) until `signal` aborts: a BullMQ worker on queue `reduce`
+ * (https://docs.bullmq.io/guide/workers) whose jobs each reduce one group ({@link reduceGroup}), with
+ * `aggregator_concurrency` reduces at once. A reduce that throws is retried `reduce_attempts` times
+ * with exponential backoff; an output that does not fit the reducer fails the group at once, and the
+ * last failed attempt fails it with `reduce_failed`. Every `reduce_sweep_interval_ms` it re-adds lost
+ * reduce jobs ({@link sweepReadyGroups}).
+ */
+export async function startAggregator(options: AggregatorOptions): Promise<void> {
+  const { settings, logger, signal } = options;
+  const log = logger.child({ role: 'aggregator' });
+  const redis = connectRedis(settings.redis_url, { name: 'aggregator' });
+  redis.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
+  const queue = createReduceQueue(redis);
+
+  const processor = async (job: Job<ReduceJobData>): Promise<void> => {
+    const groupId = job.data.group;
+    const started = performance.now();
+    try {
+      const outcome = await reduceGroup(redis, groupId, settings.reduce_chunk_size);
+      const ms = Math.round(performance.now() - started);
+      if (outcome.reduced) log.info({ group_id: groupId, size: outcome.size, failed: outcome.failed_indexes.length, ms }, 'group reduced');
+      else log.info({ group_id: groupId, reason: outcome.reason }, 'reduce skipped');
+    } catch (error) {
+      if (!isInferlineError(error)) throw error;
+      // The member outputs do not fit the reducer: another attempt would fail the same way.
+      log.warn({ group_id: groupId, err: error }, 'reduce failed; group failed');
+      await finishGroup(redis, groupId, { status: 'failed', code: error.code, message: error.message });
+    }
+  };
+  const worker = new Worker<ReduceJobData>(REDUCE_QUEUE, processor, {
+    connection: redis,
+    prefix: BULLMQ_PREFIX,
+    concurrency: settings.aggregator_concurrency,
+  });
+  worker.on('error', (error) => log.warn({ err: error }, 'reduce worker error'));
+  worker.on('failed', (job, error) => {
+    if (!job) return;
+    const attempts = job.opts.attempts ?? 1;
+    log.warn({ group_id: job.data.group, err: error, attempt: job.attemptsMade, attempts }, 'reduce attempt failed');
+    if (job.attemptsMade < attempts) return;
+    finishGroup(redis, job.data.group, { status: 'failed', code: 'reduce_failed', message: `reduce failed ${attempts} times; last error: ${error.message}` }).catch(
+      (finishError: unknown) => log.error({ err: finishError, group_id: job.data.group }, 'cannot mark the group failed'),
+    );
+  });
+
+  const add = (groupId: string): Promise<void> => enqueueReduce(queue, groupId, settings);
+  const sweep = (): void => {
+    sweepReadyGroups(redis, add, settings.reduce_sweep_interval_ms).then(
+      (count) => {
+        if (count > 0) log.info({ groups: count }, 'sweep re-added reduce jobs of ready groups');
+      },
+      (error: unknown) => log.warn({ err: error }, 'sweep of ready groups failed'),
+    );
+  };
+  sweep();
+  const timer = setInterval(sweep, settings.reduce_sweep_interval_ms);
+  log.info({ concurrency: settings.aggregator_concurrency }, 'aggregator ready');
+  try {
+    await new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+  } finally {
+    clearInterval(timer);
+    await worker.close();
+    await queue.close();
+    await redis.quit().catch(() => redis.disconnect());
+    log.info('aggregator stopped');
+  }
+}
