@@ -59,8 +59,8 @@ describe('settle and reclaim against a real Redis', () => {
     const [entry] = await readAs('c1', 10);
     assert.ok(entry);
     assert.deepEqual(decode(entry.input), 'hello');
-    assert.equal(await settleBatch(redis, stream, 60, [success(entry, 1)]), 1);
-    assert.equal(await settleBatch(redis, stream, 60, [success(entry, 2)]), 0, 'second settle of the same request writes nothing');
+    assert.equal((await settleBatch(redis, stream, 60, [success(entry, 1)])).written, 1);
+    assert.equal((await settleBatch(redis, stream, 60, [success(entry, 2)])).written, 0, 'second settle of the same request writes nothing');
 
     const job = await redis.hgetallBuffer(keys.job('job-1'));
     assert.equal(job.status?.toString(), 'succeeded');

@@ -1,0 +1,163 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, connectRedis, decode, encode, keys, runScript } from '@inferline/shared';
+import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
+import { reduceGroup, sweepReadyGroups } from '../src/aggregator.ts';
+import { reclaimPending } from '../src/reclaim.ts';
+import { settleBatch, type Settlement } from '../src/settle.ts';
+import { parseEntry, type RawEntry, type StreamEntry } from '../src/stream-entry.ts';
+import { ensureConsumerGroup } from '../src/version-consumer.ts';
+
+const MODEL = 'test-model';
+const stream = keys.requests(MODEL, 1);
+const TIMINGS = { queue_ms: 1, inference_ms: 2, batch_size: 1, batch_id: 'b1' };
+
+describe('group protocol (group-add, start-members, settle-member, group-finish, group-cancel) against a real Redis', () => {
+  let server: TestRedis;
+  let redis: Redis;
+
+  before(async () => {
+    server = await startTestRedis();
+    redis = connectRedis(server.url, { name: 'test' });
+  });
+  after(async () => {
+    await redis.quit();
+    await server.stop();
+  });
+  beforeEach(async () => {
+    await server.flush();
+    await ensureConsumerGroup(redis, stream);
+  });
+
+  /** group-add.lua as the gateway calls it; returns its reply `[code, size, status, ready]`. */
+  function add(
+    groupId: string,
+    inputs: unknown[],
+    options: { create?: boolean; close?: boolean; start?: number; maxQueueSize?: number; onItemError?: 'fail' | 'skip'; reduce?: string } = {},
+  ): Promise<[number, number, string, number]> {
+    const { create = false, close = false, start = -1, maxQueueSize = 1000, onItemError = 'skip', reduce = 'mean' } = options;
+    return runScript(redis, 'group-add', [keys.group(groupId), stream, keys.groupInputs(groupId), keys.groupsReady()], [
+      groupId, create ? 1 : 0, close ? 1 : 0, start, maxQueueSize, 0, Date.now(), JOB_EVENTS_CHANNEL,
+      MODEL, 1, reduce, 'embedding', onItemError, 60,
+      ...inputs.map((input) => encode(input)),
+    ]);
+  }
+
+  async function readAs(consumer: string, count: number): Promise<StreamEntry[]> {
+    const reply = (await redis.callBuffer('XREADGROUP', 'GROUP', CONSUMER_GROUP, consumer, 'COUNT', count, 'STREAMS', stream, '>')) as
+      | [Buffer, RawEntry[]][]
+      | null;
+    return (reply?.[0]?.[1] ?? []).map((raw) => parseEntry(raw) as StreamEntry);
+  }
+
+  const ok = (entry: StreamEntry, values: number[]): Settlement => ({ entry, result: { ok: true, output: { embedding: new Float32Array(values) } }, timings: TIMINGS });
+  const bad = (entry: StreamEntry): Settlement => ({ entry, result: { ok: false, code: 'invalid_input', message: 'no tokens' }, timings: TIMINGS });
+  const startMembers = (groupId: string, indexes: number[]): Promise<number[]> =>
+    runScript(redis, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], indexes);
+
+  test('members are stream entries tagged with group and index; chunks append in order and close once', async () => {
+    assert.deepEqual(await add('g1', [], { create: true }), [0, 0, 'open', 0]);
+    assert.deepEqual(await add('g1', ['a', 'b']), [0, 2, 'open', 0]);
+    assert.deepEqual(await add('g1', ['c'], { start: 2 }), [0, 3, 'open', 0]);
+    assert.deepEqual(await add('g1', ['c'], { start: 2 }), [-2, 3, 'open', 0], 'a retried chunk is refused: index_conflict');
+    assert.deepEqual(await add('g1', [], { close: true }), [0, 3, 'queued', 0]);
+    assert.deepEqual((await add('g1', ['d']))[0], -4, 'a closed group takes no more inputs');
+    assert.deepEqual((await add('nope', ['d']))[0], -3);
+    assert.deepEqual((await add('g1', [], { create: true }))[0], -5);
+    const entries = await readAs('c1', 10);
+    assert.deepEqual(entries.map((entry) => [entry.member, decode(entry.input)]), [
+      [{ groupId: 'g1', index: 0 }, 'a'],
+      [{ groupId: 'g1', index: 1 }, 'b'],
+      [{ groupId: 'g1', index: 2 }, 'c'],
+    ]);
+  });
+
+  test('a chunk that does not fit in max_queue_size stores nothing', async () => {
+    await add('g1', ['a'], { create: true });
+    assert.deepEqual(await add('g1', ['b', 'c', 'd'], { maxQueueSize: 3 }), [-1, 1, 'open', 0]);
+    assert.equal(await redis.xlen(stream), 1);
+    assert.equal(await redis.hget(keys.group('g1'), 'size'), '1');
+  });
+
+  test('each member counts once: a redelivery writes nothing, and only the last first-settle makes the group ready', async () => {
+    await add('g1', ['a', 'b', 'c'], { create: true, close: true });
+    const [a, b, c] = await readAs('c1', 10);
+    assert.ok(a && b && c);
+    assert.deepEqual(await startMembers('g1', [0, 1, 2]), [1, 1, 1]);
+    assert.deepEqual(await settleBatch(redis, stream, 60, [ok(a, [1, 2]), bad(b)]), { written: 2, readyGroups: [] });
+    assert.deepEqual(await startMembers('g1', [0, 1, 2]), [0, 0, 1], 'settled members are not run again');
+    assert.deepEqual(await settleBatch(redis, stream, 60, [ok(a, [9, 9])]), { written: 0, readyGroups: [] }, 'redelivery');
+    assert.deepEqual(await settleBatch(redis, stream, 60, [ok(c, [3, 4])]), { written: 1, readyGroups: ['g1'] });
+    assert.deepEqual(await settleBatch(redis, stream, 60, [ok(c, [3, 4])]), { written: 0, readyGroups: [] }, 'ready once');
+
+    const group = await redis.hgetall(keys.group('g1'));
+    assert.equal(group.status, 'reducing');
+    assert.equal(group.completed, '2');
+    assert.equal(group.failed, '1');
+    assert.equal(group.remaining, '0');
+    assert.deepEqual(await redis.zrange(keys.groupsReady(), 0, -1), ['g1']);
+    assert.equal(await redis.xlen(stream), 0, 'every entry acknowledged and deleted');
+
+    // The reduce reads results in index order, skips the failed member, and writes once.
+    const outcome = await reduceGroup(redis, 'g1', 2);
+    assert.deepEqual(outcome, { reduced: true, size: 3, failed_indexes: [1] });
+    const done = await redis.hgetallBuffer(keys.group('g1'));
+    assert.equal(done.status?.toString(), 'succeeded');
+    assert.deepEqual(decode(done.output as Buffer), { embedding: [2, 3] });
+    assert.deepEqual(decode(done.failed_indexes as Buffer), [1]);
+    assert.equal(done.reduce_runs?.toString(), '1');
+    assert.equal(await redis.exists(keys.groupResults('g1'), keys.groupErrors('g1')), 0, 'member results dropped');
+    assert.deepEqual(await redis.zrange(keys.groupsReady(), 0, -1), [], 'out of the ready set');
+    assert.ok((await redis.ttl(keys.group('g1'))) > 0, 'the record expires after result_ttl_s');
+    assert.deepEqual(await reduceGroup(redis, 'g1', 2), { reduced: false, reason: 'group is succeeded' }, 'a second run writes nothing');
+  });
+
+  test('on_item_error "fail": the first failed member fails the group and the rest are dropped unrun', async () => {
+    await add('g1', ['a', 'b', 'c'], { create: true, close: true, onItemError: 'fail' });
+    const [a, b, c] = await readAs('c1', 10);
+    assert.ok(a && b && c);
+    await settleBatch(redis, stream, 60, [ok(a, [1]), bad(b)]);
+    const group = await redis.hgetall(keys.group('g1'));
+    assert.equal(group.status, 'failed');
+    assert.equal(group.error_code, 'member_failed');
+    assert.match(group.error_message ?? '', /^input 1 failed \(invalid_input\): no tokens$/);
+    assert.deepEqual(await startMembers('g1', [2]), [0]);
+    assert.deepEqual(await settleBatch(redis, stream, 60, [ok(c, [1])]), { written: 0, readyGroups: [] });
+    assert.equal(await redis.exists(keys.groupResults('g1')), 0);
+  });
+
+  test('cancel: members still queued are dropped; cancelling twice or an unknown group says so', async () => {
+    await add('g1', ['a', 'b'], { create: true, close: true });
+    const cancel = (id: string): Promise<number> =>
+      runScript(redis, 'group-cancel', [keys.group(id), keys.groupResults(id), keys.groupErrors(id), keys.groupInputs(id), keys.groupsReady()], [
+        Date.now(), JOB_EVENTS_CHANNEL, id, 'cancelled',
+      ]);
+    assert.equal(await cancel('g1'), 1);
+    assert.equal(await cancel('g1'), 0);
+    assert.equal(await cancel('nope'), -1);
+    assert.equal(await redis.hget(keys.group('g1'), 'status'), 'cancelled');
+    assert.deepEqual(await startMembers('g1', [0, 1]), [0, 0]);
+  });
+
+  test('an empty group closed at once is ready at once; a lost reduce job is found by the sweep', async () => {
+    assert.deepEqual(await add('g1', [], { create: true, close: true }), [0, 0, 'reducing', 1]);
+    const added: string[] = [];
+    assert.equal(await sweepReadyGroups(redis, async (id) => void added.push(id), 60_000), 0, 'too recent for the sweep');
+    assert.equal(await sweepReadyGroups(redis, async (id) => void added.push(id), 0), 1);
+    assert.deepEqual(added, ['g1']);
+  });
+
+  test('a member delivered more than max_deliveries times is dead-lettered and fails in its group', async () => {
+    await add('g1', ['a', 'b'], { create: true, close: true });
+    const [a, b] = await readAs('c1', 10);
+    assert.ok(a && b);
+    await settleBatch(redis, stream, 60, [ok(a, [1])]);
+    const options = { model: MODEL, version: 1, consumer: 'c2', visibility_timeout_ms: 0, max_deliveries: 0, count: 10, result_ttl_s: 60 };
+    const reclaimed = await reclaimPending(redis, options);
+    assert.deepEqual(reclaimed.deadLettered, ['g1/1']);
+    assert.deepEqual(reclaimed.readyGroups, ['g1'], 'the poison member was the last one');
+    assert.equal(await redis.hget(keys.groupErrors('g1'), '1'), 'poison\tdelivered 2 times (max_deliveries 0) without a result');
+    assert.equal(await redis.xlen(keys.deadLetter(MODEL, 1)), 1);
+  });
+});
