@@ -1,4 +1,7 @@
 /**
+ * `npm run bench -- --group 100000 [--model glove-embed --workers 1 --chunk-size 1000]`: one
+ * aggregation group of that many texts instead (bench/group.ts).
+ *
  * `npm run bench [-- --model glove-embed --workers 1 --duration-s 10 --concurrency 1,32,256]`:
  * in-process throughput of the model at batch 1, 8 and 32, then end-to-end throughput through
  * gateway + Redis + worker processes, with p50/p99 latency, mean batch size and the share of time the
@@ -19,6 +22,7 @@ import { TEST_IMAGES_DIR } from '../test/harness/fetch-test-data.ts';
 import { ROOT, startGatewayProcess, startWorkerProcess } from '../test/harness/processes.ts';
 import { loadMobyDickParagraphs } from './corpus.ts';
 import { benchEndToEnd } from './end-to-end.ts';
+import { benchGroup } from './group.ts';
 import { benchInProcess } from './in-process.ts';
 
 const options = new Command()
@@ -28,80 +32,103 @@ const options = new Command()
   .option('--concurrency <list>', 'concurrent clients, comma-separated (default 1,32,256 for text, 1,16 for images)')
   .option('--batch-sizes <list>', 'in-process batch sizes', '1,8,32')
   .option('--skip-in-process', 'only the end-to-end runs')
+  .option('--group <n>', 'instead: one aggregation group of n texts, reduce mean (bench/group.ts)')
+  .option('--chunk-size <n>', 'with --group: inputs per request', '1000')
   .parse()
-  .opts<{ model: string; workers?: string; durationS: string; concurrency?: string; batchSizes: string; skipInProcess?: boolean }>();
+  .opts<{
+    model: string;
+    workers?: string;
+    durationS: string;
+    concurrency?: string;
+    batchSizes: string;
+    skipInProcess?: boolean;
+    group?: string;
+    chunkSize: string;
+  }>();
 
-const list = (text: string): number[] => text.split(',').map(Number);
-const durationMs = Number(options.durationS) * 1000;
-const repository = join(ROOT, 'models');
-const modelDir = join(repository, options.model);
-const config = await loadModelConfig(modelDir);
-const preprocess = config.preprocess;
-const isImage = preprocess?.type === 'image';
-
-// Request inputs (end-to-end) and model inputs (in-process) for the model's kind.
-let requestInputs: unknown[];
-let modelInputs: unknown[];
-let unit: string;
-if (preprocess?.type === 'image') {
-  const files = (await readdir(TEST_IMAGES_DIR)).sort();
-  if (files.length === 0) throw new Error(`no photos in ${TEST_IMAGES_DIR}: run npm run test-data`);
-  const photos = await Promise.all(files.map((file) => readFile(join(TEST_IMAGES_DIR, file))));
-  requestInputs = photos.map((bytes) => ({ b64: bytes.toString('base64') }));
-  const t0 = performance.now();
-  modelInputs = await Promise.all(photos.map((bytes) => decodeImage(bytes, preprocess)));
-  console.log(`# ${options.model}: ${files.length} photos (${files.join(', ')}); decode + resize ${((performance.now() - t0) / files.length).toFixed(1)} ms per photo`);
-  unit = 'images';
+if (options.group === undefined) {
+  await benchModel();
 } else {
-  requestInputs = modelInputs = loadMobyDickParagraphs();
-  console.log(`# ${options.model}: ${requestInputs.length} Moby Dick paragraphs`);
-  unit = 'texts';
-}
-console.log(`# ${durationMs / 1000} s per figure, node ${process.version}`);
-
-if (!options.skipInProcess) {
-  const rows = await benchInProcess({ modelDir, version: 1, batchSizes: list(options.batchSizes), inputs: modelInputs, durationMs });
-  console.log(`\n## in-process forward pass (one core${isImage ? ', inputs already decoded' : ''})`);
-  console.log(`| batch | ${unit}/s |\n| ---: | ---: |`);
-  for (const row of rows) console.log(`| ${row.batchSize} | ${row.perSecond.toFixed(row.perSecond < 100 ? 2 : 0)} |`);
+  const count = Number(options.group);
+  const chunkSize = Number(options.chunkSize);
+  if (!Number.isInteger(count) || count < 1 || !Number.isInteger(chunkSize) || chunkSize < 1) throw new Error('--group and --chunk-size take positive integers');
+  await benchGroup({ count, model: options.model, workers: Number((options.workers ?? '1').split(',')[0]), chunkSize });
 }
 
-/** Sum of `inferline_compute_duration_seconds_sum` over the workers' /metrics, seconds. */
-async function computeSeconds(ports: readonly number[]): Promise<number> {
-  let total = 0;
-  for (const port of ports) {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    const line = text.split('\n').find((l) => l.startsWith(`inferline_compute_duration_seconds_sum{model="${options.model}"`));
-    total += Number(line?.split(' ').at(-1) ?? 0);
+/** The model's in-process and end-to-end figures (the default bench). */
+async function benchModel(): Promise<void> {
+  const list = (text: string): number[] => text.split(',').map(Number);
+  const durationMs = Number(options.durationS) * 1000;
+  const repository = join(ROOT, 'models');
+  const modelDir = join(repository, options.model);
+  const config = await loadModelConfig(modelDir);
+  const preprocess = config.preprocess;
+  const isImage = preprocess?.type === 'image';
+
+  // Request inputs (end-to-end) and model inputs (in-process) for the model's kind.
+  let requestInputs: unknown[];
+  let modelInputs: unknown[];
+  let unit: string;
+  if (preprocess?.type === 'image') {
+    const files = (await readdir(TEST_IMAGES_DIR)).sort();
+    if (files.length === 0) throw new Error(`no photos in ${TEST_IMAGES_DIR}: run npm run test-data`);
+    const photos = await Promise.all(files.map((file) => readFile(join(TEST_IMAGES_DIR, file))));
+    requestInputs = photos.map((bytes) => ({ b64: bytes.toString('base64') }));
+    const t0 = performance.now();
+    modelInputs = await Promise.all(photos.map((bytes) => decodeImage(bytes, preprocess)));
+    console.log(`# ${options.model}: ${files.length} photos (${files.join(', ')}); decode + resize ${((performance.now() - t0) / files.length).toFixed(1)} ms per photo`);
+    unit = 'images';
+  } else {
+    requestInputs = modelInputs = loadMobyDickParagraphs();
+    console.log(`# ${options.model}: ${requestInputs.length} Moby Dick paragraphs`);
+    unit = 'texts';
   }
-  return total;
-}
+  console.log(`# ${durationMs / 1000} s per figure, node ${process.version}`);
 
-const concurrency = list(options.concurrency ?? (isImage ? '1,16' : '1,32,256'));
-console.log(`\n## end-to-end: gateway + redis + N worker processes, load generator in this process`);
-console.log('| workers | clients | requests | req/s | p50 ms | p99 ms | mean batch | model busy | failed |');
-console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-for (const workerCount of list(options.workers ?? (isImage ? '1,2' : '1'))) {
-  const dir = await mkdtemp(join(tmpdir(), 'inferline-bench-'));
-  const redis = await startRedisServer({ dir, appendonly: false });
-  const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: repository, LOG_LEVEL: 'warn', HOST: '127.0.0.1' };
-  const gateway = await startGatewayProcess(env);
-  const ports = await Promise.all(Array.from({ length: workerCount }, () => freePort()));
-  const workers = await Promise.all(ports.map((port) => startWorkerProcess({ ...env, LOG_LEVEL: 'info', METRICS_PORT: String(port) }, [options.model])));
-  try {
-    for (const clients of concurrency) {
-      const busyBefore = await computeSeconds(ports);
-      const t0 = performance.now();
-      const r = await benchEndToEnd({ url: gateway.url, model: options.model, inputs: requestInputs, concurrency: clients, durationMs });
-      const busy = (await computeSeconds(ports)) - busyBefore;
-      const share = busy / (((performance.now() - t0) / 1000) * workerCount);
-      console.log(
-        `| ${workerCount} | ${clients} | ${r.requests} | ${r.throughput.toFixed(r.throughput < 100 ? 2 : 0)} | ${r.p50_ms.toFixed(1)} | ${r.p99_ms.toFixed(1)} | ${r.mean_batch_size.toFixed(1)} | ${(share * 100).toFixed(0)} % | ${r.failed} |`,
-      );
+  if (!options.skipInProcess) {
+    const rows = await benchInProcess({ modelDir, version: 1, batchSizes: list(options.batchSizes), inputs: modelInputs, durationMs });
+    console.log(`\n## in-process forward pass (one core${isImage ? ', inputs already decoded' : ''})`);
+    console.log(`| batch | ${unit}/s |\n| ---: | ---: |`);
+    for (const row of rows) console.log(`| ${row.batchSize} | ${row.perSecond.toFixed(row.perSecond < 100 ? 2 : 0)} |`);
+  }
+
+  /** Sum of `inferline_compute_duration_seconds_sum` over the workers' /metrics, seconds. */
+  async function computeSeconds(ports: readonly number[]): Promise<number> {
+    let total = 0;
+    for (const port of ports) {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`inferline_compute_duration_seconds_sum{model="${options.model}"`));
+      total += Number(line?.split(' ').at(-1) ?? 0);
     }
-  } finally {
-    await Promise.all([gateway.stop(), ...workers.map((worker) => worker.stop())]);
-    await redis.stop();
-    await rm(dir, { recursive: true, force: true });
+    return total;
+  }
+
+  const concurrency = list(options.concurrency ?? (isImage ? '1,16' : '1,32,256'));
+  console.log(`\n## end-to-end: gateway + redis + N worker processes, load generator in this process`);
+  console.log('| workers | clients | requests | req/s | p50 ms | p99 ms | mean batch | model busy | failed |');
+  console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const workerCount of list(options.workers ?? (isImage ? '1,2' : '1'))) {
+    const dir = await mkdtemp(join(tmpdir(), 'inferline-bench-'));
+    const redis = await startRedisServer({ dir, appendonly: false });
+    const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: repository, LOG_LEVEL: 'warn', HOST: '127.0.0.1' };
+    const gateway = await startGatewayProcess(env);
+    const ports = await Promise.all(Array.from({ length: workerCount }, () => freePort()));
+    const workers = await Promise.all(ports.map((port) => startWorkerProcess({ ...env, LOG_LEVEL: 'info', METRICS_PORT: String(port) }, [options.model])));
+    try {
+      for (const clients of concurrency) {
+        const busyBefore = await computeSeconds(ports);
+        const t0 = performance.now();
+        const r = await benchEndToEnd({ url: gateway.url, model: options.model, inputs: requestInputs, concurrency: clients, durationMs });
+        const busy = (await computeSeconds(ports)) - busyBefore;
+        const share = busy / (((performance.now() - t0) / 1000) * workerCount);
+        console.log(
+          `| ${workerCount} | ${clients} | ${r.requests} | ${r.throughput.toFixed(r.throughput < 100 ? 2 : 0)} | ${r.p50_ms.toFixed(1)} | ${r.p99_ms.toFixed(1)} | ${r.mean_batch_size.toFixed(1)} | ${(share * 100).toFixed(0)} % | ${r.failed} |`,
+        );
+      }
+    } finally {
+      await Promise.all([gateway.stop(), ...workers.map((worker) => worker.stop())]);
+      await redis.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   }
 }

@@ -13,14 +13,16 @@ export interface RoleProcess {
   child: ChildProcess;
   /** Every stdout/stderr line so far. */
   lines: string[];
+  /** Everything written to stdout/stderr so far, as one string. */
+  output(): string;
   /** Resolve when a line matches (already seen lines count). Rejects on exit or after READY_TIMEOUT_MS. */
   waitFor(pattern: RegExp): Promise<string>;
   /** Resolves with the exit code when the process exits. */
   exited: Promise<number | null>;
   /** SIGTERM and wait for exit; resolves with the exit code. */
   stop(): Promise<number | null>;
-  /** SIGKILL (a crash) and wait for exit. */
-  kill(): Promise<void>;
+  /** Send `signal` (default SIGKILL: a crash) and wait for exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
 /** Start `inferline <args>` (the real CLI, through tsx) with extra environment variables. */
@@ -64,14 +66,15 @@ export function startRole(args: string[], env: Record<string, string>): RoleProc
   return {
     child,
     lines,
+    output: () => [...lines, buffered].join('\n'),
     waitFor,
     exited,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       return exited;
     },
-    kill: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    kill: async (signal: NodeJS.Signals = 'SIGKILL') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       await exited;
     },
   };
@@ -99,4 +102,16 @@ export async function startWorkerProcess(env: Record<string, string>, models: st
   const worker = startRole(['worker', ...(models.length > 0 ? ['--models', models.join(',')] : [])], env);
   await worker.waitFor(/"msg":"worker ready"/);
   return worker;
+}
+
+/** Start an aggregator (the reducers of aggregation groups); resolves once it logged that it is ready. */
+export async function startAggregatorProcess(env: Record<string, string>): Promise<RoleProcess> {
+  const aggregator = startRole(['aggregator'], env);
+  try {
+    await aggregator.waitFor(/"msg":"aggregator ready"/);
+  } catch (error) {
+    await aggregator.kill();
+    throw error;
+  }
+  return aggregator;
 }

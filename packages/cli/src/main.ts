@@ -1,10 +1,13 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { isInferlineError } from '@inferline/shared';
+import { isInferlineError, ON_ITEM_ERROR, REDUCERS, type OnItemError, type ReducerName } from '@inferline/shared';
+import { runAggregator } from './commands/aggregator.ts';
 import { runGateway } from './commands/gateway.ts';
+import { GROUP_DEFAULTS, runGroupCommand } from './commands/group.ts';
 import { runModels } from './commands/models.ts';
 import { runStart } from './commands/start.ts';
 import { submit, SUBMIT_DEFAULTS } from './commands/submit.ts';
 import { runWorker } from './commands/worker.ts';
+import { trapStopSignals } from './signals.ts';
 
 /**
  * The `inferline` command. Settings come from the environment (`loadSettings`, e.g. `PORT`,
@@ -31,7 +34,7 @@ const program = new Command('inferline')
 
 program
   .command('start')
-  .description('run everything on this machine: build missing models, a private Redis unless REDIS_URL is set, one gateway, WORKERS workers')
+  .description('run everything on this machine: build missing models, a private Redis unless REDIS_URL is set, one gateway, WORKERS workers, one aggregator')
   .action(runStart);
 
 program
@@ -44,6 +47,11 @@ program
   .description('run a worker (REDIS_URL, default redis://127.0.0.1:6379)')
   .option('--models <names>', 'comma-separated models to serve (default: every model of the repository)')
   .action(runWorker);
+
+program
+  .command('aggregator')
+  .description('run the reducers of aggregation groups (REDIS_URL, default redis://127.0.0.1:6379)')
+  .action(runAggregator);
 
 program
   .command('models')
@@ -63,6 +71,36 @@ program
   .action(async (options: { model: string; text?: string; file?: string; url: string; concurrency: number; waitS: number }) => {
     process.exitCode = await submit({ ...options, stdout: process.stdout, stderr: process.stderr, progress: true });
   });
+
+program
+  .command('group')
+  .description('run one aggregation group over many inputs and print its reduced output as JSON')
+  .requiredOption('--model <name>', 'model to run')
+  .addOption(new Option('--reduce <reducer>', 'how member outputs are combined').choices(REDUCERS).makeOptionMandatory())
+  .addOption(new Option('--file <path>', 'inputs, one text per line (empty lines skipped)').conflicts('images'))
+  .addOption(new Option('--images <paths...>', 'input images (jpeg, png, webp, ...)'))
+  .option('--output <name>', 'member output the reducer reads (default: the reducer\'s)')
+  .addOption(new Option('--on-item-error <policy>', 'a failed member fails the group, or is left out').choices(ON_ITEM_ERROR))
+  .option('--chunk-size <n>', 'inputs per request', positiveInteger, GROUP_DEFAULTS.chunkSize)
+  .option('--png <path>', 'with --reduce boxes: where to write the picture (default group-<id>.png)')
+  .option('--url <url>', 'gateway URL', GROUP_DEFAULTS.url)
+  .action(
+    async (options: {
+      model: string;
+      reduce: ReducerName;
+      file?: string;
+      images?: string[];
+      output?: string;
+      onItemError?: OnItemError;
+      chunkSize: number;
+      png?: string;
+      url: string;
+    }) => {
+      // The first Ctrl-C cancels the group and stops; a second one exits at once.
+      const signal = trapStopSignals();
+      process.exitCode = await runGroupCommand({ ...options, stdout: process.stdout, stderr: process.stderr, progress: true, signal });
+    },
+  );
 
 try {
   await program.parseAsync(process.argv);

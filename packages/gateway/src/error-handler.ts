@@ -45,7 +45,7 @@ export function toInferlineError(error: unknown, redis: Redis, maxBodyBytes: num
 }
 
 /**
- * The app's one error handler: every error answer is `{"error":{"code","message"}}` with the status
+ * The app's one error handler: every error answer is `{"error":{"code","message", ...details}}` with the status
  * of its code. Server errors are logged with the request's context; `queue_full` carries `Retry-After`.
  */
 export function createErrorHandler(redis: Redis, maxBodyBytes: number) {
@@ -58,7 +58,8 @@ export function createErrorHandler(redis: Redis, maxBodyBytes: number) {
       const retryAfter = mapped.details?.retry_after_s;
       reply.header('retry-after', String(typeof retryAfter === 'number' ? retryAfter : QUEUE_FULL_RETRY_AFTER_S));
     }
-    const body: ErrorReply = { error: { code: mapped.code, message: mapped.message } };
+    // Details (`index` of a rejected input, `size` of a group, `retry_after_s`) ride along for clients.
+    const body: ErrorReply = { error: { ...mapped.details, code: mapped.code, message: mapped.message } };
     return reply.code(mapped.statusCode).type('application/json; charset=utf-8').send(body);
   };
 }

@@ -73,7 +73,9 @@ export async function reduceGroup(redis: Redis, groupId: string, chunkSize: numb
         failedIndexes.push(index);
         continue;
       }
-      await reducer.add(decode(output), index, inputs[i] ?? undefined);
+      // Inputs are kept as the gateway stored them in the stream entry: MessagePack of the image bytes.
+      const input = inputs[i];
+      await reducer.add(decode(output), index, input ? Buffer.from(decode<Uint8Array>(input)) : undefined);
     }
   }
   const output = await reducer.finish();
@@ -130,7 +132,7 @@ const SWEEP_BATCH = 1_000;
  */
 export async function startAggregator(options: AggregatorOptions): Promise<void> {
   const { settings, logger, signal } = options;
-  const log = logger.child({ role: 'aggregator' });
+  const log = logger;
   const redis = connectRedis(settings.redis_url, { name: 'aggregator' });
   redis.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
   const queue = createReduceQueue(redis);

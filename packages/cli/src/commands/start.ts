@@ -16,9 +16,10 @@ const MAIN_PATH = fileURLToPath(new URL('../main.ts', import.meta.url));
 
 /**
  * `inferline start`: everything on one machine. Builds missing models, starts a private redis-server
- * under `<state_dir>/redis` when `REDIS_URL` is unset, forks one gateway and `WORKERS` workers (0 = one
- * per core) and restarts any that dies. The first SIGINT/SIGTERM stops the children (SIGTERM, SIGKILL
- * after {@link STOP_GRACE_MS}) and then the private Redis; a second one kills everything at once.
+ * under `<state_dir>/redis` when `REDIS_URL` is unset, forks one gateway, `WORKERS` workers (0 = one
+ * per core) and one aggregator (the reducers of aggregation groups), and restarts any that dies. The
+ * first SIGINT/SIGTERM stops the children (SIGTERM, SIGKILL after {@link STOP_GRACE_MS}) and then the
+ * private Redis; a second one kills everything at once.
  * @throws InferlineError when a step of the start fails (models, Redis, gateway not listening).
  */
 export async function runStart(): Promise<void> {
@@ -65,6 +66,9 @@ export async function runStart(): Promise<void> {
       children.push(worker);
       worker.start();
     }
+    const aggregator = new SupervisedChild({ ...common, name: 'aggregator', args: ['aggregator'] });
+    children.push(aggregator);
+    aggregator.start();
 
     const address = await Promise.race([ready, aborted(signal)]);
     if (address === undefined) return;
@@ -75,7 +79,7 @@ export async function runStart(): Promise<void> {
         '',
         `inferline is running: http://localhost:${port}`,
         `  redis:   ${redis ? `${redisUrl} (private redis-server, data in ${join(settings.state_dir, 'redis')})` : `${redisUrl} (REDIS_URL)`}`,
-        `  workers: ${workerCount}, models from ${settings.model_repository}`,
+        `  workers: ${workerCount}, models from ${settings.model_repository}; one aggregator`,
         '  stop:    Ctrl-C',
         '',
         '',
