@@ -221,7 +221,7 @@ describe('a worker killed with SIGKILL while it holds members of a group', () =>
       if (pending < MEMBERS) await new Promise((resolve) => setTimeout(resolve, 20));
     }
     assert.equal(pending, MEMBERS, 'the first worker holds every member, delivered and unsettled');
-    victim.kill('SIGKILL');
+    await victim.kill('SIGKILL');
     roles.push(await startWorkerProcess(env));
 
     const group = await waitGroup(gateway.url, created.json.id);
