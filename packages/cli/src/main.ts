@@ -1,19 +1,15 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { isInferlineError, ON_ITEM_ERROR, REDUCERS, type OnItemError, type ReducerName } from '@inferline/shared';
-import { runAggregator } from './commands/aggregator.ts';
-import { runGateway } from './commands/gateway.ts';
 import { GROUP_DEFAULTS, runGroupCommand } from './commands/group.ts';
-import { runModels } from './commands/models.ts';
-import { runStart } from './commands/start.ts';
 import { submit, SUBMIT_DEFAULTS } from './commands/submit.ts';
-import { runWorker } from './commands/worker.ts';
 import { trapStopSignals } from './signals.ts';
 
 /**
  * The `inferline` command. Settings come from the environment (`loadSettings`, e.g. `PORT`,
  * `REDIS_URL`, `WORKERS`); options only select what a command does. User-facing errors
  * (InferlineError, failed system calls) print `error: <message>` and exit 1; anything else is a bug
- * and prints its stack.
+ * and prints its stack. The role commands load their code (fastify, TF.js) only when they run, so a
+ * client command such as `group` starts fast.
  */
 
 function positiveInteger(value: string): number {
@@ -35,29 +31,29 @@ const program = new Command('inferline')
 program
   .command('start')
   .description('run everything on this machine: build missing models, a private Redis unless REDIS_URL is set, one gateway, WORKERS workers, one aggregator')
-  .action(runStart);
+  .action(async () => (await import('./commands/start.ts')).runStart());
 
 program
   .command('gateway')
   .description('run the HTTP gateway (REDIS_URL, default redis://127.0.0.1:6379)')
-  .action(runGateway);
+  .action(async () => (await import('./commands/gateway.ts')).runGateway());
 
 program
   .command('worker')
   .description('run a worker (REDIS_URL, default redis://127.0.0.1:6379)')
   .option('--models <names>', 'comma-separated models to serve (default: every model of the repository)')
-  .action(runWorker);
+  .action(async (...args: Parameters<typeof import('./commands/worker.ts').runWorker>) => (await import('./commands/worker.ts')).runWorker(...args));
 
 program
   .command('aggregator')
   .description('run the reducers of aggregation groups (REDIS_URL, default redis://127.0.0.1:6379)')
-  .action(runAggregator);
+  .action(async () => (await import('./commands/aggregator.ts')).runAggregator());
 
 program
   .command('models')
   .description('fetch and convert the models the repository lacks')
   .argument('[names...]', 'models to build (default: every known model)')
-  .action(runModels);
+  .action(async (...args: Parameters<typeof import('./commands/models.ts').runModels>) => (await import('./commands/models.ts')).runModels(...args));
 
 program
   .command('submit')
