@@ -17,9 +17,14 @@ export interface ReduceRetry {
  * The BullMQ queue `reduce` (https://docs.bullmq.io/guide/queues), on an existing connection (BullMQ
  * reuses it for its non-blocking commands; the caller keeps owning and closing it). Close the queue
  * before the connection.
+ *
+ * BullMQ re-emits the connection's errors on the queue, and an `error` event without a listener would
+ * crash the process: `onError` receives them (the connection's owner already logs and rides them out).
  */
-export function createReduceQueue(connection: Redis): Queue<ReduceJobData> {
-  return new Queue<ReduceJobData>(REDUCE_QUEUE, { connection, prefix: BULLMQ_PREFIX });
+export function createReduceQueue(connection: Redis, onError: (error: Error) => void): Queue<ReduceJobData> {
+  const queue = new Queue<ReduceJobData>(REDUCE_QUEUE, { connection, prefix: BULLMQ_PREFIX });
+  queue.on('error', onError);
+  return queue;
 }
 
 /**

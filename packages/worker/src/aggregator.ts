@@ -135,7 +135,7 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
   const log = logger;
   const redis = connectRedis(settings.redis_url, { name: 'aggregator' });
   redis.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
-  const queue = createReduceQueue(redis);
+  const queue = createReduceQueue(redis, (error) => log.debug({ err: error }, 'reduce queue: redis connection error'));
 
   const processor = async (job: Job<ReduceJobData>): Promise<void> => {
     const groupId = job.data.group;

@@ -122,7 +122,7 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
   const grace = new Promise<void>((resolve) => {
     signal.addEventListener('abort', () => setTimeout(() => ((graceOver = true), resolve()), settings.stop_grace_ms).unref(), { once: true });
   });
-  const reduceQueue = createReduceQueue(redis);
+  const reduceQueue = createReduceQueue(redis, (error) => logger.debug({ err: error }, 'reduce queue: redis connection error'));
   const onGroupReady = (groupId: string): Promise<void> => enqueueReduce(reduceQueue, groupId, settings);
   logger.info({ consumer, models: servables.map((s) => `${s.servable.name}:${s.servable.version}`) }, 'worker ready');
 

@@ -102,6 +102,13 @@ export class VersionConsumer {
         await this.#pipeline(fetch, config.batching.max_inflight_batches, signal);
       } catch (error) {
         if (signal.aborted) break;
+        if (error instanceof Error && error.message.startsWith('NOGROUP')) {
+          // The stream or its consumer group is gone (Redis restarted without its data, or the key was
+          // deleted): create it again and carry on.
+          this.#log.warn({ stream: this.#stream }, 'consumer group missing; creating it again');
+          await ensureConsumerGroup(redis, this.#stream).catch((groupError: unknown) => this.#log.error({ err: groupError }, 'cannot create the consumer group'));
+          continue;
+        }
         this.#log.error({ err: error }, 'batch loop error; entries stay pending and are reclaimed');
         await new Promise((resolve) => setTimeout(resolve, ERROR_BACKOFF_MS));
       }

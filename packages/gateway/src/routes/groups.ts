@@ -37,7 +37,7 @@ const Replies = { '4xx': ErrorReply, '5xx': ErrorReply };
  */
 export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
   const { redis, settings } = ctx;
-  const queue = createReduceQueue(redis);
+  const queue = createReduceQueue(redis, (error) => ctx.logger.debug({ err: error }, 'reduce queue: redis connection error'));
   app.addHook('onClose', async () => {
     await queue.close();
   });
