@@ -174,3 +174,35 @@ export async function settleJob(
     ],
   );
 }
+
+/** One server-sent event: its name and its JSON data. */
+export interface SseEvent<T> {
+  event: string;
+  data: T;
+}
+
+/**
+ * Read a whole event stream (until the server closes it), collecting `event:` / `data:` (JSON) pairs
+ * and calling `onEvent` as each arrives.
+ */
+export async function readEvents<T>(res: Response, onEvent: (event: string, data: T) => void = () => undefined): Promise<SseEvent<T>[]> {
+  const events: SseEvent<T>[] = [];
+  const decoder = new TextDecoder();
+  let text = '';
+  for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+    text += decoder.decode(chunk, { stream: true });
+    let end: number;
+    while ((end = text.indexOf('\n\n')) >= 0) {
+      const block = text.slice(0, end);
+      text = text.slice(end + 2);
+      const event = /^event: (.*)$/m.exec(block)?.[1];
+      const data = /^data: (.*)$/m.exec(block)?.[1];
+      if (event && data) {
+        const parsed = JSON.parse(data) as T;
+        events.push({ event, data: parsed });
+        onEvent(event, parsed);
+      }
+    }
+  }
+  return events;
+}

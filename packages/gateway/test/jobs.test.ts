@@ -3,7 +3,7 @@ import { request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { decode, keys, type JobView } from '@inferline/shared';
-import { MODEL, postJob, settleJob, startFixture, startJob, type Fixture } from './fixture.ts';
+import { MODEL, postJob, readEvents, settleJob, startFixture, startJob, type Fixture, type SseEvent } from './fixture.ts';
 
 describe('routes/jobs', () => {
   let f: Fixture;
@@ -150,22 +150,8 @@ describe('routes/jobs', () => {
       const res = await fetch(`${base}/v1/jobs/${job.id}/events`);
       assert.equal(res.status, 200);
       assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
-      const events: { event: string; data: JobView }[] = [];
-      const reading = (async () => {
-        const decoder = new TextDecoder();
-        let text = '';
-        for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
-          text += decoder.decode(chunk, { stream: true });
-          let end: number;
-          while ((end = text.indexOf('\n\n')) >= 0) {
-            const block = text.slice(0, end);
-            text = text.slice(end + 2);
-            const event = /^event: (.*)$/m.exec(block)?.[1];
-            const data = /^data: (.*)$/m.exec(block)?.[1];
-            if (event && data) events.push({ event, data: JSON.parse(data) as JobView });
-          }
-        }
-      })();
+      const events: SseEvent<JobView>[] = [];
+      const reading = readEvents<JobView>(res, (event, data) => events.push({ event, data }));
       await until(() => events.length === 1);
       await startJob(f.redis, job.id);
       await until(() => events.length === 2);
