@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -7,7 +8,7 @@ import { loadMobyDickParagraphs } from '../bench/corpus.ts';
 import { CONSUMER_GROUP, keys, loadModelConfig } from '../packages/shared/src/index.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
-import { ROOT, startAggregatorProcess, startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
+import { ROOT, startAggregatorProcess, startGatewayProcess, startRole, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
 import { startTestRedis, type TestRedis } from './harness/redis.ts';
 import { gloveRepository } from './harness/repository.ts';
 
@@ -162,6 +163,22 @@ describe('aggregation groups over glove-embed: gateway + 2 workers + aggregator 
     const unknown = await call(gateway.url, 'GET', '/v1/groups/no-such-group');
     assert.equal(unknown.status, 404);
     assert.equal(unknown.json.error?.code, 'group_not_found');
+  });
+
+  test('inferline group streams a file of texts and prints the reduced output', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'inferline-group-cli-'));
+    try {
+      const file = join(dir, 'texts.txt');
+      // Blank lines are skipped; 250 texts in chunks of 100 (three chunks, the last one short).
+      await writeFile(file, `${texts.slice(0, 250).join('\n\n')}\n`);
+      const cli = startRole(['group', '--url', gateway.url, '--model', 'glove-embed', '--reduce', 'mean', '--file', file, '--chunk-size', '100'], {});
+      assert.equal(await cli.exited, 0, cli.output());
+      const printed = cli.lines.find((line) => line.startsWith('{"embedding"'));
+      assert.ok(printed, cli.output());
+      assertClose((JSON.parse(printed) as { embedding: number[] }).embedding, meanOf(reference.slice(0, 250)), 1e-5, 'CLI mean');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('DELETE cancels an open group; it then takes no inputs', async () => {
