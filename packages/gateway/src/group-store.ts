@@ -74,7 +74,7 @@ export async function addToGroup(redis: Redis, queue: Queue<ReduceJobData>, retr
   const [code, size, status, ready] = await runScript<[number, number, string, number]>(
     redis,
     'group-add',
-    [keys.group(add.groupId), keys.requests(target.config.name, target.version), keys.groupInputs(add.groupId), keys.groupsReady()],
+    [keys.group(add.groupId), keys.requests(target.config.name, target.version), keys.groupInputs(add.groupId), keys.groupsReady(), keys.groupsOpen()],
     [
       add.groupId,
       create ? 1 : 0,

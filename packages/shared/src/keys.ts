@@ -61,4 +61,9 @@ export const keys = {
    * the time they became ready (ms). The outbox from which the aggregator re-adds a lost reduce job.
    */
   groupsReady: (): string => `${PREFIX}:groups:ready`,
+  /**
+   * Sorted set: ids of groups taking inputs (`open`), scored by their last chunk (ms). The aggregator
+   * cancels a group left open longer than `open_group_ttl_s` (its client went away).
+   */
+  groupsOpen: (): string => `${PREFIX}:groups:open`,
 } as const;

@@ -63,6 +63,11 @@ export const Settings = Type.Object({
    * finishing (its job was lost: the process that should have added it died first), ms.
    */
   reduce_sweep_interval_ms: Type.Integer({ minimum: 100, default: 5_000 }),
+  /**
+   * A group left open (no chunk, no close) this long is cancelled by the aggregator's sweep, s: its
+   * client went away, and its members must not wait forever.
+   */
+  open_group_ttl_s: Type.Integer({ minimum: 1, default: 3_600 }),
   /** Reduces one aggregator runs at once (BullMQ worker `concurrency`). */
   aggregator_concurrency: Type.Integer({ minimum: 1, default: 1 }),
 });

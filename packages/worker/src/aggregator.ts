@@ -119,8 +119,31 @@ export async function sweepReadyGroups(redis: Redis, add: (groupId: string) => P
   return ids.length;
 }
 
-/** Groups one sweep re-adds at most. */
+/** Groups one sweep looks at, at most, per set. */
 const SWEEP_BATCH = 1_000;
+
+/**
+ * Cancel every group left open (no chunk, no close) for at least `ttlMs`: its client went away.
+ * Groups are taken from the open set (group-add.lua scores each by its last call); one that finished
+ * meanwhile is only taken out of the set. Returns the ids of the groups cancelled.
+ */
+export async function sweepAbandonedGroups(redis: Redis, ttlMs: number): Promise<string[]> {
+  const ids = await redis.zrangebyscore(keys.groupsOpen(), '-inf', Date.now() - ttlMs, 'LIMIT', 0, SWEEP_BATCH);
+  const cancelled: string[] = [];
+  for (const id of ids) {
+    const outcome = await runScript<number>(redis, 'group-cancel', groupScriptKeys(id), [
+      Date.now(),
+      JOB_EVENTS_CHANNEL,
+      id,
+      `abandoned: open with no new input or close for ${Math.round(ttlMs / 1000)} s (open_group_ttl_s)`,
+    ]);
+    // A chunk landing between the read above and this cancel loses: a window of one round trip, on a
+    // group that was idle for ttlMs.
+    if (outcome === 1) cancelled.push(id);
+    await redis.zrem(keys.groupsOpen(), id);
+  }
+  return cancelled;
+}
 
 /**
  * Run the aggregator (DESIGN.md section 1) until `signal` aborts: a BullMQ worker on queue `reduce`
@@ -128,7 +151,8 @@ const SWEEP_BATCH = 1_000;
  * `aggregator_concurrency` reduces at once. A reduce that throws is retried `reduce_attempts` times
  * with exponential backoff; an output that does not fit the reducer fails the group at once, and the
  * last failed attempt fails it with `reduce_failed`. Every `reduce_sweep_interval_ms` it re-adds lost
- * reduce jobs ({@link sweepReadyGroups}).
+ * reduce jobs ({@link sweepReadyGroups}) and cancels groups left open longer than `open_group_ttl_s`
+ * ({@link sweepAbandonedGroups}).
  */
 export async function startAggregator(options: AggregatorOptions): Promise<void> {
   const { settings, logger, signal } = options;
@@ -175,6 +199,12 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
         if (count > 0) log.info({ groups: count }, 'sweep re-added reduce jobs of ready groups');
       },
       (error: unknown) => log.warn({ err: error }, 'sweep of ready groups failed'),
+    );
+    sweepAbandonedGroups(redis, settings.open_group_ttl_s * 1000).then(
+      (ids) => {
+        if (ids.length > 0) log.warn({ group_ids: ids, open_group_ttl_s: settings.open_group_ttl_s }, 'cancelled groups left open too long');
+      },
+      (error: unknown) => log.warn({ err: error }, 'sweep of open groups failed'),
     );
   };
   sweep();

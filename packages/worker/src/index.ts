@@ -1,4 +1,4 @@
-export { startAggregator, reduceGroup, sweepReadyGroups, type AggregatorOptions } from './aggregator.ts';
+export { startAggregator, reduceGroup, sweepAbandonedGroups, sweepReadyGroups, type AggregatorOptions } from './aggregator.ts';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import {

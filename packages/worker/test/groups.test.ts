@@ -3,7 +3,7 @@ import { after, before, beforeEach, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, connectRedis, decode, encode, keys, runScript } from '@inferline/shared';
 import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
-import { reduceGroup, sweepReadyGroups } from '../src/aggregator.ts';
+import { reduceGroup, sweepAbandonedGroups, sweepReadyGroups } from '../src/aggregator.ts';
 import { reclaimPending } from '../src/reclaim.ts';
 import { settleBatch, type Settlement } from '../src/settle.ts';
 import { parseEntry, type RawEntry, type StreamEntry } from '../src/stream-entry.ts';
@@ -37,7 +37,7 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     options: { create?: boolean; close?: boolean; start?: number; maxQueueSize?: number; onItemError?: 'fail' | 'skip'; reduce?: string } = {},
   ): Promise<[number, number, string, number]> {
     const { create = false, close = false, start = -1, maxQueueSize = 1000, onItemError = 'skip', reduce = 'mean' } = options;
-    return runScript(redis, 'group-add', [keys.group(groupId), stream, keys.groupInputs(groupId), keys.groupsReady()], [
+    return runScript(redis, 'group-add', [keys.group(groupId), stream, keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen()], [
       groupId, create ? 1 : 0, close ? 1 : 0, start, maxQueueSize, 0, Date.now(), JOB_EVENTS_CHANNEL,
       MODEL, 1, reduce, 'embedding', onItemError, 60,
       ...inputs.map((input) => encode(input)),
@@ -150,6 +150,22 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     assert.equal(await sweepReadyGroups(redis, record, 60_000), 0, 'too recent for the sweep');
     assert.equal(await sweepReadyGroups(redis, record, 0), 1);
     assert.deepEqual(added, ['g1']);
+  });
+
+  test('a group left open past open_group_ttl_s is cancelled by the sweep; a closed one is not in the open set', async () => {
+    await add('idle', ['a'], { create: true });
+    await add('done', ['b'], { create: true });
+    await add('done', [], { close: true });
+    assert.deepEqual(await redis.zrange(keys.groupsOpen(), 0, -1), ['idle']);
+    assert.deepEqual(await sweepAbandonedGroups(redis, 60_000), [], 'not idle long enough');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(await sweepAbandonedGroups(redis, 10), ['idle']);
+    const group = await redis.hgetall(keys.group('idle'));
+    assert.equal(group.status, 'cancelled');
+    assert.match(group.error_message ?? '', /^abandoned: /);
+    assert.deepEqual(await redis.zrange(keys.groupsOpen(), 0, -1), []);
+    assert.deepEqual(await startMembers('idle', [0]), [0], 'its queued member is dropped unrun');
+    assert.equal(await redis.hget(keys.group('done'), 'status'), 'queued');
   });
 
   test('a member delivered more than max_deliveries times is dead-lettered and fails in its group', async () => {

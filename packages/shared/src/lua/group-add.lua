@@ -14,6 +14,7 @@
     KEYS[2] request stream      (il:{m:<model>}:v<version>:requests)
     KEYS[3] group inputs hash   (il:{g:<id>}:inputs; written when keep_inputs is 1)
     KEYS[4] ready set           (il:groups:ready)
+    KEYS[5] open set            (il:groups:open; an open group's score is the time of its last call)
 
     ARGV[1]  group id
     ARGV[2]  create             ('1': create the group, which must not exist; '0': it must exist and be open)
@@ -75,11 +76,15 @@ end
 local status = 'open'
 local ready = 0
 if ARGV[3] == '1' then
+  redis.call('ZREM', KEYS[5], groupId)
   status = 'queued'
   redis.call('HSET', KEYS[1], 'status', 'queued', 'closed_at', ARGV[7])
   ready = markGroupReady(KEYS[1], KEYS[4], ARGV[7], ARGV[8], groupId)
   if ready == 1 then
     status = 'reducing'
   end
+end
+if status == 'open' then
+  redis.call('ZADD', KEYS[5], ARGV[7], groupId)
 end
 return {0, size + count, status, ready}
