@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
 import { loadModelConfig } from '../packages/shared/src/config.ts';
+import { keys } from '../packages/shared/src/keys.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
 import { freePort } from '../packages/cli/src/redis-server.ts';
@@ -118,5 +120,19 @@ describe('gateway + 2 worker processes + real Redis serve glove-embed', () => {
     }
     assert.equal(inferences, TEXTS);
     assert.equal(executions, batchIds.size);
+  });
+
+  test('a request stream lost with its consumer group (Redis restarted without its data) is recreated and serving resumes', async () => {
+    const probe = new Redis(redis.url);
+    try {
+      await probe.del(keys.requests('glove-embed', 1));
+      const { status, json } = await postJob(gateway.url, { model: 'glove-embed', input: 'Call me Ishmael.' });
+      assert.equal(status, 202);
+      const job = await waitJob(gateway.url, String(json.id));
+      assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
+      assert.ok(workers.some((worker) => worker.output().includes('consumer group missing; creating it again')));
+    } finally {
+      probe.disconnect();
+    }
   });
 });
