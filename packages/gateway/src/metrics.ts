@@ -17,7 +17,8 @@ export interface GatewayMetrics {
 /**
  * Create the registry and metrics of one app. `inferline_queue_depth{model}` (XLEN summed over the
  * model's served versions: entries waiting + in flight) and `inferline_workers{model}` (workers that
- * heartbeat within `3 * heartbeatIntervalMs`) are read from Redis on each scrape; when Redis cannot be
+ * heartbeat within `3 * heartbeatIntervalMs`) and `inferline_groups{state}` (open and ready aggregation
+ * groups) are read from Redis on each scrape; when Redis cannot be
  * reached they are left out of that scrape rather than failing it.
  */
 export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatIntervalMs: number, logger: Logger): GatewayMetrics {
@@ -71,6 +72,19 @@ export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatInter
       const replies = await readPipeline(pipeline, logger, 'inferline_workers');
       if (!replies) return;
       names.forEach((name, i) => this.set({ model: name }, Number(replies[i] ?? 0)));
+    },
+  });
+  new Gauge({
+    name: 'inferline_groups',
+    help: 'Aggregation groups by state: "open" (taking chunks), "ready" (every member settled, reduce waiting or running). A "ready" count that only grows means no aggregator is keeping up.',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const replies = await readPipeline(redis.pipeline().zcard(keys.groupsOpen()).zcard(keys.groupsReady()), logger, 'inferline_groups');
+      if (!replies) return;
+      this.set({ state: 'open' }, Number(replies[0] ?? 0));
+      this.set({ state: 'ready' }, Number(replies[1] ?? 0));
     },
   });
   return { registry, requests, requestDuration };

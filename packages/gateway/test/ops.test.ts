@@ -43,4 +43,13 @@ describe('routes/ops', () => {
     assert.match(text, /^inferline_request_duration_seconds_count\{method="POST",route="\/v1\/jobs",status_code="202"\} 2$/m);
     assert.match(text, /^process_cpu_user_seconds_total /m);
   });
+
+  it('/metrics counts open groups and groups ready for their reduce', async () => {
+    const post = (body: Record<string, unknown>) => f.app.inject({ method: 'POST', url: '/v1/groups', payload: body });
+    assert.equal((await post({ model: MODEL, reduce: 'mean' })).statusCode, 202); // open
+    assert.equal((await post({ model: MODEL, reduce: 'collect', inputs: [] })).statusCode, 202); // closed, nothing to wait for: ready
+    const text = (await f.app.inject({ url: '/metrics' })).body;
+    assert.match(text, /^inferline_groups\{state="open"\} 1$/m);
+    assert.match(text, /^inferline_groups\{state="ready"\} 1$/m);
+  });
 });
