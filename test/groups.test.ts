@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
-import { CONSUMER_GROUP, keys, loadModelConfig } from '../packages/shared/src/index.ts';
+import { CONSUMER_GROUP, connectRedis, JOB_EVENTS_CHANNEL, keys, loadModelConfig, runScript } from '../packages/shared/src/index.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
 import { ROOT, startAggregatorProcess, startGatewayProcess, startRole, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
@@ -80,7 +80,9 @@ describe('aggregation groups over glove-embed: gateway + 2 workers + aggregator 
     repository = await gloveRepository({});
     const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: repository };
     gateway = await startGatewayProcess(env);
-    roles.push(...(await Promise.all([startWorkerProcess(env), startWorkerProcess(env), startAggregatorProcess(env)])));
+    // A short sweep interval, for the test of a reduce job lost before it was added.
+    const aggregatorEnv = { ...env, REDUCE_SWEEP_INTERVAL_MS: '300' };
+    roles.push(...(await Promise.all([startWorkerProcess(env), startWorkerProcess(env), startAggregatorProcess(aggregatorEnv)])));
     assert.equal(texts.length, 500);
     reference = await embed(texts);
   });
@@ -179,6 +181,27 @@ describe('aggregation groups over glove-embed: gateway + 2 workers + aggregator 
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  test('a ready group whose reduce job was never added (its process died first) is reduced after the sweep finds it', async () => {
+    // What the gateway's close does, minus the job: the group is closed with nothing left to settle and
+    // recorded in the ready set, and then the process "dies" before adding the reduce job.
+    const id = `lost-${Date.now()}`;
+    const connection = connectRedis(redis.url, { name: 'test' });
+    try {
+      const [code, , status] = await runScript<[number, number, string, number]>(
+        connection,
+        'group-add',
+        [keys.group(id), keys.requests('glove-embed', 1), keys.groupInputs(id), keys.groupsReady(), keys.groupsOpen()],
+        [id, 1, 1, -1, 1000, 0, Date.now(), JOB_EVENTS_CHANNEL, 'glove-embed', 1, 'collect', '*', 'fail', 60],
+      );
+      assert.deepEqual([code, status], [0, 'reducing']);
+    } finally {
+      connection.disconnect();
+    }
+    const group = await waitGroup(gateway.url, id);
+    assert.equal(group.status, 'succeeded', JSON.stringify(group.error));
+    assert.deepEqual(group.output, { outputs: [], indexes: [] });
   });
 
   test('DELETE cancels an open group; it then takes no inputs', async () => {

@@ -192,11 +192,17 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
     );
   });
 
-  const add = (groupId: string): Promise<void> => enqueueReduce(queue, groupId, settings);
   const sweep = (): void => {
+    // A ready group whose job still exists (waiting, running, retrying) needs nothing; count re-adds.
+    let readded = 0;
+    const add = async (groupId: string): Promise<void> => {
+      if (await queue.getJob(groupId)) return;
+      await enqueueReduce(queue, groupId, settings);
+      readded++;
+    };
     sweepReadyGroups(redis, add, settings.reduce_sweep_interval_ms).then(
-      (count) => {
-        if (count > 0) log.info({ groups: count }, 'sweep re-added reduce jobs of ready groups');
+      () => {
+        if (readded > 0) log.warn({ groups: readded }, 'sweep re-added lost reduce jobs of ready groups');
       },
       (error: unknown) => log.warn({ err: error }, 'sweep of ready groups failed'),
     );
