@@ -24,16 +24,9 @@
   Output:
     as settle-member.lua
 ]]
+--- @include "copy-to-dead-letter"
 --- @include "settle-group-member"
-local entries = redis.call('XRANGE', KEYS[6], ARGV[2], ARGV[2])
-if #entries > 0 then
-  local fields = entries[1][2]
-  table.insert(fields, 'source_entry')
-  table.insert(fields, ARGV[2])
-  table.insert(fields, 'deliveries')
-  table.insert(fields, ARGV[3])
-  redis.call('XADD', KEYS[7], '*', unpack(fields))
-end
+copyToDeadLetter(KEYS[6], KEYS[7], ARGV[2], ARGV[3])
 local outcome = settleGroupMember(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[4], 'failed', '', 'poison',
   ARGV[8], ARGV[5], ARGV[6], ARGV[7])
 redis.call('XACK', KEYS[6], ARGV[1], ARGV[2])

@@ -19,15 +19,8 @@
   Output:
     1 when the job was failed by this call, 0 otherwise
 ]]
-local entries = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])
-if #entries > 0 then
-  local fields = entries[1][2]
-  table.insert(fields, 'source_entry')
-  table.insert(fields, ARGV[2])
-  table.insert(fields, 'deliveries')
-  table.insert(fields, ARGV[3])
-  redis.call('XADD', KEYS[3], '*', unpack(fields))
-end
+--- @include "copy-to-dead-letter"
+copyToDeadLetter(KEYS[2], KEYS[3], ARGV[2], ARGV[3])
 local written = 0
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' or status == 'running' then
