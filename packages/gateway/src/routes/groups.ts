@@ -18,6 +18,7 @@ import { addToGroup, cancelGroup } from '../group-store.ts';
 import { readGroup, TERMINAL_GROUP_STATUSES } from '../group-view.ts';
 import type { ResolvedModel } from '../model-catalog.ts';
 import { REDUCERS_KEEPING_INPUTS, resolveReduceOutput } from '../reduce-output.ts';
+import { openEventStream } from '../event-stream.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
 import { SSE_HEARTBEAT_MS } from './jobs.ts';
@@ -171,14 +172,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
       let view = await readGroup(redis, id, true);
       request.logContext.model = view.model;
       const signal = requestSignal(reply, ctx.shutdown);
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache, no-transform',
-        connection: 'close',
-        'x-accel-buffering': 'no',
-      });
+      const res = openEventStream(reply);
       try {
         let written = '';
         let lastWriteAt = 0;

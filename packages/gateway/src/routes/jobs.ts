@@ -5,6 +5,7 @@ import type { ServerResponse } from 'node:http';
 import { ErrorReply, JobCreateBody, JobView, TERMINAL_STATUSES, type JobView as JobViewType } from '@inferline/shared';
 import { enqueueJob } from '../enqueue-jobs.ts';
 import { readJob } from '../job-view.ts';
+import { openEventStream } from '../event-stream.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
 import { waitForJobs } from '../wait-for-jobs.ts';
@@ -78,15 +79,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       let view = await readJob(ctx.redis, id);
       request.logContext.model = view.model;
       const signal = requestSignal(reply, ctx.shutdown);
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache, no-transform',
-        // The stream owns its connection; Node closes it when the stream ends.
-        connection: 'close',
-        'x-accel-buffering': 'no',
-      });
+      const res = openEventStream(reply);
       try {
         writeEvent(res, view);
         while (!TERMINAL_STATUSES.has(view.status)) {
