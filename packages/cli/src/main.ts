@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { isInferlineError, ON_ITEM_ERROR, REDUCERS, type OnItemError, type ReducerName } from '@inferline/shared';
-import { GROUP_DEFAULTS, runGroupCommand } from './commands/group.ts';
+import { isInferlineError, ON_ITEM_ERROR, REDUCERS } from '@inferline/shared';
+import { GROUP_DEFAULTS, runGroupCommand, type GroupCommandOptions } from './commands/group.ts';
 import { submit, SUBMIT_DEFAULTS } from './commands/submit.ts';
 import { trapStopSignals } from './signals.ts';
 
@@ -81,17 +81,7 @@ program
   .option('--png <path>', 'with --reduce boxes: where to write the picture (default group-<id>.png)')
   .option('--url <url>', 'gateway URL', GROUP_DEFAULTS.url)
   .action(
-    async (options: {
-      model: string;
-      reduce: ReducerName;
-      file?: string;
-      images?: string[];
-      output?: string;
-      onItemError?: OnItemError;
-      chunkSize: number;
-      png?: string;
-      url: string;
-    }) => {
+    async (options: Omit<GroupCommandOptions, 'stdout' | 'stderr' | 'progress' | 'signal'>) => {
       // The first Ctrl-C cancels the group and stops; a second one exits at once.
       const signal = trapStopSignals();
       process.exitCode = await runGroupCommand({ ...options, stdout: process.stdout, stderr: process.stderr, progress: true, signal });
