@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys } from '../packages/shared/src/index.ts';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
-import { startTestRedis, type TestRedis } from './harness/redis.ts';
+import { startTestRedis, waitForPending, type TestRedis } from './harness/redis.ts';
 import { startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
 import { gloveRepository } from './harness/repository.ts';
 
@@ -71,13 +71,7 @@ describe('a worker killed with SIGKILL while it holds a batch', () => {
     workers.push(victim);
     const redisClient = client(redis.url);
     const stream = keys.requests('glove-embed', 1);
-    let pending = 0;
-    for (let attempt = 0; attempt < 200 && pending < JOBS; attempt++) {
-      // NOGROUP until the worker's consumer loop has created the consumer group.
-      pending = await redisClient.xpending(stream, CONSUMER_GROUP).then((reply) => Number((reply as [number])[0]), () => 0);
-      if (pending < JOBS) await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    assert.equal(pending, JOBS, 'the first worker holds every request, delivered and unsettled');
+    assert.equal(await waitForPending(redisClient, stream, JOBS), JOBS, 'the first worker holds every request, delivered and unsettled');
     await victim.kill();
     assert.equal(terminal.size, 0, 'nothing was settled before the crash');
 

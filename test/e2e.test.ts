@@ -9,6 +9,7 @@ import { keys } from '../packages/shared/src/keys.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
 import { freePort } from '../packages/cli/src/redis-server.ts';
+import { callGateway } from './harness/gateway-http.ts';
 import { startTestRedis, type TestRedis } from './harness/redis.ts';
 import { gloveRepository } from './harness/repository.ts';
 import { ROOT, startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
@@ -25,9 +26,8 @@ interface Job {
   timings?: { queue_ms: number; inference_ms: number; batch_size: number; batch_id: string };
 }
 
-async function postJob(url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const response = await fetch(`${url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  return { status: response.status, json: (await response.json()) as Record<string, unknown> };
+function postJob(url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  return callGateway<Record<string, unknown>>(url, 'POST', '/v1/jobs', body);
 }
 
 async function waitJob(url: string, id: string): Promise<Job> {

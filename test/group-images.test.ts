@@ -11,6 +11,7 @@ import { LABELS_SEPARATOR } from '../packages/worker/src/reducers/labels.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
 import { TEST_IMAGES_DIR, TEST_PHOTOS } from './harness/fetch-test-data.ts';
+import { callGateway, waitGroup } from './harness/gateway-http.ts';
 import { ROOT, startAggregatorProcess, startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
 import { startTestRedis, type TestRedis } from './harness/redis.ts';
 
@@ -67,25 +68,13 @@ function b64(bytes: Buffer): { b64: string } {
   return { b64: bytes.toString('base64') };
 }
 
-/** Call the gateway; answers the status and the JSON body. */
-async function call(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: Group }> {
-  const response = await fetch(`${url}${path}`, {
-    method,
-    ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
-  });
-  return { status: response.status, json: (await response.json()) as Group };
-}
-
 /** Create a group (asserting 202, `queued`, its size) and long-poll it to a terminal state. */
 async function runGroup(url: string, body: { model: string; inputs: unknown[]; reduce: string; on_item_error?: string }): Promise<Group> {
-  const created = await call(url, 'POST', '/v1/groups', body);
+  const created = await callGateway<Group>(url, 'POST', '/v1/groups', body);
   assert.equal(created.status, 202, JSON.stringify(created.json));
   assert.equal(created.json.size, body.inputs.length);
   assert.equal(created.json.status, 'queued');
-  for (;;) {
-    const { json } = await call(url, 'GET', `/v1/groups/${created.json.id}?wait=30`);
-    if (['succeeded', 'failed', 'cancelled'].includes(json.status)) return json;
-  }
+  return waitGroup<Group>(url, created.json.id);
 }
 
 /** In-process outputs of the model in `models/<name>` for each photo, one predict per photo. */

@@ -5,11 +5,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
-import { CONSUMER_GROUP, connectRedis, JOB_EVENTS_CHANNEL, keys, loadModelConfig, runScript } from '../packages/shared/src/index.ts';
+import { connectRedis, JOB_EVENTS_CHANNEL, keys, loadModelConfig, runScript } from '../packages/shared/src/index.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
 import { ROOT, startAggregatorProcess, startGatewayProcess, startRole, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
-import { startTestRedis, type TestRedis } from './harness/redis.ts';
+import { callGateway, waitGroup } from './harness/gateway-http.ts';
+import { startTestRedis, waitForPending, type TestRedis } from './harness/redis.ts';
 import { gloveRepository } from './harness/repository.ts';
 
 const MODEL_DIR = join(ROOT, 'models', 'glove-embed');
@@ -24,21 +25,9 @@ interface Group {
   error?: { code: string; message: string; index?: number };
 }
 
-/** Call the gateway; answers the status and the JSON body. */
-async function call(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: Group & { error?: Group['error'] } }> {
-  const response = await fetch(`${url}${path}`, {
-    method,
-    ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
-  });
-  return { status: response.status, json: (await response.json()) as Group };
-}
-
-/** Long-poll a group until it is terminal. */
-async function waitGroup(url: string, id: string): Promise<Group> {
-  for (;;) {
-    const { json } = await call(url, 'GET', `/v1/groups/${id}?wait=30`);
-    if (['succeeded', 'failed', 'cancelled'].includes(json.status)) return json;
-  }
+/** Call the gateway; answers the status and the JSON body (a group view or an error). */
+function call(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: Group }> {
+  return callGateway<Group>(url, method, path, body);
 }
 
 /** In-process glove-embed embeddings of `texts` (the reference for what the served model answers). */
@@ -99,7 +88,7 @@ describe('aggregation groups over glove-embed: gateway + 2 workers + aggregator 
     assert.equal(created.status, 202);
     assert.equal(created.json.size, 500);
     assert.equal(created.json.status, 'queued');
-    const group = await waitGroup(gateway.url, created.json.id);
+    const group = await waitGroup<Group>(gateway.url, created.json.id);
     assert.equal(group.status, 'succeeded', JSON.stringify(group.error));
     assert.equal(group.completed, 500);
     assertClose(group.output?.embedding, meanOf(reference), 1e-5, 'mean');
@@ -123,7 +112,7 @@ describe('aggregation groups over glove-embed: gateway + 2 workers + aggregator 
     assert.equal(retried.json.error?.code, 'index_conflict');
     const closed = await call(gateway.url, 'POST', `/v1/groups/${id}/close`);
     assert.equal(closed.status, 200);
-    const group = await waitGroup(gateway.url, id);
+    const group = await waitGroup<Group>(gateway.url, id);
     assert.equal(group.status, 'succeeded', JSON.stringify(group.error));
     const outputs = group.output?.outputs ?? [];
     assert.equal(outputs.length, 300);
@@ -199,7 +188,7 @@ describe('aggregation groups over glove-embed: gateway + 2 workers + aggregator 
     } finally {
       connection.disconnect();
     }
-    const group = await waitGroup(gateway.url, id);
+    const group = await waitGroup<Group>(gateway.url, id);
     assert.equal(group.status, 'succeeded', JSON.stringify(group.error));
     assert.deepEqual(group.output, { outputs: [], indexes: [] });
   });
@@ -255,16 +244,11 @@ describe('a worker killed with SIGKILL while it holds members of a group', () =>
     const victim = await startWorkerProcess(env);
     roles.push(victim);
     const stream = keys.requests('glove-embed', 1);
-    let pending = 0;
-    for (let attempt = 0; attempt < 200 && pending < MEMBERS; attempt++) {
-      pending = await probe.xpending(stream, CONSUMER_GROUP).then((reply) => Number((reply as [number])[0]), () => 0);
-      if (pending < MEMBERS) await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    assert.equal(pending, MEMBERS, 'the first worker holds every member, delivered and unsettled');
+    assert.equal(await waitForPending(probe, stream, MEMBERS), MEMBERS, 'the first worker holds every member, delivered and unsettled');
     await victim.kill('SIGKILL');
     roles.push(await startWorkerProcess(env));
 
-    const group = await waitGroup(gateway.url, created.json.id);
+    const group = await waitGroup<Group>(gateway.url, created.json.id);
     assert.equal(group.status, 'succeeded', JSON.stringify(group.error));
     assert.equal(group.completed, MEMBERS);
     assertClose(group.output?.embedding, meanOf(await embed(texts)), 1e-5, 'mean');

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startRedisServer } from '../../packages/cli/src/redis-server.ts';
+import { CONSUMER_GROUP } from '../../packages/shared/src/keys.ts';
 
 /** A Redis for one test file: its own redis-server, or `INFERLINE_TEST_REDIS_URL` when set. */
 export interface TestRedis {
@@ -38,4 +39,18 @@ async function flushAll(url: string): Promise<void> {
   const redis = new Redis(url);
   await redis.flushall();
   redis.disconnect();
+}
+
+/**
+ * Poll XPENDING of a request stream (every `intervalMs`, at most `attempts` times) until it holds at
+ * least `count` delivered, unacknowledged entries; answers the last count seen. A missing consumer
+ * group (NOGROUP, before the worker created it) counts as 0.
+ */
+export async function waitForPending(redis: Redis, stream: string, count: number, attempts = 200, intervalMs = 20): Promise<number> {
+  let pending = 0;
+  for (let attempt = 0; attempt < attempts && pending < count; attempt++) {
+    pending = await redis.xpending(stream, CONSUMER_GROUP).then((reply) => Number((reply as [number])[0]), () => 0);
+    if (pending < count) await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  return pending;
 }
