@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
-import { loadModelConfig, type ImagePreprocessConfig } from '../packages/shared/src/index.ts';
+import { loadModelConfig, type GroupView, type ImagePreprocessConfig } from '../packages/shared/src/index.ts';
 import { decodeImage } from '../packages/worker/src/pipelines/image.ts';
 import type { Detection } from '../packages/worker/src/postprocess/nanodet.ts';
 import { BOXES_BACKGROUND, BOXES_PALETTE, BOXES_STROKE_PX, BOXES_TILE_PX } from '../packages/worker/src/reducers/boxes.ts';
@@ -49,16 +49,8 @@ interface GroupOutput {
   tile_px?: number;
   detections?: BoxesTile[];
 }
-interface Group {
-  id: string;
-  status: string;
-  size: number;
-  completed: number;
-  failed: number;
-  output?: GroupOutput;
-  failed_indexes?: number[];
-  error?: { code: string; message: string };
-}
+/** The API's group view, with the outputs these tests read. */
+type Group = Omit<GroupView, 'output'> & { output?: GroupOutput };
 
 async function photo(name: string): Promise<Buffer> {
   return readFile(join(TEST_IMAGES_DIR, name));

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
-import { connectRedis, JOB_EVENTS_CHANNEL, keys, loadModelConfig, runScript } from '../packages/shared/src/index.ts';
+import { connectRedis, JOB_EVENTS_CHANNEL, keys, loadModelConfig, runScript, type GroupView } from '../packages/shared/src/index.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
 import { ROOT, startAggregatorProcess, startGatewayProcess, startRole, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
@@ -15,15 +15,11 @@ import { gloveRepository } from './harness/repository.ts';
 
 const MODEL_DIR = join(ROOT, 'models', 'glove-embed');
 
-interface Group {
-  id: string;
-  status: string;
-  size: number;
-  completed: number;
-  failed: number;
+/** The API's group view, with the outputs these tests read, or an error reply's `error`. */
+type Group = Omit<GroupView, 'output' | 'error'> & {
   output?: { embedding?: number[]; outputs?: { embedding: number[] }[]; indexes?: number[] };
   error?: { code: string; message: string; index?: number };
-}
+};
 
 /** Call the gateway; answers the status and the JSON body (a group view or an error). */
 function call(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: Group }> {
