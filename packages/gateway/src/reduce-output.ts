@@ -1,9 +1,6 @@
 import { InferlineError, type ModelConfig, type ReducerName, type TensorSpec } from '@inferline/shared';
 import { WHOLE_OUTPUT } from './group-view.ts';
 
-/** Reducers that need each member's input kept until the reduce (they draw on the images). */
-export const REDUCERS_KEEPING_INPUTS: ReadonlySet<ReducerName> = new Set(['boxes']);
-
 const NUMERIC: ReadonlySet<string> = new Set(['float32', 'int32']);
 
 /**

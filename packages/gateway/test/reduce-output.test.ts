@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { before, describe, it } from 'node:test';
-import { InferlineError, loadModelConfig, type ModelConfig, type ReducerName } from '@inferline/shared';
+import { InferlineError, loadModelConfig, REDUCERS_KEEPING_INPUTS, type ModelConfig, type ReducerName } from '@inferline/shared';
 import { WHOLE_OUTPUT } from '../src/group-view.ts';
-import { REDUCERS_KEEPING_INPUTS, resolveReduceOutput } from '../src/reduce-output.ts';
+import { resolveReduceOutput } from '../src/reduce-output.ts';
 
 /** The committed config of one model of the zoo (models/<name>/config.json). */
 function loadZooConfig(name: string): Promise<ModelConfig> {

@@ -59,6 +59,12 @@ export type JobView = Static<typeof JobView>;
 export const REDUCERS = ['mean', 'sum', 'max', 'min', 'collect', 'labels', 'vote', 'boxes'] as const;
 export type ReducerName = (typeof REDUCERS)[number];
 
+/**
+ * Reducers that need each member's input until the reduce (they draw on the images): the gateway
+ * keeps the inputs of such groups (`keep_inputs`), and the aggregator hands them to the reducer's `add`.
+ */
+export const REDUCERS_KEEPING_INPUTS: ReadonlySet<ReducerName> = new Set(['boxes']);
+
 /** What a failed member does to its group: `fail` fails the group at once, `skip` leaves it out. */
 export const ON_ITEM_ERROR = ['fail', 'skip'] as const;
 export type OnItemError = (typeof ON_ITEM_ERROR)[number];

@@ -11,13 +11,14 @@ import {
   GroupView,
   InferlineError,
   keys,
+  REDUCERS_KEEPING_INPUTS,
   type GroupView as GroupViewType,
 } from '@inferline/shared';
 import { readInputs } from '../enqueue-jobs.ts';
 import { addToGroup, cancelGroup } from '../group-store.ts';
 import { readGroup, TERMINAL_GROUP_STATUSES } from '../group-view.ts';
 import type { ResolvedModel } from '../model-catalog.ts';
-import { REDUCERS_KEEPING_INPUTS, resolveReduceOutput } from '../reduce-output.ts';
+import { resolveReduceOutput } from '../reduce-output.ts';
 import { openEventStream } from '../event-stream.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';

@@ -53,7 +53,7 @@ interface DrawnTile {
 }
 
 /**
- * `boxes` (needs inputs): for a detector, every member's input image with its detections drawn, tiled
+ * `boxes` (in REDUCERS_KEEPING_INPUTS: `add` gets each input): for a detector, every member's input image with its detections drawn, tiled
  * into one PNG.
  *
  * Layout: each image (EXIF-oriented, as the worker decoded it) is resized to fit inside a
@@ -75,7 +75,6 @@ interface DrawnTile {
  */
 export const boxesReducer: ReducerModule = {
   name: 'boxes',
-  needsInputs: true,
   init(options) {
     const colours = new Map<string, string>();
     const colourOf = (label: string): string => {

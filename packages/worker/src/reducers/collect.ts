@@ -14,7 +14,6 @@ export const COLLECT_WHOLE_OUTPUT = '*';
  */
 export const collectReducer: ReducerModule = {
   name: 'collect',
-  needsInputs: false,
   init(options) {
     const outputs: unknown[] = [];
     const indexes: number[] = [];

@@ -75,7 +75,7 @@ export function elementwiseModule(
   combine: (accumulated: number, value: number) => number,
   finalize?: (accumulated: number, count: number) => number,
 ): ReducerModule {
-  return { name, needsInputs: false, init: (options) => elementwiseReducer(name, options, combine, finalize) };
+  return { name, init: (options) => elementwiseReducer(name, options, combine, finalize) };
 }
 
 function elementwiseReducer(

@@ -13,7 +13,6 @@ export const LABELS_SEPARATOR = ', ';
  */
 export const labelsReducer: ReducerModule = {
   name: 'labels',
-  needsInputs: false,
   init(options) {
     const items: string[] = [];
     const indexes: number[] = [];

@@ -29,7 +29,7 @@ export interface Reducer {
   /**
    * @param output the member's output
    * @param index its index in the group (0-based, increasing between calls; failed members skipped)
-   * @param input its encoded input bytes, given only to reducers with {@link ReducerModule.needsInputs}
+   * @param input its encoded input bytes, given only to reducers of `REDUCERS_KEEPING_INPUTS` (shared)
    */
   add(output: MemberOutput, index: number, input?: Buffer): void | Promise<void>;
   /** The group output, a MessagePack-encodable object (typed arrays, Buffers allowed). */
@@ -39,7 +39,5 @@ export interface Reducer {
 /** A reducer module: one file under `reducers/`. */
 export interface ReducerModule {
   name: ReducerName;
-  /** True when `add` needs each member's input (the gateway then keeps the inputs of such groups). */
-  needsInputs: boolean;
   init(options: ReducerOptions): Reducer;
 }

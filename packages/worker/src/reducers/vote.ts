@@ -14,7 +14,6 @@ import type { ReducerModule } from './reducer.ts';
  */
 export const voteReducer: ReducerModule = {
   name: 'vote',
-  needsInputs: false,
   init(options) {
     const counts = new Map<string, number>();
     let winner: string | undefined;
