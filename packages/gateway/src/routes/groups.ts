@@ -13,6 +13,7 @@ import {
   keys,
   REDUCERS_KEEPING_INPUTS,
   type GroupView as GroupViewType,
+  type ReducerName,
 } from '@inferline/shared';
 import { readInputs } from '../enqueue-jobs.ts';
 import { addToGroup, cancelGroup } from '../group-store.ts';
@@ -45,7 +46,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
   });
 
   /** Validate a request's inputs (at most max_group_inputs) and turn them into stored values. */
-  const readGroupInputs = async (target: ResolvedModel, inputs: readonly unknown[], reduce: string, sizeBefore: number): Promise<unknown[]> => {
+  const readGroupInputs = async (target: ResolvedModel, inputs: readonly unknown[], reduce: ReducerName, sizeBefore: number): Promise<unknown[]> => {
     if (inputs.length > settings.max_group_inputs) {
       throw new InferlineError('payload_too_large', `${inputs.length} inputs in one request, more than ${settings.max_group_inputs} (MAX_GROUP_INPUTS): send them in chunks to POST /v1/groups/:id/inputs`);
     }
@@ -55,8 +56,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     if (reduce === 'boxes' && sizeBefore + inputs.length > settings.max_boxes_inputs) {
       throw new InferlineError('payload_too_large', `a "boxes" group takes at most ${settings.max_boxes_inputs} images (MAX_BOXES_INPUTS); this one would hold ${sizeBefore + inputs.length}`);
     }
-    const stored = await readInputs(target, inputs);
-    return stored;
+    return readInputs(target, inputs);
   };
 
   app.post('/v1/groups', { schema: { body: GroupCreateBody, response: { 202: GroupView, ...Replies } } }, async (request, reply) => {
