@@ -11,7 +11,6 @@ import {
   JOB_EVENTS_CHANNEL,
   keys,
   REDUCE_QUEUE,
-  REDUCERS,
   runScript,
   type Logger,
   type ReduceJobData,
@@ -46,14 +45,14 @@ export type ReduceOutcome =
  *
  * Returns `{reduced: false}` without writing when the group is not reducing (gone, cancelled, or
  * already reduced by an earlier run of the same job).
- * @throws InferlineError `reduce_failed` / `empty_group` when the member outputs do not fit the reducer
- *   (the caller fails the group: retrying cannot help); Redis errors as they are (retried).
+ * @throws InferlineError `reduce_failed` / `empty_group` when the member outputs do not fit the reducer,
+ *   `invalid_reduce` when the record names no reducer (the caller fails the group: retrying cannot
+ *   help); Redis errors as they are (retried).
  */
 export async function reduceGroup(redis: Redis, groupId: string, chunkSize: number): Promise<ReduceOutcome> {
   const groupKey = keys.group(groupId);
   const [status, reduce, outputName, sizeText, keepInputs] = await redis.hmget(groupKey, 'status', 'reduce', 'output_name', 'size', 'keep_inputs');
   if (status !== 'reducing') return { reduced: false, reason: status ? `group is ${status}` : 'group does not exist' };
-  if (!REDUCERS.includes(reduce as ReducerName)) return { reduced: false, reason: `unknown reduce "${reduce ?? ''}"` };
   await redis.hincrby(groupKey, 'reduce_runs', 1);
   const size = Number(sizeText ?? 0);
   const reducer = createReducer(reduce as ReducerName, { output: outputName ?? '', size });
