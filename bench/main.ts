@@ -1,4 +1,8 @@
 /**
+ * `npm run bench -- --compare [--duration-s 10 --concurrency 1,32,256]`: inferline (the `npm start`
+ * topology) against a hand-built BullMQ queue and a naive in-handler server, with CPU per request per
+ * process (bench/compare.ts).
+ *
  * `npm run bench -- --group 100000 [--model glove-embed --workers 1 --chunk-size 1000]`: one
  * aggregation group of that many texts instead (bench/group.ts).
  *
@@ -21,6 +25,7 @@ import { decodeImage } from '../packages/worker/src/pipelines/image.ts';
 import { TEST_IMAGES_DIR } from '../test/harness/fetch-test-data.ts';
 import { ROOT, startGatewayProcess, startWorkerProcess } from '../test/harness/processes.ts';
 import { loadMobyDickParagraphs } from './corpus.ts';
+import { COMPARE_MODEL, runCompare } from './compare.ts';
 import { benchEndToEnd } from './end-to-end.ts';
 import { benchGroup } from './group.ts';
 import { benchInProcess } from './in-process.ts';
@@ -34,6 +39,7 @@ const options = new Command()
   .option('--skip-in-process', 'only the end-to-end runs')
   .option('--group <n>', 'instead: one aggregation group of n texts, reduce mean (bench/group.ts)')
   .option('--chunk-size <n>', 'with --group: inputs per request', '1000')
+  .option('--compare', `instead: inferline vs a BullMQ baseline vs a naive server on ${COMPARE_MODEL} (bench/compare.ts)`)
   .parse()
   .opts<{
     model: string;
@@ -44,9 +50,16 @@ const options = new Command()
     skipInProcess?: boolean;
     group?: string;
     chunkSize: string;
+    compare?: boolean;
   }>();
 
-if (options.group === undefined) {
+if (options.compare) {
+  if (options.model !== COMPARE_MODEL) throw new Error(`--compare measures ${COMPARE_MODEL} only`);
+  const durationS = Number(options.durationS);
+  const concurrency = (options.concurrency ?? '1,32,256').split(',').map(Number);
+  if (!(durationS > 0) || !concurrency.every((n) => Number.isInteger(n) && n > 0)) throw new Error('--duration-s takes a positive number, --concurrency positive integers');
+  await runCompare({ durationMs: durationS * 1000, concurrency });
+} else if (options.group === undefined) {
   await benchModel();
 } else {
   const count = Number(options.group);

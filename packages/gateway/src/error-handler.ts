@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { InferlineError, isConnectionError, isInferlineError, type ErrorReply, type Redis } from '@inferline/shared';
-import { QUEUE_FULL_RETRY_AFTER_S } from './enqueue-jobs.ts';
+import { InferlineError, QUEUE_FULL_RETRY_AFTER_S, isConnectionError, isInferlineError, type ErrorReply, type Redis } from '@inferline/shared';
+
 import type {} from './log-context.ts';
 
 /**

@@ -4,6 +4,7 @@ import {
   enqueueReduce,
   InferlineError,
   JOB_EVENTS_CHANNEL,
+  QUEUE_FULL_RETRY_AFTER_S,
   keys,
   runScript,
   type OnItemError,
@@ -12,7 +13,6 @@ import {
   type ReducerName,
   type ReduceRetry,
 } from '@inferline/shared';
-import { QUEUE_FULL_RETRY_AFTER_S } from './enqueue-jobs.ts';
 import type { ResolvedModel } from './model-catalog.ts';
 
 /** Reply codes of group-add.lua (see its header). */

@@ -25,7 +25,7 @@ export interface RunningGateway {
  *   port cannot be bound.
  */
 export async function startGateway(settings: Settings & { redis_url: string }, logger: Logger): Promise<RunningGateway> {
-  const redis = connectRedis(settings.redis_url, { name: 'inferline-gateway', failFast: true });
+  const redis = connectRedis(settings.redis_url, { name: 'inferline-gateway', failFast: true, enableAutoPipelining: true });
   logConnectionErrors(redis, logger, 'command');
   const subscriber = connectRedis(settings.redis_url, { name: 'inferline-gateway-events' });
   logConnectionErrors(subscriber, logger, 'events');

@@ -1,54 +1,60 @@
-import { decode, InferlineError, JOB_STATUSES, keys, type JobStatus, type JobView, type Redis } from '@inferline/shared';
+import { InferlineError, JOB_STATUSES, keys, parseJobRecord, type JobRecord, type JobStatus, type JobView, type Redis } from '@inferline/shared';
+
+/** A record's status as the API shows it (an unknown value reads as `queued`). */
+function viewStatus(record: JobRecord): JobStatus {
+  return (JOB_STATUSES as readonly string[]).includes(record.status) ? (record.status as JobStatus) : 'queued';
+}
 
 /**
- * Build the API view of a job from its record as `HGETALL` returns it with buffers (fields written by
- * enqueue.lua, start.lua, settle.lua, dead-letter.lua). Returns undefined for an empty record (no such
- * job, or expired).
- *
- * `output` (MessagePack) is decoded and made JSON-ready: typed arrays become plain number arrays,
- * byte strings become `{"b64": ...}` (TF Serving's convention). `timings` appear once a result was
- * written; `error` when the job failed.
+ * The API view of a job record (see `protocol/records.ts`): `output` (JSON text written by the worker)
+ * parsed, `timings` once a result was written, `error` when the job failed. For the compatibility
+ * routes and the event stream; the native routes send {@link jobViewJson} instead.
  */
-export function toJobView(record: Record<string, Buffer>): JobView | undefined {
-  const id = record.id?.toString();
-  if (id === undefined) return undefined;
-  const status = record.status?.toString() ?? 'queued';
+export function toJobView(record: JobRecord): JobView {
   const view: JobView = {
-    id,
-    model: record.model?.toString() ?? '',
-    version: Number(record.version?.toString() ?? 0),
-    status: (JOB_STATUSES as readonly string[]).includes(status) ? (status as JobStatus) : 'queued',
-    created_at: new Date(Number(record.created_at?.toString() ?? 0)).toISOString(),
+    id: record.id,
+    model: record.model,
+    version: record.version,
+    status: viewStatus(record),
+    created_at: new Date(record.created_at).toISOString(),
   };
-  if (view.status === 'succeeded' && record.output && record.output.length > 0) {
-    view.output = toJson(decode(record.output)) as Record<string, unknown>;
-  }
-  if (record.error_code) {
-    view.error = { code: record.error_code.toString(), message: record.error_message?.toString() ?? '' };
-  }
-  if (record.queue_ms && record.inference_ms && record.batch_size) {
-    view.timings = {
-      queue_ms: Number(record.queue_ms.toString()),
-      inference_ms: Number(record.inference_ms.toString()),
-      batch_size: Number(record.batch_size.toString()),
-      batch_id: record.batch_id?.toString() ?? '',
-    };
-  }
+  if (view.status === 'succeeded' && record.output !== undefined) view.output = JSON.parse(record.output) as Record<string, unknown>;
+  if (record.error) view.error = record.error;
+  if (record.timings) view.timings = record.timings;
   return view;
 }
 
 /**
- * Read one job's view.
- * @throws InferlineError `job_not_found` when the record does not exist (never created, or expired
+ * The same view as {@link toJobView}, as JSON text, with the stored output spliced in as it is: the
+ * gateway neither parses nor re-serializes the output (a float32 embedding is already in its shortest
+ * form). Field order and values equal `JSON.stringify(toJobView(record))`.
+ */
+export function jobViewJson(record: JobRecord): string {
+  const status = viewStatus(record);
+  let text = `{"id":${JSON.stringify(record.id)},"model":${JSON.stringify(record.model)},"version":${record.version},"status":"${status}","created_at":"${new Date(record.created_at).toISOString()}"`;
+  if (status === 'succeeded' && record.output !== undefined) text += `,"output":${record.output}`;
+  if (record.error) text += `,"error":${JSON.stringify(record.error)}`;
+  if (record.timings) text += `,"timings":${JSON.stringify(record.timings)}`;
+  return `${text}}`;
+}
+
+/**
+ * Read one job record.
+ * @throws InferlineError `job_not_found` when it does not exist (never created, or expired
  *   `result_ttl_s` after it finished).
  */
-export async function readJob(redis: Redis, jobId: string): Promise<JobView> {
-  const view = toJobView(await redis.hgetallBuffer(keys.job(jobId)));
-  if (!view) throw new InferlineError('job_not_found', `job "${jobId}" does not exist or has expired`);
-  return view;
+export async function readJobRecord(redis: Redis, jobId: string): Promise<JobRecord> {
+  const record = parseJobRecord(await redis.hgetallBuffer(keys.job(jobId)));
+  if (!record) throw new InferlineError('job_not_found', `job "${jobId}" does not exist or has expired`);
+  return record;
 }
 
-/** A decoded output value made JSON-serializable (see {@link toJobView}). */
+/** {@link readJobRecord} as its API view. @throws InferlineError `job_not_found`. */
+export async function readJob(redis: Redis, jobId: string): Promise<JobView> {
+  return toJobView(await readJobRecord(redis, jobId));
+}
+
+/** A decoded output value made JSON-serializable: typed arrays → number arrays, bytes → `{"b64"}`. */
 export function toJson(value: unknown): unknown {
   if (Buffer.isBuffer(value)) return { b64: value.toString('base64') };
   if (ArrayBuffer.isView(value)) {
@@ -64,4 +70,18 @@ export function toJson(value: unknown): unknown {
     return out;
   }
   return value;
+}
+
+/** Content type of the replies written as JSON text. */
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+/**
+ * Send JSON text as it is: fastify sends a string with a JSON content type without serializing it
+ * (https://fastify.dev/docs/latest/Reference/Reply/#senddata), so the route's response schema does not
+ * apply to it; the text comes from {@link jobViewJson}, which follows `JobView`.
+ */
+export function sendJsonText<R extends { type(contentType: string): unknown }>(reply: R, text: string): R {
+  const typed = reply.type(JSON_TYPE) as { send(payload: string): unknown };
+  typed.send(text);
+  return reply;
 }

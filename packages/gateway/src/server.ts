@@ -1,6 +1,7 @@
 import multipart from '@fastify/multipart';
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { setMaxListeners } from 'node:events';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Logger } from '@inferline/shared';
 import { createErrorHandler, notFoundHandler } from './error-handler.ts';
@@ -60,6 +61,8 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
   const metrics = createMetrics(deps.redis, deps.models, deps.settings.heartbeat_interval_ms, deps.logger);
   app.decorate('metrics', metrics);
   const shutdown = new AbortController();
+  // Every waiting request listens on it (requestSignal): thousands at once is expected, not a leak.
+  setMaxListeners(0, shutdown.signal);
   let forceClose: NodeJS.Timeout | undefined;
   app.addHook('preClose', (done) => {
     shutdown.abort();

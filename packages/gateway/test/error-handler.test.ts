@@ -36,7 +36,7 @@ describe('error-handler: every error answers {"error":{"code","message"}} with i
   }
 
   it('missing input → 400 invalid_input naming the field', async () => {
-    assertError(await postJob(f.app, { model: MODEL }), 400, 'invalid_input', /missing field "input"/);
+    assertError(await postJob(f.app, { model: MODEL }), 400, 'invalid_input', /exactly one of "input"/);
     await assertNothingStored();
   });
 
@@ -101,7 +101,7 @@ describe('error-handler: every error answers {"error":{"code","message"}} with i
     assertError(res, 429, 'queue_full', /max_queue_size/);
     assert.equal(res.headers['retry-after'], '1');
     assert.equal(await f.redis.xlen(keys.requests(MODEL, 2)), 3);
-    assert.equal((await f.redis.keys(keys.job('*'))).length, 3);
+    assert.equal((await f.redis.keys(keys.job(`${MODEL}~*`))).length, 3);
   });
 
   it('a burst of 200 mixed malformed and valid requests stores exactly the valid ones', async () => {
@@ -140,7 +140,7 @@ describe('error-handler: every error answers {"error":{"code","message"}} with i
       assert.equal(entries.length, 25);
       const streamJobs = new Set(entries.map(([, fields]) => fields[1]));
       assert.deepEqual(streamJobs, new Set(accepted.keys()));
-      const jobKeys = await big.redis.keys(keys.job('*'));
+      const jobKeys = await big.redis.keys(keys.job(`${MODEL}~*`));
       assert.deepEqual(new Set(jobKeys), new Set([...accepted.keys()].map((id) => keys.job(id))));
     } finally {
       await big.close();
@@ -188,6 +188,9 @@ describe('error-handler: Redis unreachable → 503 unavailable, nothing stored',
     try {
       f.appRedis.disconnect();
       assertError(await postJob(f.app, { model: MODEL, input: 'x' }), 503, 'unavailable');
+      const waiting = await f.app.inject({ method: 'POST', url: '/v1/jobs', payload: { model: MODEL, inputs: ['x', 'y'] }, headers: { prefer: 'wait=5' } });
+      assertError(waiting, 503, 'unavailable');
+      assert.equal(f.events.watchedJobs, 0, 'Prefer: wait leaves no waiter behind');
       assert.deepEqual(await f.redis.keys('*'), []);
     } finally {
       await f.close();

@@ -3,13 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   connectRedis,
-  createLogger,
-  encode,
-  JOB_EVENTS_CHANNEL,
   CONSUMER_GROUP,
+  createLogger,
+  decode,
   keys,
   loadSettings,
-  runScript,
+  outputToJson,
+  settleJobs,
+  startJobs,
   type Redis,
   type Settings,
 } from '@inferline/shared';
@@ -89,7 +90,7 @@ export async function startFixture(options: RepositoryOptions & { settings?: Par
   const repository = await createRepository(options);
   const settings = testSettings({ redis_url: server.url, model_repository: repository, ...options.settings });
   const redis = connectRedis(server.url, { name: 'test' });
-  const appRedis = connectRedis(server.url, { name: 'test-gateway', failFast: true });
+  const appRedis = connectRedis(server.url, { name: 'test-gateway', failFast: true, enableAutoPipelining: true });
   appRedis.on('error', () => undefined);
   await appRedis.ping().catch(async () => {
     // failFast: the first command may run before the connection is ready.
@@ -135,44 +136,66 @@ export async function entryOf(redis: Redis, jobId: string): Promise<string> {
 
 /** Run the real start.lua for one job, as a worker does when its batch begins. */
 export async function startJob(redis: Redis, jobId: string): Promise<string[]> {
-  return runScript<string[]>(redis, 'start', [keys.job(jobId)], [Date.now(), JOB_EVENTS_CHANNEL, jobId]);
+  return startJobs(redis, [jobId], Date.now());
 }
 
-/** A glove-embed output as a worker encodes it. */
-export function embeddingOutput(value = 0.1): Buffer {
-  return encode({ embedding: new Float32Array(100).fill(value) });
+/** A glove-embed output as a worker writes it (JSON text). */
+export function embeddingOutput(value = 0.1): string {
+  return outputToJson({ embedding: new Float32Array(100).fill(value) });
 }
 
-/** Run the real settle.lua for one job (ARGV exactly as settle.lua documents). */
+/** Run the real settle.lua for one job, as a worker does (queue_ms 12, inference_ms 3, batch of 4). */
 export async function settleJob(
   redis: Redis,
   jobId: string,
-  result: { status: 'succeeded'; output?: Buffer } | { status: 'failed'; code: string; message: string } = { status: 'succeeded' },
+  result: { status: 'succeeded'; output?: string } | { status: 'failed'; code: string; message: string } = { status: 'succeeded' },
   version = 1,
 ): Promise<number> {
-  const entry = await entryOf(redis, jobId);
-  const succeeded = result.status === 'succeeded';
-  return runScript<number>(
-    redis,
-    'settle',
-    [keys.job(jobId), keys.requests(MODEL, version)],
-    [
-      CONSUMER_GROUP,
-      entry,
-      result.status,
-      succeeded ? (result.output ?? embeddingOutput()) : '',
-      succeeded ? '' : result.code,
-      succeeded ? '' : result.message,
-      Date.now(),
-      12,
-      3,
-      4,
-      'batch-1',
-      60,
-      JOB_EVENTS_CHANNEL,
-      jobId,
-    ],
-  );
+  const entryId = await entryOf(redis, jobId);
+  const [written] = await settleJobs(redis, MODEL, version, { inference_ms: 3, batch_size: 4, batch_id: 'batch-1', result_ttl_s: 60 }, [
+    { jobId, entryId, queue_ms: 12, result: result.status === 'succeeded' ? { ok: true, output: result.output ?? embeddingOutput() } : { ok: false, code: result.code, message: result.message } },
+  ]);
+  return written ? 1 : 0;
+}
+
+/**
+ * A stand-in worker on the real protocol: XREADGROUP, start.lua, settle.lua (through the protocol module). The embedding of a text is
+ * filled with its length / 100, so a test can tell which answer belongs to which instance; a text
+ * starting with "fail" fails with inference_failed.
+ */
+export function fakeWorker(url: string, version = 1): { stop(): Promise<void> } {
+  const redis: Redis = connectRedis(url, { name: 'fake-worker' });
+  redis.on('error', () => undefined);
+  const stream = keys.requests(MODEL, version);
+  let running = true;
+  const loop = (async () => {
+    await redis.xgroup('CREATE', stream, CONSUMER_GROUP, '0', 'MKSTREAM').catch(() => undefined);
+    while (running) {
+      const reply = (await redis.callBuffer('XREADGROUP', 'GROUP', CONSUMER_GROUP, 'w1', 'COUNT', 32, 'BLOCK', 50, 'STREAMS', stream, '>')) as
+        | [Buffer, [Buffer, Buffer[]][]][]
+        | null;
+      for (const [, entries] of reply ?? []) {
+        for (const [id, fields] of entries) {
+          const jobId = fields[1]?.toString() ?? '';
+          const text = decode<string>(fields[3] ?? Buffer.alloc(0));
+          await startJobs(redis, [jobId], Date.now());
+          const result = text.startsWith('fail')
+            ? { ok: false as const, code: 'inference_failed', message: 'model threw' }
+            : { ok: true as const, output: outputToJson({ embedding: new Float32Array(100).fill(text.length / 100) }) };
+          await settleJobs(redis, MODEL, version, { inference_ms: 1, batch_size: entries.length, batch_id: 'b', result_ttl_s: 60 }, [
+            { jobId, entryId: id.toString(), result, queue_ms: 1 },
+          ]);
+        }
+      }
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      redis.disconnect();
+    },
+  };
 }
 
 /** One server-sent event: its name and its JSON data. */

@@ -3,7 +3,7 @@ import { request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { decode, keys, type JobView } from '@inferline/shared';
-import { MODEL, postJob, readEvents, settleJob, startFixture, startJob, type Fixture, type SseEvent } from './fixture.ts';
+import { fakeWorker, MODEL, postJob, readEvents, settleJob, startFixture, startJob, type Fixture, type SseEvent } from './fixture.ts';
 
 describe('routes/jobs', () => {
   let f: Fixture;
@@ -27,7 +27,7 @@ describe('routes/jobs', () => {
     const res = await postJob(f.app, { model: MODEL, version: 1, input: 'hello world' });
     assert.equal(res.statusCode, 202);
     const body = res.json<JobView>();
-    assert.equal(body.id.length, 21);
+    assert.match(body.id, new RegExp(`^${MODEL}~[A-Za-z0-9_-]{21}$`), 'the id carries its model (its hash tag) and 21 random characters');
     assert.deepEqual({ ...body, id: '', created_at: '' }, { id: '', model: MODEL, version: 1, status: 'queued', created_at: '' });
     assert.ok(!Number.isNaN(Date.parse(body.created_at)));
     assert.equal(res.headers.location, `/v1/jobs/${body.id}`);
@@ -188,6 +188,105 @@ describe('routes/jobs', () => {
       controller.abort();
       await until(() => f.events.watchedJobs === 0);
     });
+  });
+});
+
+describe('routes/jobs: Prefer: wait (RFC 7240) and the bulk form', () => {
+  let f: Fixture;
+  let worker: { stop(): Promise<void> } | undefined;
+  before(async () => {
+    f = await startFixture({ maxQueueSize: 5, settings: { max_wait_s: 2, max_bulk_inputs: 4 } });
+  });
+  after(async () => {
+    await worker?.stop();
+    await f.close();
+  });
+  beforeEach(async () => {
+    await worker?.stop();
+    worker = undefined;
+    await f.redis.flushall();
+  });
+
+  const post = (payload: Record<string, unknown>, prefer?: string) =>
+    f.app.inject({ method: 'POST', url: '/v1/jobs', payload, headers: prefer === undefined ? {} : { prefer } });
+
+  it('answers 200 with the terminal view, output included, when the job finishes within the wait', async () => {
+    worker = fakeWorker(f.server.url);
+    const res = await post({ model: MODEL, input: 'abcde' }, 'wait=5');
+    assert.equal(res.statusCode, 200, res.body);
+    assert.equal(res.headers['preference-applied'], 'wait=2', 'the wait is capped at max_wait_s');
+    const view = res.json<JobView>();
+    assert.equal(view.status, 'succeeded');
+    assert.equal(res.headers.location, `/v1/jobs/${view.id}`);
+    const embedding = view.output?.embedding as number[];
+    assert.equal(embedding.length, 100);
+    assert.equal(Math.fround(embedding[0] ?? 0), Math.fround(0.05), 'the fake worker writes length / 100');
+    assert.deepEqual(view, (await f.app.inject({ url: `/v1/jobs/${view.id}` })).json<JobView>(), 'the same view GET answers');
+    assert.equal(f.events.watchedJobs, 0);
+  });
+
+  it('a failed job also answers 200 (it is terminal), with its error', async () => {
+    worker = fakeWorker(f.server.url);
+    const res = await post({ model: MODEL, input: 'fail this one' }, 'respond-async, wait=1');
+    assert.equal(res.statusCode, 200, res.body);
+    assert.deepEqual(res.json<JobView>().error, { code: 'inference_failed', message: 'model threw' });
+  });
+
+  it('answers 202 queued after max_wait_s when nothing runs it (wait=N above the cap waits only the cap)', async () => {
+    const started = Date.now();
+    const res = await post({ model: MODEL, input: 'nobody serves me' }, 'wait=60');
+    const waited = Date.now() - started;
+    assert.equal(res.statusCode, 202);
+    assert.equal(res.headers['preference-applied'], 'wait=2');
+    assert.equal(res.json<JobView>().status, 'queued');
+    assert.ok(waited >= 1_900 && waited < 10_000, `waited ${waited} ms, max_wait_s is 2`);
+    assert.equal(f.events.watchedJobs, 0);
+  });
+
+  it('without the header, or with a malformed one, answers 202 at once', async () => {
+    for (const prefer of [undefined, 'wait=soon', 'respond-async']) {
+      const res = await post({ model: MODEL, input: 'x' }, prefer);
+      assert.equal(res.statusCode, 202, String(prefer));
+      assert.equal(res.headers['preference-applied'], undefined);
+    }
+  });
+
+  it('bulk: one job per input, answered in input order, each its own result', async () => {
+    worker = fakeWorker(f.server.url);
+    const texts = ['a', 'abcd', 'ab', 'abc'];
+    const res = await post({ model: MODEL, inputs: texts }, 'wait=2');
+    assert.equal(res.statusCode, 200, res.body);
+    const { jobs } = res.json<{ jobs: JobView[] }>();
+    assert.equal(new Set(jobs.map((job) => job.id)).size, 4);
+    assert.deepEqual(
+      jobs.map((job) => Math.round(((job.output?.embedding as number[])[0] ?? 0) * 100)),
+      texts.map((text) => text.length),
+    );
+    const queued = await post({ model: MODEL, inputs: ['x', 'y'] });
+    assert.equal(queued.statusCode, 202);
+    assert.deepEqual(queued.json<{ jobs: JobView[] }>().jobs.map((job) => job.status), ['queued', 'queued']);
+  });
+
+  it('bulk: an invalid input, too many inputs, or a full queue stores nothing', async () => {
+    const invalid = await post({ model: MODEL, inputs: ['fine', 7, 'also fine'] });
+    assert.equal(invalid.statusCode, 400);
+    assert.equal(invalid.json<{ error: { code: string; index: number } }>().error.index, 1);
+    const tooMany = await post({ model: MODEL, inputs: ['1', '2', '3', '4', '5'] });
+    assert.equal(tooMany.statusCode, 413);
+    assert.deepEqual(await f.redis.keys('*'), []);
+
+    assert.equal((await post({ model: MODEL, inputs: ['1', '2', '3'] })).statusCode, 202);
+    const full = await post({ model: MODEL, inputs: ['4', '5', '6'] });
+    assert.equal(full.statusCode, 429, 'max_queue_size 5: three more do not fit');
+    assert.equal((await f.redis.keys(keys.job(`${MODEL}~*`))).length, 3, 'none of the refused call is stored');
+    assert.equal(await f.redis.xlen(keys.requests(MODEL, 1)), 3);
+  });
+
+  it('both or neither of input and inputs → 400', async () => {
+    for (const payload of [{ model: MODEL }, { model: MODEL, input: 'a', inputs: ['b'] }, { model: MODEL, inputs: [] }]) {
+      const res = await post(payload);
+      assert.equal(res.statusCode, 400, JSON.stringify(payload));
+    }
   });
 });
 

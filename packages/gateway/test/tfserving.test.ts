@@ -1,48 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { connectRedis, CONSUMER_GROUP, decode, encode, JOB_EVENTS_CHANNEL, keys, runScript, type Redis } from '@inferline/shared';
-import { MODEL, startFixture, type Fixture } from './fixture.ts';
-
-/**
- * A stand-in worker on the real protocol: XREADGROUP, start.lua, settle.lua. The embedding of a text is
- * filled with its length / 100, so a test can tell which answer belongs to which instance; a text
- * starting with "fail" fails with inference_failed.
- */
-function fakeWorker(url: string, version = 1): { stop(): Promise<void> } {
-  const redis: Redis = connectRedis(url, { name: 'fake-worker' });
-  const stream = keys.requests(MODEL, version);
-  let running = true;
-  const loop = (async () => {
-    await redis.xgroup('CREATE', stream, CONSUMER_GROUP, '0', 'MKSTREAM').catch(() => undefined);
-    while (running) {
-      const reply = (await redis.callBuffer('XREADGROUP', 'GROUP', CONSUMER_GROUP, 'w1', 'COUNT', 32, 'BLOCK', 50, 'STREAMS', stream, '>')) as
-        | [Buffer, [Buffer, Buffer[]][]][]
-        | null;
-      for (const [, entries] of reply ?? []) {
-        for (const [id, fields] of entries) {
-          const jobId = fields[1]?.toString() ?? '';
-          const text = decode<string>(fields[3] ?? Buffer.alloc(0));
-          await runScript(redis, 'start', [keys.job(jobId)], [Date.now(), JOB_EVENTS_CHANNEL, jobId]);
-          const failed = text.startsWith('fail');
-          const output = failed ? '' : encode({ embedding: new Float32Array(100).fill(text.length / 100) });
-          await runScript(
-            redis,
-            'settle',
-            [keys.job(jobId), stream],
-            [CONSUMER_GROUP, id.toString(), failed ? 'failed' : 'succeeded', output, failed ? 'inference_failed' : '', failed ? 'model threw' : '', Date.now(), 1, 1, entries.length, 'b', 60, JOB_EVENTS_CHANNEL, jobId],
-          );
-        }
-      }
-    }
-  })();
-  return {
-    stop: async () => {
-      running = false;
-      await loop;
-      redis.disconnect();
-    },
-  };
-}
+import { fakeWorker, MODEL, startFixture, type Fixture } from './fixture.ts';
 
 type Body = { predictions?: number[][]; outputs?: number[][]; error?: { code: string; message: string } };
 

@@ -10,3 +10,6 @@ export * from './scripts.ts';
 export * from './settings.ts';
 export * from './embedding-bag-format.ts';
 export * from './reduce-queue.ts';
+export * from './json-output.ts';
+export * from './protocol/records.ts';
+export * from './protocol/job-scripts.ts';

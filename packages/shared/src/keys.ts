@@ -1,12 +1,38 @@
+import { nanoid } from 'nanoid';
+
 /**
  * Every Redis key and channel name of the protocol (DESIGN.md sections 2 and 10). No other file builds a
  * key string. Keys of a model carry the hash tag `{m:<name>}` so a model's stream, dead letters and
  * heartbeats share one Redis Cluster slot.
  *
- * Job records are keyed by job id alone (`il:job:<id>`): a client reads a job knowing only its id.
- * Keys of an aggregation group carry `{g:<id>}` (DESIGN.md section 5).
+ * A job id carries the tag of the stream it is settled with: `<model>~<nanoid>` (see {@link newJobId}),
+ * and its record is `il:{m:<model>}:job:<id>`. So a client reads a job knowing only its id, and every
+ * script that touches a job (enqueue, start, settle, dead-letter) touches keys of one slot, which lets
+ * one script call carry a whole batch. Keys of an aggregation group carry `{g:<id>}` (DESIGN.md
+ * section 5).
  */
 const PREFIX = 'il';
+
+/**
+ * Between the hash-tag part and the random part of a job id. Neither a model name
+ * (`[a-z0-9_.-]`) nor nanoid's alphabet (`[A-Za-z0-9_-]`) holds it, and it needs no escaping in a URL
+ * (RFC 3986 unreserved).
+ */
+export const JOB_ID_SEPARATOR = '~';
+
+/**
+ * A fresh job id for a request to `model`: `<model>~<nanoid()>` (21 random characters, 126 bits,
+ * DESIGN.md section 2). The model part makes {@link keys.job} land in the model's slot.
+ */
+export function newJobId(model: string): string {
+  return `${model}${JOB_ID_SEPARATOR}${nanoid()}`;
+}
+
+/** The model a job id was made for (its hash-tag part), or undefined when the id has no such part. */
+export function jobIdModel(jobId: string): string | undefined {
+  const at = jobId.lastIndexOf(JOB_ID_SEPARATOR);
+  return at > 0 ? jobId.slice(0, at) : undefined;
+}
 
 /** Name of the consumer group every worker of a model version reads through. */
 export const CONSUMER_GROUP = 'workers';
@@ -35,8 +61,11 @@ function groupTag(groupId: string): string {
 
 /** Key builders; each returns the full key string. */
 export const keys = {
-  /** Hash: one job record (status, model, version, output, error, timings). */
-  job: (jobId: string): string => `${PREFIX}:job:${jobId}`,
+  /**
+   * Hash: one job record (fields in `protocol/records.ts`), in its model's slot. An id without a model
+   * part (never issued by {@link newJobId}) maps to a key no script writes, so it reads as not found.
+   */
+  job: (jobId: string): string => `${PREFIX}:${modelTag(jobIdModel(jobId) ?? '')}:job:${jobId}`,
   /** Stream: the requests waiting for one model version; consumer group {@link CONSUMER_GROUP}. */
   requests: (model: string, version: number): string => `${PREFIX}:${modelTag(model)}:v${version}:requests`,
   /** Stream: requests delivered more than `max_deliveries` times. */

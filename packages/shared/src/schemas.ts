@@ -10,12 +10,13 @@ export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancel
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export const TERMINAL_STATUSES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled', 'expired']);
 
-/** `POST /v1/jobs` body. */
+/** `POST /v1/jobs` body: one request (`input`), or the bulk form (`inputs`, one job each, in order). */
 export const JobCreateBody = Type.Object(
   {
     model: Type.String({ minLength: 1, maxLength: 64 }),
     version: Type.Optional(Type.Integer({ minimum: 1 })),
-    input: Type.Unknown({ description: 'Text as a JSON string (for a text model).' }),
+    input: Type.Optional(Type.Unknown({ description: 'Text as a JSON string (text model), {"b64": ...} (image model).' })),
+    inputs: Type.Optional(Type.Array(Type.Unknown(), { minItems: 1, description: 'Bulk form: each input becomes its own job, answered in order; stored all or nothing.' })),
   },
   { additionalProperties: false },
 );
@@ -47,6 +48,10 @@ export const JobView = Type.Object({
   timings: Type.Optional(JobTimings),
 });
 export type JobView = Static<typeof JobView>;
+
+/** Reply of the bulk form of `POST /v1/jobs`: one view per input, in input order. */
+export const JobList = Type.Object({ jobs: Type.Array(JobView) });
+export type JobList = Static<typeof JobList>;
 
 /**
  * Reducers of an aggregation group (DESIGN.md section 5):

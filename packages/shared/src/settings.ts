@@ -22,7 +22,12 @@ export const Settings = Type.Object({
   state_dir: Type.String({ default: '.inferline' }),
   /** Largest accepted HTTP body, bytes (413 above): room for a base64 photo; each model bounds its own inputs further. */
   max_body_bytes: Type.Integer({ minimum: 1024, default: 16_777_216 }),
-  /** Longest `?wait=` of a long-poll, seconds. */
+  /**
+   * Most inputs in one bulk `POST /v1/jobs` (`inputs`) or one `:predict` call: they are stored by one
+   * Lua call, which blocks Redis while it runs.
+   */
+  max_bulk_inputs: Type.Integer({ minimum: 1, default: 1_000 }),
+  /** Longest `?wait=` of a long-poll and `Prefer: wait=` of a submission, seconds. */
   max_wait_s: Type.Number({ minimum: 0, default: 60 }),
   /** How often the gateway re-reads the model repository, ms. */
   poll_interval_ms: Type.Integer({ minimum: 100, default: 5_000 }),

@@ -103,7 +103,7 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
   const metricsServer = settings.metrics_port > 0 ? await serveMetrics(metrics.registry, settings.metrics_port, settings.host) : undefined;
   if (metricsServer) logger.info({ port: settings.metrics_port }, 'worker metrics on /metrics');
   const consumer = consumerName();
-  const redis = connectRedis(settings.redis_url, { name: `worker:${consumer}` });
+  const redis = connectRedis(settings.redis_url, { name: `worker:${consumer}`, enableAutoPipelining: true });
   const readers = servables.map(() => connectRedis(settings.redis_url, { name: `worker-reader:${consumer}` }));
   for (const connection of [redis, ...readers]) {
     connection.on('error', (error: Error) => logger.warn({ err: error }, 'redis connection error'));

@@ -1,7 +1,6 @@
-import type { Redis } from 'ioredis';
-import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys, runScript } from '@inferline/shared';
+import { Command, type Redis } from 'ioredis';
+import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, deadLetterJob, keys, parseEntry, requestLabel, runScript, type RawEntry, type StreamEntry } from '@inferline/shared';
 import { dropEntries, groupScriptKeys, MEMBER_GROUP_READY } from './settle.ts';
-import { parseEntry, requestLabel, type RawEntry, type StreamEntry } from './stream-entry.ts';
 
 /** What one reclaim pass found. */
 export interface ReclaimResult {
@@ -36,17 +35,10 @@ export interface ReclaimOptions {
  */
 export async function reclaimPending(redis: Redis, options: ReclaimOptions): Promise<ReclaimResult> {
   const stream = keys.requests(options.model, options.version);
-  // Buffers, not strings: the `input` field is MessagePack bytes.
-  const [, rawEntries] = (await redis.callBuffer(
-    'XAUTOCLAIM',
-    stream,
-    CONSUMER_GROUP,
-    options.consumer,
-    options.visibility_timeout_ms,
-    '0-0',
-    'COUNT',
-    options.count,
-  )) as [Buffer, (RawEntry | null)[]];
+  // Buffers, not strings: the `input` field is MessagePack bytes. Sent as a Command: ioredis' `call`
+  // loses its command name on an auto-pipelining connection.
+  const command = new Command('XAUTOCLAIM', [stream, CONSUMER_GROUP, options.consumer, options.visibility_timeout_ms, '0-0', 'COUNT', options.count], { replyEncoding: null });
+  const [, rawEntries] = (await redis.sendCommand(command)) as [Buffer, (RawEntry | null)[]];
   const entries: StreamEntry[] = [];
   const orphans: string[] = [];
   for (const raw of rawEntries) {
@@ -74,17 +66,16 @@ export async function reclaimPending(redis: Redis, options: ReclaimOptions): Pro
     }
     const message = `delivered ${deliveries} times (max_deliveries ${options.max_deliveries}) without a result`;
     const deadLetter = keys.deadLetter(options.model, options.version);
-    if (entry.member) {
-      const { groupId, index } = entry.member;
+    if (entry.kind === 'member') {
+      const { groupId, index } = entry;
       const outcome = await runScript<number>(redis, 'dead-letter-member', [...groupScriptKeys(groupId), stream, deadLetter], [
         CONSUMER_GROUP, entry.entryId, deliveries, index, Date.now(), JOB_EVENTS_CHANNEL, groupId, message,
       ]);
       if (outcome === MEMBER_GROUP_READY) readyGroups.push(groupId);
     } else {
-      const jobId = entry.jobId ?? '';
-      await runScript(redis, 'dead-letter', [keys.job(jobId), stream, deadLetter], [
-        CONSUMER_GROUP, entry.entryId, deliveries, Date.now(), options.result_ttl_s, JOB_EVENTS_CHANNEL, jobId, message,
-      ]);
+      await deadLetterJob(redis, {
+        model: options.model, version: options.version, jobId: entry.jobId, entryId: entry.entryId, deliveries, result_ttl_s: options.result_ttl_s, message,
+      });
     }
     deadLettered.push(requestLabel(entry));
   }

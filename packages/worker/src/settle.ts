@@ -1,21 +1,24 @@
 import type { Redis } from 'ioredis';
-import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, encode, keys, runScript } from '@inferline/shared';
+import {
+  CONSUMER_GROUP,
+  JOB_EVENTS_CHANNEL,
+  encode,
+  keys,
+  outputToJson,
+  runScript,
+  settleJobs,
+  type BatchFigures,
+  type JobEntry,
+  type MemberEntry,
+  type StreamEntry,
+} from '@inferline/shared';
 import type { ItemResult } from './predict-with-split.ts';
-import type { StreamEntry } from './stream-entry.ts';
 
-/** Per-request figures written with its result, ms. */
-export interface SettleTimings {
-  queue_ms: number;
-  inference_ms: number;
-  batch_size: number;
-  batch_id: string;
-}
-
-/** One request ready to be settled. */
+/** One request ready to be settled, with the time it waited before its batch started (ms). */
 export interface Settlement {
   entry: StreamEntry;
   result: ItemResult;
-  timings: SettleTimings;
+  queue_ms: number;
 }
 
 /** The keys settle-member.lua and dead-letter-member.lua take first, for one group. */
@@ -37,54 +40,58 @@ export interface SettleOutcome {
 }
 
 /**
- * Settle a batch in one round trip: per request one script, pipelined. A single job goes through
- * `settle.lua` (result written unless the job is already terminal); a group member through
- * `settle-member.lua` (result recorded in its group once, the group's `remaining` counter decremented
- * on that first settle only). Both then XACK and XDEL the entry and publish the event.
+ * Settle a batch of one model version: its single jobs in one settle.lua call (output as JSON text,
+ * `outputToJson`), each group member through settle-member.lua (its output as MessagePack, recorded
+ * in its group once, the group's `remaining` counter decremented on that first settle only). The
+ * calls go out together (the connection auto-pipelines). Every script XACKs and XDELs its entries and
+ * announces the new statuses.
  * @throws Error when Redis fails; the entries then stay pending and are reclaimed later.
  */
-export async function settleBatch(redis: Redis, stream: string, resultTtlS: number, settlements: readonly Settlement[]): Promise<SettleOutcome> {
-  if (settlements.length === 0) return { written: 0, readyGroups: [] };
-  const pipeline = redis.pipeline();
-  const finishedAt = Date.now();
-  for (const { entry, result, timings } of settlements) {
-    const status = result.ok ? 'succeeded' : 'failed';
-    const output = result.ok ? encode(result.output) : '';
-    const code = result.ok ? '' : result.code;
-    const message = result.ok ? '' : result.message;
-    if (entry.member) {
-      const { groupId, index } = entry.member;
-      void runScript(pipeline, 'settle-member', [...groupScriptKeys(groupId), stream], [
-        CONSUMER_GROUP, entry.entryId, index, status, output, code, message, finishedAt, JOB_EVENTS_CHANNEL, groupId,
-      ]);
-      continue;
-    }
-    const jobId = entry.jobId ?? '';
-    void runScript(pipeline, 'settle', [keys.job(jobId), stream], [
-      CONSUMER_GROUP,
-      entry.entryId,
-      status,
-      output,
-      code,
-      message,
-      finishedAt,
-      timings.queue_ms.toFixed(3),
-      timings.inference_ms.toFixed(3),
-      timings.batch_size,
-      timings.batch_id,
-      resultTtlS,
-      JOB_EVENTS_CHANNEL,
-      jobId,
-    ]);
+export async function settleBatch(redis: Redis, model: string, version: number, batch: BatchFigures, settlements: readonly Settlement[]): Promise<SettleOutcome> {
+  const jobs: { entry: JobEntry; result: ItemResult; queue_ms: number }[] = [];
+  const members: { entry: MemberEntry; result: ItemResult }[] = [];
+  for (const s of settlements) {
+    if (s.entry.kind === 'job') jobs.push({ entry: s.entry, result: s.result, queue_ms: s.queue_ms });
+    else members.push({ entry: s.entry, result: s.result });
   }
-  const replies = (await pipeline.exec()) ?? [];
-  let written = 0;
+  const stream = keys.requests(model, version);
+  const finishedAt = Date.now();
+  const [jobsWritten, memberOutcomes] = await Promise.all([
+    settleJobs(
+      redis,
+      model,
+      version,
+      batch,
+      jobs.map(({ entry, result, queue_ms }) => ({
+        jobId: entry.jobId,
+        entryId: entry.entryId,
+        queue_ms,
+        result: result.ok ? { ok: true, output: outputToJson(result.output) } : result,
+      })),
+    ),
+    Promise.all(
+      members.map(({ entry, result }) =>
+        runScript<number>(redis, 'settle-member', [...groupScriptKeys(entry.groupId), stream], [
+          CONSUMER_GROUP,
+          entry.entryId,
+          entry.index,
+          result.ok ? 'succeeded' : 'failed',
+          result.ok ? encode(result.output) : '',
+          result.ok ? '' : result.code,
+          result.ok ? '' : result.message,
+          finishedAt,
+          JOB_EVENTS_CHANNEL,
+          entry.groupId,
+        ]),
+      ),
+    ),
+  ]);
+  let written = jobsWritten.filter(Boolean).length;
   const readyGroups: string[] = [];
-  replies.forEach(([error, reply], i) => {
-    if (error) throw error;
+  memberOutcomes.forEach((reply, i) => {
     const outcome = Number(reply);
     if (outcome >= MEMBER_WRITTEN) written++;
-    const groupId = settlements[i]?.entry.member?.groupId;
+    const groupId = members[i]?.entry.groupId;
     if (outcome === MEMBER_GROUP_READY && groupId) readyGroups.push(groupId);
   });
   return { written, readyGroups };

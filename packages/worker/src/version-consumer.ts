@@ -4,13 +4,19 @@ import type { Redis } from 'ioredis';
 import {
   CONSUMER_GROUP,
   InferlineError,
-  JOB_EVENTS_CHANNEL,
+  acceptedAt,
   decode,
   isInferlineError,
   keys,
+  parseEntry,
+  requestLabel,
   runScript,
+  startJobs,
   type Logger,
+  type MemberEntry,
   type ModelConfig,
+  type RawEntry,
+  type StreamEntry,
 } from '@inferline/shared';
 import { collectBatch, predictPadded, type BatchSource } from './batcher/batcher.ts';
 import type { WorkerMetrics } from './metrics.ts';
@@ -19,7 +25,6 @@ import { predictWithSplit, type ItemResult } from './predict-with-split.ts';
 import { reclaimPending } from './reclaim.ts';
 import type { Servable } from './runtime/servable.ts';
 import { dropEntries, settleBatch, type Settlement } from './settle.ts';
-import { acceptedAt, parseEntry, requestLabel, type RawEntry, type StreamEntry } from './stream-entry.ts';
 
 /** Pause after a Redis error before the loop tries again, ms. */
 const ERROR_BACKOFF_MS = 500;
@@ -275,24 +280,20 @@ export class VersionConsumer {
     const settlements: Settlement[] = live.map((entry, i) => ({
       entry,
       result: results[i] as ItemResult,
-      timings: {
-        queue_ms: Math.max(0, startedAt - acceptedAt(entry.entryId)),
-        inference_ms: inferenceMs,
-        batch_size: live.length,
-        batch_id: batchId,
-      },
+      queue_ms: Math.max(0, startedAt - acceptedAt(entry.entryId)),
     }));
-    const { written, readyGroups } = await settleBatch(redis, this.#stream, config.queue.result_ttl_s, settlements);
+    const figures = { inference_ms: inferenceMs, batch_size: live.length, batch_id: batchId, result_ttl_s: config.queue.result_ttl_s };
+    const { written, readyGroups } = await settleBatch(redis, config.name, servable.version, figures, settlements);
     this.#groupsReady(readyGroups);
     const settled = settlements.map((s) => s.result);
-    this.#options.metrics.observeBatch(config.name, servable.version, settled, settlements.map((s) => s.timings.queue_ms), computeMs);
+    this.#options.metrics.observeBatch(config.name, servable.version, settled, settlements.map((s) => s.queue_ms), computeMs);
     this.#log.info(
       {
         batch_id: batchId,
         batch_size: live.length,
         inference_ms: Number(inferenceMs.toFixed(3)),
         compute_ms: Number(computeMs.toFixed(3)),
-        max_queue_ms: Math.max(...settlements.map((s) => s.timings.queue_ms)),
+        max_queue_ms: Math.max(...settlements.map((s) => s.queue_ms)),
         failed: settled.filter((result) => !result.ok).length,
         written,
         job_ids: live.map(requestLabel),
@@ -320,44 +321,40 @@ export interface PreparedBatch {
 /**
  * Which entries of a batch to run: single jobs through start.lua (marked running; terminal or gone ones
  * are stale), group members through start-members.lua, one call per group (members of a finished
- * group, or already settled, are stale).
+ * group, or already settled, are stale). The calls go out together (auto-pipelined).
  */
 async function startEntries(redis: Redis, batch: readonly StreamEntry[], startedAt: number): Promise<{ live: StreamEntry[]; stale: StreamEntry[] }> {
-  const jobs = batch.filter((entry) => entry.jobId !== undefined);
-  const groups = new Map<string, StreamEntry[]>();
+  const jobIds: string[] = [];
+  const groups = new Map<string, MemberEntry[]>();
   for (const entry of batch) {
-    if (!entry.member) continue;
-    const members = groups.get(entry.member.groupId);
+    if (entry.kind === 'job') {
+      jobIds.push(entry.jobId);
+      continue;
+    }
+    const members = groups.get(entry.groupId);
     if (members) members.push(entry);
-    else groups.set(entry.member.groupId, [entry]);
+    else groups.set(entry.groupId, [entry]);
   }
+  const [statuses, verdicts] = await Promise.all([
+    startJobs(redis, jobIds, startedAt),
+    Promise.all(
+      [...groups].map(([groupId, members]) =>
+        runScript<number[]>(redis, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], members.map((entry) => entry.index)),
+      ),
+    ),
+  ]);
   const runnable = new Set<StreamEntry>();
-  const pipeline = redis.pipeline();
-  if (jobs.length > 0) {
-    void runScript(pipeline, 'start', jobs.map((entry) => keys.job(entry.jobId ?? '')), [startedAt, JOB_EVENTS_CHANNEL, ...jobs.map((entry) => entry.jobId ?? '')]);
+  let job = 0;
+  for (const entry of batch) {
+    if (entry.kind !== 'job') continue;
+    const status = statuses[job++];
+    if (status === 'queued' || status === 'running') runnable.add(entry);
   }
-  for (const [groupId, members] of groups) {
-    void runScript(pipeline, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], members.map((entry) => entry.member?.index ?? 0));
-  }
-  const replies = (await pipeline.exec()) ?? [];
-  let reply = 0;
-  const next = (): unknown[] => {
-    const [error, value] = replies[reply++] ?? [new Error('no reply'), undefined];
-    if (error) throw error;
-    return value as unknown[];
-  };
-  if (jobs.length > 0) {
-    const statuses = next();
-    jobs.forEach((entry, i) => {
-      if (statuses[i] === 'queued' || statuses[i] === 'running') runnable.add(entry);
-    });
-  }
-  for (const members of groups.values()) {
-    const verdicts = next();
+  [...groups.values()].forEach((members, g) => {
     members.forEach((entry, i) => {
-      if (Number(verdicts[i]) === 1) runnable.add(entry);
+      if (Number(verdicts[g]?.[i]) === 1) runnable.add(entry);
     });
-  }
+  });
   const live: StreamEntry[] = [];
   const stale: StreamEntry[] = [];
   for (const entry of batch) (runnable.has(entry) ? live : stale).push(entry);

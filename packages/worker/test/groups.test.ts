@@ -1,17 +1,16 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, connectRedis, decode, encode, keys, runScript } from '@inferline/shared';
+import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, connectRedis, decode, encode, keys, parseEntry, runScript, type RawEntry, type StreamEntry } from '@inferline/shared';
 import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
 import { reduceGroup, sweepAbandonedGroups, sweepReadyGroups } from '../src/aggregator.ts';
 import { reclaimPending } from '../src/reclaim.ts';
 import { settleBatch, type Settlement } from '../src/settle.ts';
-import { parseEntry, type RawEntry, type StreamEntry } from '../src/stream-entry.ts';
 import { ensureConsumerGroup } from '../src/version-consumer.ts';
 
 const MODEL = 'test-model';
 const stream = keys.requests(MODEL, 1);
-const TIMINGS = { queue_ms: 1, inference_ms: 2, batch_size: 1, batch_id: 'b1' };
+const FIGURES = { inference_ms: 2, batch_size: 3, batch_id: 'b1', result_ttl_s: 60 };
 
 describe('group protocol (group-add, start-members, settle-member, group-finish, group-cancel) against a real Redis', () => {
   let server: TestRedis;
@@ -51,8 +50,8 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     return (reply?.[0]?.[1] ?? []).map((raw) => parseEntry(raw) as StreamEntry);
   }
 
-  const ok = (entry: StreamEntry, values: number[]): Settlement => ({ entry, result: { ok: true, output: { embedding: new Float32Array(values) } }, timings: TIMINGS });
-  const bad = (entry: StreamEntry): Settlement => ({ entry, result: { ok: false, code: 'invalid_input', message: 'no tokens' }, timings: TIMINGS });
+  const ok = (entry: StreamEntry, values: number[]): Settlement => ({ entry, result: { ok: true, output: { embedding: new Float32Array(values) } }, queue_ms: 1 });
+  const bad = (entry: StreamEntry): Settlement => ({ entry, result: { ok: false, code: 'invalid_input', message: 'no tokens' }, queue_ms: 1 });
   const startMembers = (groupId: string, indexes: number[]): Promise<number[]> =>
     runScript(redis, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], indexes);
 
@@ -66,7 +65,7 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     assert.deepEqual((await add('nope', ['d']))[0], -3);
     assert.deepEqual((await add('g1', [], { create: true }))[0], -5);
     const entries = await readAs('c1', 10);
-    assert.deepEqual(entries.map((entry) => [entry.member, decode(entry.input)]), [
+    assert.deepEqual(entries.map((entry) => [entry.kind === 'member' ? { groupId: entry.groupId, index: entry.index } : undefined, decode(entry.input)]), [
       [{ groupId: 'g1', index: 0 }, 'a'],
       [{ groupId: 'g1', index: 1 }, 'b'],
       [{ groupId: 'g1', index: 2 }, 'c'],
@@ -85,11 +84,11 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     const [a, b, c] = await readAs('c1', 10);
     assert.ok(a && b && c);
     assert.deepEqual(await startMembers('g1', [0, 1, 2]), [1, 1, 1]);
-    assert.deepEqual(await settleBatch(redis, stream, 60, [ok(a, [1, 2]), bad(b)]), { written: 2, readyGroups: [] });
+    assert.deepEqual(await settleBatch(redis, MODEL, 1, FIGURES, [ok(a, [1, 2]), bad(b)]), { written: 2, readyGroups: [] });
     assert.deepEqual(await startMembers('g1', [0, 1, 2]), [0, 0, 1], 'settled members are not run again');
-    assert.deepEqual(await settleBatch(redis, stream, 60, [ok(a, [9, 9])]), { written: 0, readyGroups: [] }, 'redelivery');
-    assert.deepEqual(await settleBatch(redis, stream, 60, [ok(c, [3, 4])]), { written: 1, readyGroups: ['g1'] });
-    assert.deepEqual(await settleBatch(redis, stream, 60, [ok(c, [3, 4])]), { written: 0, readyGroups: [] }, 'ready once');
+    assert.deepEqual(await settleBatch(redis, MODEL, 1, FIGURES, [ok(a, [9, 9])]), { written: 0, readyGroups: [] }, 'redelivery');
+    assert.deepEqual(await settleBatch(redis, MODEL, 1, FIGURES, [ok(c, [3, 4])]), { written: 1, readyGroups: ['g1'] });
+    assert.deepEqual(await settleBatch(redis, MODEL, 1, FIGURES, [ok(c, [3, 4])]), { written: 0, readyGroups: [] }, 'ready once');
 
     const group = await redis.hgetall(keys.group('g1'));
     assert.equal(group.status, 'reducing');
@@ -117,13 +116,13 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     await add('g1', ['a', 'b', 'c'], { create: true, close: true, onItemError: 'fail' });
     const [a, b, c] = await readAs('c1', 10);
     assert.ok(a && b && c);
-    await settleBatch(redis, stream, 60, [ok(a, [1]), bad(b)]);
+    await settleBatch(redis, MODEL, 1, FIGURES, [ok(a, [1]), bad(b)]);
     const group = await redis.hgetall(keys.group('g1'));
     assert.equal(group.status, 'failed');
     assert.equal(group.error_code, 'member_failed');
     assert.match(group.error_message ?? '', /^input 1 failed \(invalid_input\): no tokens$/);
     assert.deepEqual(await startMembers('g1', [2]), [0]);
-    assert.deepEqual(await settleBatch(redis, stream, 60, [ok(c, [1])]), { written: 0, readyGroups: [] });
+    assert.deepEqual(await settleBatch(redis, MODEL, 1, FIGURES, [ok(c, [1])]), { written: 0, readyGroups: [] });
     assert.equal(await redis.exists(keys.groupResults('g1')), 0);
   });
 
@@ -172,7 +171,7 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     await add('g1', ['a', 'b'], { create: true, close: true });
     const [a, b] = await readAs('c1', 10);
     assert.ok(a && b);
-    await settleBatch(redis, stream, 60, [ok(a, [1])]);
+    await settleBatch(redis, MODEL, 1, FIGURES, [ok(a, [1])]);
     const options = { model: MODEL, version: 1, consumer: 'c2', visibility_timeout_ms: 0, max_deliveries: 0, count: 10, result_ttl_s: 60 };
     const reclaimed = await reclaimPending(redis, options);
     assert.deepEqual(reclaimed.deadLettered, ['g1/1']);

@@ -1,11 +1,22 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, connectRedis, decode, encode, keys, runScript } from '@inferline/shared';
+import {
+  CONSUMER_GROUP,
+  JOB_EVENTS_CHANNEL,
+  InferlineError,
+  connectRedis,
+  decode,
+  encode,
+  enqueueJobs,
+  keys,
+  parseEntry,
+  type RawEntry,
+  type StreamEntry,
+} from '@inferline/shared';
 import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
 import { reclaimPending } from '../src/reclaim.ts';
 import { settleBatch, type Settlement } from '../src/settle.ts';
-import { parseEntry, type RawEntry, type StreamEntry } from '../src/stream-entry.ts';
 import { ensureConsumerGroup } from '../src/version-consumer.ts';
 
 const MODEL = 'test-model';
@@ -29,10 +40,11 @@ describe('settle and reclaim against a real Redis', () => {
   });
 
   /** Enqueue through the real enqueue script, as the gateway does. */
-  async function enqueue(id: string, input: unknown): Promise<void> {
-    const entry = await runScript(redis, 'enqueue', [keys.job(id), stream], [id, 1000, MODEL, 1, encode(input), Date.now()]);
-    assert.match(String(entry), /^\d+-\d+$/);
+  async function enqueue(id: string, input: unknown, maxQueueSize = 1000): Promise<string[]> {
+    return enqueueJobs(redis, { model: MODEL, version: 1, max_queue_size: maxQueueSize, created_at: Date.now(), jobs: [{ id, input: encode(input) }] });
   }
+  const figures = { inference_ms: 2, batch_size: 1, batch_id: 'b1', result_ttl_s: 60 };
+  const settle = (settlements: Settlement[]): Promise<{ written: number }> => settleBatch(redis, MODEL, 1, figures, settlements);
 
   async function readAs(consumer: string, count: number): Promise<StreamEntry[]> {
     const reply = (await redis.callBuffer('XREADGROUP', 'GROUP', CONSUMER_GROUP, consumer, 'COUNT', count, 'STREAMS', stream, '>')) as
@@ -45,7 +57,7 @@ describe('settle and reclaim against a real Redis', () => {
     return {
       entry,
       result: { ok: true, output: { embedding: new Float32Array([value, value]) } },
-      timings: { queue_ms: 1, inference_ms: 2, batch_size: 1, batch_id: 'b1' },
+      queue_ms: 1,
     };
   }
 
@@ -55,16 +67,18 @@ describe('settle and reclaim against a real Redis', () => {
     await events.subscribe(JOB_EVENTS_CHANNEL);
     events.on('message', (_channel: string, message: string) => seen.push(message));
 
-    await enqueue('job-1', 'hello');
+    assert.match((await enqueue('job-1', 'hello'))[0] ?? '', /^\d+-\d+$/);
     const [entry] = await readAs('c1', 10);
     assert.ok(entry);
     assert.deepEqual(decode(entry.input), 'hello');
-    assert.equal((await settleBatch(redis, stream, 60, [success(entry, 1)])).written, 1);
-    assert.equal((await settleBatch(redis, stream, 60, [success(entry, 2)])).written, 0, 'second settle of the same request writes nothing');
+    assert.equal((await settle([success(entry, 1)])).written, 1);
+    assert.equal((await settle([success(entry, 2)])).written, 0, 'second settle of the same request writes nothing');
 
     const job = await redis.hgetallBuffer(keys.job('job-1'));
     assert.equal(job.status?.toString(), 'succeeded');
-    assert.deepEqual([...decode<{ embedding: Float32Array }>(job.output as Buffer).embedding], [1, 1], 'first result kept');
+    assert.deepEqual(JSON.parse(job.output?.toString() ?? ''), { embedding: [1, 1] }, 'first result kept, as JSON text');
+    assert.equal(job.queue_ms?.toString(), '1.000');
+    assert.equal(job.batch_id?.toString(), 'b1');
     assert.ok((await redis.ttl(keys.job('job-1'))) > 0, 'terminal record expires after result_ttl_s');
     assert.equal(await redis.xlen(stream), 0);
     assert.equal(Number(((await redis.xpending(stream, CONSUMER_GROUP)) as [number])[0]), 0);
@@ -83,7 +97,7 @@ describe('settle and reclaim against a real Redis', () => {
     assert.deepEqual(early.claimed, [], 'not idle long enough yet');
     await new Promise((resolve) => setTimeout(resolve, 150));
     const late = await reclaimPending(redis, options);
-    assert.deepEqual(late.claimed.map((entry) => entry.jobId), ['job-a', 'job-b']);
+    assert.deepEqual(late.claimed.map((entry) => (entry.kind === 'job' ? entry.jobId : '')), ['job-a', 'job-b']);
     assert.deepEqual(late.claimed.map((entry) => decode(entry.input)), ['a', 'b'], 'inputs survive as bytes');
     const owners = (await redis.xpending(stream, CONSUMER_GROUP, '-', '+', 10)) as [string, string, number, number][];
     assert.deepEqual(owners.map((row) => row[1]), ['survivor', 'survivor']);
@@ -107,15 +121,47 @@ describe('settle and reclaim against a real Redis', () => {
     const dead = await redis.xrangeBuffer(keys.deadLetter(MODEL, 1), '-', '+');
     assert.equal(dead.length, 1);
     const deadEntry = parseEntry(dead[0] as RawEntry);
-    assert.equal(deadEntry?.jobId, 'job-p');
+    assert.equal(deadEntry?.kind === 'job' ? deadEntry.jobId : undefined, 'job-p');
     assert.equal(decode(deadEntry?.input ?? Buffer.alloc(0)), 'poison pill', 'the dead letter keeps the input');
   });
 
   test('enqueue refuses beyond max_queue_size and stores nothing', async () => {
-    for (let i = 0; i < 3; i++) {
-      await runScript(redis, 'enqueue', [keys.job(`q${i}`), stream], [`q${i}`, 2, MODEL, 1, encode('x'), Date.now()]);
-    }
+    for (let i = 0; i < 2; i++) await enqueue(`q${i}`, 'x', 2);
+    await assert.rejects(enqueue('q2', 'x', 2), (error: unknown) => error instanceof InferlineError && error.code === 'queue_full');
     assert.equal(await redis.xlen(stream), 2);
     assert.equal(await redis.exists(keys.job('q2')), 0);
+  });
+
+  test('a bulk enqueue is all or nothing: too many for the queue, or one id taken, stores none', async () => {
+    const jobs = (ids: string[]) => ids.map((id) => ({ id, input: encode(id) }));
+    const request = (ids: string[], max: number) => enqueueJobs(redis, { model: MODEL, version: 1, max_queue_size: max, created_at: Date.now(), jobs: jobs(ids) });
+    await assert.rejects(request(['b0', 'b1', 'b2'], 2), (error: unknown) => error instanceof InferlineError && error.code === 'queue_full');
+    assert.equal(await redis.xlen(stream), 0);
+    assert.equal(await redis.exists(keys.job('b0'), keys.job('b1')), 0);
+
+    const entries = await request(['b0', 'b1'], 10);
+    assert.equal(entries.length, 2);
+    await assert.rejects(request(['b2', 'b1'], 10), (error: unknown) => error instanceof InferlineError && error.code === 'internal');
+    assert.equal(await redis.xlen(stream), 2, 'the call with a taken id added nothing');
+    assert.equal(await redis.exists(keys.job('b2')), 0);
+    const read = await readAs('c1', 10);
+    assert.deepEqual(read.map((entry) => [entry.entryId, entry.kind === 'job' ? entry.jobId : '', decode(entry.input)]), [
+      [entries[0], 'b0', 'b0'],
+      [entries[1], 'b1', 'b1'],
+    ]);
+  });
+
+  test('one settle call settles a whole batch: successes and failures, each announced once', async () => {
+    await enqueue('s1', 'one');
+    await enqueue('s2', 'two');
+    const [a, b] = await readAs('c1', 10);
+    assert.ok(a && b);
+    const outcome = await settle([success(a, 0.5), { entry: b, result: { ok: false, code: 'invalid_input', message: 'bad\ttab' }, queue_ms: 3 }]);
+    assert.equal(outcome.written, 2);
+    const [one, two] = await Promise.all([redis.hgetall(keys.job('s1')), redis.hgetall(keys.job('s2'))]);
+    assert.equal(one?.status, 'succeeded');
+    assert.deepEqual(JSON.parse(one?.output ?? ''), { embedding: [0.5, 0.5] });
+    assert.deepEqual([two?.status, two?.error_code, two?.error_message, two?.output], ['failed', 'invalid_input', 'bad\ttab', undefined]);
+    assert.equal(await redis.xlen(stream), 0);
   });
 });

@@ -1,10 +1,19 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { nanoid } from 'nanoid';
 import type { ServerResponse } from 'node:http';
-import { ErrorReply, JobCreateBody, JobView, TERMINAL_STATUSES, type JobView as JobViewType } from '@inferline/shared';
-import { enqueueJob } from '../enqueue-jobs.ts';
-import { readJob } from '../job-view.ts';
+import {
+  ErrorReply,
+  InferlineError,
+  JobCreateBody,
+  JobList,
+  JobView,
+  TERMINAL_STATUSES,
+  newJobId,
+  type JobRecord,
+  type JobView as JobViewType,
+} from '@inferline/shared';
+import { enqueueJobs } from '../enqueue-jobs.ts';
+import { jobViewJson, readJob, readJobRecord, sendJsonText } from '../job-view.ts';
 import { openEventStream } from '../event-stream.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
@@ -13,11 +22,27 @@ import { waitForJobs } from '../wait-for-jobs.ts';
 /** Period of the SSE comment heartbeat that keeps proxies from closing an idle event stream, ms. */
 export const SSE_HEARTBEAT_MS = 15_000;
 
-const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
+/** A job id: `<model>~<nanoid>` (`newJobId`), at most 64 + 1 + 21 characters. */
+const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) });
+
+/**
+ * The preference `wait=N` of a `Prefer` header (RFC 7240 section 4.3: seconds the client is willing to
+ * wait for the final answer), or undefined when absent or malformed (a preference that cannot be
+ * honoured is ignored, as the RFC says).
+ */
+export function preferredWaitS(header: string | string[] | undefined): number | undefined {
+  const text = Array.isArray(header) ? header.join(',') : header;
+  if (!text) return undefined;
+  const match = /(?:^|[,;\s])wait\s*=\s*"?(\d+)"?/i.exec(text);
+  return match ? Number(match[1]) : undefined;
+}
 
 /**
  * The native asynchronous API (DESIGN.md section 8):
- * - `POST /v1/jobs` admits one request → `202` + `Location`;
+ * - `POST /v1/jobs` admits one request (`input`) → `202` + `Location`, or many (`inputs`, the bulk
+ *   form) → `202` `{"jobs": [...]}` in input order, stored all or nothing. With `Prefer: wait=N`
+ *   (RFC 7240) it waits up to N s (at most `max_wait_s`) and answers `200` with the terminal view(s)
+ *   when they finish in time, else `202` as without it; `Preference-Applied: wait=N` either way.
  * - `GET /v1/jobs/:id[?wait=SECONDS]` its state, long-polling up to `wait` s for a terminal state;
  * - `GET /v1/jobs/:id/events` its states as server-sent events, closed after the terminal one.
  */
@@ -25,7 +50,11 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
   app.post(
     '/v1/jobs',
     {
-      schema: { body: JobCreateBody, response: { 202: JobView, '4xx': ErrorReply, '5xx': ErrorReply } },
+      schema: {
+        body: JobCreateBody,
+        headers: Type.Object({ prefer: Type.Optional(Type.String({ description: 'RFC 7240, e.g. `wait=10`: answer 200 with the result if it is ready within 10 s.' })) }),
+        response: { 200: Type.Union([JobView, JobList]), 202: Type.Union([JobView, JobList]), '4xx': ErrorReply, '5xx': ErrorReply },
+      },
       // A multipart form's fields are text: `version` becomes a number before the schema sees it.
       preValidation: (request, _reply, done) => {
         const body = request.body as Record<string, unknown> | undefined;
@@ -34,14 +63,36 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       },
     },
     async (request, reply) => {
-      const { model, version, input } = request.body;
+      const { model, version, input, inputs } = request.body;
       request.logContext.model = model;
+      if ((input === undefined) === (inputs === undefined)) {
+        throw new InferlineError('invalid_input', 'body: exactly one of "input" (one request) or "inputs" (a list, one job each) is required');
+      }
+      if (inputs && inputs.length > ctx.settings.max_bulk_inputs) {
+        throw new InferlineError('payload_too_large', `${inputs.length} inputs in one request, more than ${ctx.settings.max_bulk_inputs} (MAX_BULK_INPUTS)`);
+      }
       const target = ctx.models.resolve(model, version);
       request.logContext.version = target.version;
-      const id = nanoid();
-      const view = await enqueueJob(ctx.redis, ctx.metrics, target, input, id);
-      request.logContext.job_id = id;
-      return reply.code(202).header('location', `/v1/jobs/${id}`).send(view);
+      const values = inputs ?? [input];
+      const ids = values.map(() => newJobId(target.config.name));
+      if (inputs) request.logContext.jobs = ids.length;
+      else request.logContext.job_id = ids[0];
+      const preferred = preferredWaitS(request.headers.prefer);
+      const waitS = preferred === undefined ? 0 : Math.min(preferred, ctx.settings.max_wait_s);
+      // Watch before enqueueing: a job can finish before the enqueue call returns.
+      const watch = waitS > 0 ? ctx.events.watch(ids) : undefined;
+      let records: JobRecord[];
+      try {
+        records = await enqueueJobs(ctx.redis, ctx.metrics, target, values, ids);
+        if (watch) records = await waitForJobs(ctx.redis, watch, waitS * 1000, requestSignal(reply, ctx.shutdown), records);
+      } finally {
+        watch?.close();
+      }
+      const finished = records.every((record) => TERMINAL_STATUSES.has(record.status));
+      reply.code(watch && finished ? 200 : 202);
+      if (watch) reply.header('preference-applied', `wait=${waitS}`);
+      if (!inputs) return sendJsonText(reply.header('location', `/v1/jobs/${ids[0] ?? ''}`), jobViewJson(records[0] as JobRecord));
+      return sendJsonText(reply, `{"jobs":[${records.map(jobViewJson).join(',')}]}`);
     },
   );
 
@@ -60,11 +111,11 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       const { id } = request.params;
       request.logContext.job_id = id;
       const waitS = request.query.wait ?? 0;
-      if (waitS === 0) return readJob(ctx.redis, id);
+      if (waitS === 0) return sendJsonText(reply, jobViewJson(await readJobRecord(ctx.redis, id)));
       const watch = ctx.events.watch(id);
       try {
-        const [view] = await waitForJobs(ctx.redis, watch, waitS * 1000, requestSignal(reply, ctx.shutdown));
-        return view;
+        const [record] = await waitForJobs(ctx.redis, watch, waitS * 1000, requestSignal(reply, ctx.shutdown));
+        return sendJsonText(reply, jobViewJson(record as JobRecord));
       } finally {
         watch.close();
       }

@@ -1,7 +1,7 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
-import { nanoid } from 'nanoid';
-import { ERROR_STATUS, ErrorReply, InferlineError, TERMINAL_STATUSES, type ErrorCode, type JobView, type ModelConfig, type TensorSpec } from '@inferline/shared';
+import { ERROR_STATUS, ErrorReply, InferlineError, TERMINAL_STATUSES, newJobId, type ErrorCode, type JobView, type ModelConfig, type TensorSpec } from '@inferline/shared';
+import { toJobView } from '../job-view.ts';
 import { enqueueJobs } from '../enqueue-jobs.ts';
 import type { LogContext } from '../log-context.ts';
 import { requestSignal } from '../request-signal.ts';
@@ -64,15 +64,18 @@ async function predict(ctx: RouteContext, params: PredictParams, body: PredictBo
   const spec = target.config.signature.inputs[0] as TensorSpec;
   const isImage = target.config.preprocess?.type === 'image';
   const values = instances ? instances.map((instance) => unwrapInstance(instance, spec, isImage)) : columnarValues(inputs, spec, isImage);
-  const ids = values.map(() => nanoid());
+  if (values.length > ctx.settings.max_bulk_inputs) {
+    throw new InferlineError('payload_too_large', `${values.length} instances in one request, more than ${ctx.settings.max_bulk_inputs} (MAX_BULK_INPUTS)`);
+  }
+  const ids = values.map(() => newJobId(target.config.name));
   log.jobs = ids.length;
 
   // Watch before enqueueing: a job can finish before the enqueue call returns.
   const watch = ctx.events.watch(ids);
   let views: JobView[];
   try {
-    await enqueueJobs(ctx.redis, ctx.metrics, target, values, ids);
-    views = await waitForJobs(ctx.redis, watch, ctx.settings.max_wait_s * 1000, signal);
+    const queued = await enqueueJobs(ctx.redis, ctx.metrics, target, values, ids);
+    views = (await waitForJobs(ctx.redis, watch, ctx.settings.max_wait_s * 1000, signal, queued)).map(toJobView);
   } finally {
     watch.close();
   }

@@ -1,30 +1,42 @@
 --[[
-  Admit one request: create its job record and append it to the model version's request stream,
-  atomically, unless the stream already holds max_queue_size entries.
+  Admit the requests of one call to one model version, all or nothing: create each job record and
+  append each request to the version's request stream, unless the stream would then hold more than
+  max_queue_size entries or one of the job ids exists already (then nothing is written).
+
+  Every key is in the model's slot (a job id carries its model's hash tag), so one call may admit a
+  whole bulk request.
 
   Input:
-    KEYS[1] job key             (il:job:<id>)
-    KEYS[2] request stream      (il:{m:<model>}:v<version>:requests)
+    KEYS[1]      request stream   (il:{m:<model>}:v<version>:requests)
+    KEYS[2..n+1] job keys         (il:{m:<model>}:job:<id>), one per request
 
-    ARGV[1] job id
-    ARGV[2] max_queue_size      (entries waiting or in flight)
-    ARGV[3] model name
-    ARGV[4] version
-    ARGV[5] input               (MessagePack bytes; stored once, in the stream entry)
-    ARGV[6] created_at          (ms since epoch)
+    ARGV[1] max_queue_size        (entries waiting or in flight)
+    ARGV[2] model name
+    ARGV[3] version
+    ARGV[4] created_at            (ms since epoch)
+    ARGV[5..n+4]  job ids         (in the order of KEYS[2..])
+    ARGV[n+5..2n+4] inputs        (MessagePack bytes, in the same order; stored once, in the stream entry)
 
   Output:
-    the stream entry id, or
-    -1 when the stream is full (queue_full)
-    -2 when the job id already exists
+    the n stream entry ids, in order, or
+    -1 when the stream cannot take n more entries (queue_full)
+    -2 when a job id already exists
 ]]
-if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then
+local n = #KEYS - 1
+if redis.call('XLEN', KEYS[1]) + n > tonumber(ARGV[1]) then
   return -1
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return -2
+for i = 2, n + 1 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    return -2
+  end
 end
-local entryId = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1], 'input', ARGV[5])
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'model', ARGV[3], 'version', ARGV[4],
-  'status', 'queued', 'created_at', ARGV[6], 'entry', entryId)
-return entryId
+local entryIds = {}
+for i = 1, n do
+  local id = ARGV[4 + i]
+  local entryId = redis.call('XADD', KEYS[1], '*', 'job', id, 'input', ARGV[4 + n + i])
+  redis.call('HSET', KEYS[1 + i], 'id', id, 'model', ARGV[2], 'version', ARGV[3], 'status', 'queued',
+    'created_at', ARGV[4], 'entry', entryId)
+  entryIds[i] = entryId
+end
+return entryIds

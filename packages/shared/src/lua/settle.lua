@@ -1,43 +1,53 @@
 --[[
-  Settle one request: write its result unless the job is already terminal, then acknowledge and delete
-  its stream entry and announce the new status. Idempotent: a redelivered request never writes twice.
+  Settle the single jobs of one batch: write each result unless the job is already terminal, announce
+  each new status, then acknowledge and delete every entry. Idempotent: a redelivered request never
+  writes twice. One call per batch (every key is in the model's slot).
 
   Input:
-    KEYS[1] job key             (il:job:<id>)
-    KEYS[2] request stream      (il:{m:<model>}:v<version>:requests)
+    KEYS[1]      request stream      (il:{m:<model>}:v<version>:requests)
+    KEYS[2..n+1] job keys            (il:{m:<model>}:job:<id>), one per request
 
-    ARGV[1]  consumer group
-    ARGV[2]  stream entry id
-    ARGV[3]  status             ('succeeded' | 'failed')
-    ARGV[4]  output             (MessagePack bytes, '' when failed)
-    ARGV[5]  error code         ('' when succeeded)
-    ARGV[6]  error message      ('' when succeeded)
-    ARGV[7]  finished_at        (ms since epoch)
-    ARGV[8]  queue_ms
-    ARGV[9]  inference_ms
-    ARGV[10] batch_size
-    ARGV[11] batch_id
-    ARGV[12] result_ttl_s       (seconds the record lives from now)
-    ARGV[13] events channel     (il:events)
-    ARGV[14] job id
+    ARGV[1] consumer group
+    ARGV[2] finished_at              (ms since epoch)
+    ARGV[3] inference_ms             (of the whole batch)
+    ARGV[4] batch_size
+    ARGV[5] batch_id
+    ARGV[6] result_ttl_s             (seconds each record lives from now)
+    ARGV[7] events channel           (il:events)
+    then 6 values per request, in the order of KEYS[2..]:
+      job id, stream entry id, status ('succeeded' | 'failed'),
+      output (JSON text, '' when failed) or error (`<code>\t<message>`, '' when succeeded),
+      queue_ms
 
   Output:
-    1 when this call wrote the result, 0 when the job was already terminal or missing
+    array of n: 1 when this call wrote that result, 0 when the job was already terminal or missing
 ]]
-local written = 0
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'queued' or status == 'running' then
-  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[7], 'queue_ms', ARGV[8],
-    'inference_ms', ARGV[9], 'batch_size', ARGV[10], 'batch_id', ARGV[11])
-  if ARGV[3] == 'succeeded' then
-    redis.call('HSET', KEYS[1], 'output', ARGV[4])
-  else
-    redis.call('HSET', KEYS[1], 'error_code', ARGV[5], 'error_message', ARGV[6])
+local written = {}
+local entryIds = {}
+local ttl = tonumber(ARGV[6])
+for i = 2, #KEYS do
+  local at = 8 + (i - 2) * 5
+  local jobId, entryId, status, value, queueMs = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  entryIds[i - 1] = entryId
+  written[i - 1] = 0
+  local current = redis.call('HGET', KEYS[i], 'status')
+  if current == 'queued' or current == 'running' then
+    if status == 'succeeded' then
+      redis.call('HSET', KEYS[i], 'status', status, 'finished_at', ARGV[2], 'queue_ms', queueMs,
+        'inference_ms', ARGV[3], 'batch_size', ARGV[4], 'batch_id', ARGV[5], 'output', value)
+    else
+      local tab = string.find(value, '\t', 1, true) or (#value + 1)
+      redis.call('HSET', KEYS[i], 'status', status, 'finished_at', ARGV[2], 'queue_ms', queueMs,
+        'inference_ms', ARGV[3], 'batch_size', ARGV[4], 'batch_id', ARGV[5],
+        'error_code', string.sub(value, 1, tab - 1), 'error_message', string.sub(value, tab + 1))
+    end
+    redis.call('EXPIRE', KEYS[i], ttl)
+    redis.call('PUBLISH', ARGV[7], jobId .. '\t' .. status)
+    written[i - 1] = 1
   end
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[12]))
-  redis.call('PUBLISH', ARGV[13], ARGV[14] .. '\t' .. ARGV[3])
-  written = 1
 end
-redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[2], ARGV[2])
+if #entryIds > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(entryIds))
+  redis.call('XDEL', KEYS[1], unpack(entryIds))
+end
 return written

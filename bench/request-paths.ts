@@ -1,0 +1,110 @@
+import type { Dispatcher, Pool } from 'undici';
+import { TERMINAL_STATUSES, type JobView } from '@inferline/shared';
+import type { RequestOutcome, SendRequest } from './closed-loop.ts';
+
+/**
+ * The requests of the comparison benchmark (bench/compare.ts), one {@link SendRequest} per way in:
+ * - {@link predictRequest}: the baselines' `POST /predict {"text"}` → `200 {"embedding":[...]}`;
+ * - {@link inferlineRequest} `two-call`: `POST /v1/jobs` → `202 {id}`, then `GET /v1/jobs/:id?wait=`
+ *   until the job is terminal;
+ * - {@link inferlineRequest} `one-call`: `POST /v1/jobs` with `Prefer: wait=` (RFC 7240): `200` with
+ *   the terminal job when it finished in time, else `202` and the same long-poll as `two-call`.
+ * A `429` is sent again after its `Retry-After`; any other error reply makes the request fail.
+ */
+
+/** Long-poll `wait` of `GET /v1/jobs/:id?wait=` and of `Prefer: wait=`, s. */
+export const LONG_POLL_WAIT_S = 30;
+/** A job not terminal this long after its submission counts as failed, s. */
+const JOB_TIMEOUT_S = 120;
+/** Wait after a 429 whose `Retry-After` is missing or not delta-seconds, s. */
+const DEFAULT_RETRY_AFTER_S = 1;
+const HTTP_OK = 200;
+const HTTP_ACCEPTED = 202;
+const HTTP_TOO_MANY_REQUESTS = 429;
+const JSON_HEADERS = { 'content-type': 'application/json' };
+
+/** The two ways into inferline's job API measured by the comparison. */
+export type InferlinePath = 'one-call' | 'two-call';
+
+interface JsonReply {
+  status: number;
+  body: unknown;
+}
+
+/** `Retry-After` as seconds (delta-seconds only; an HTTP-date or nothing gives the default). */
+function retryAfterSeconds(header: string | string[] | undefined): number {
+  const value = Number(Array.isArray(header) ? header[0] : header);
+  return Number.isFinite(value) && value >= 0 ? value : DEFAULT_RETRY_AFTER_S;
+}
+
+/**
+ * One request with a JSON body (or none), sent again after `Retry-After` while it is refused with
+ * 429. Resolves with the final status and parsed body (undefined when it is not JSON).
+ */
+async function requestJson(pool: Pool, options: Dispatcher.RequestOptions, counter: { retries: number }): Promise<JsonReply> {
+  for (;;) {
+    const reply = await pool.request(options);
+    if (reply.statusCode === HTTP_TOO_MANY_REQUESTS) {
+      await reply.body.dump();
+      counter.retries++;
+      await new Promise((resolve) => setTimeout(resolve, retryAfterSeconds(reply.headers['retry-after']) * 1000));
+      continue;
+    }
+    const text = await reply.body.text();
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = undefined;
+    }
+    return { status: reply.statusCode, body };
+  }
+}
+
+/** `POST /predict {"text"}`: ok on `200` with an `embedding` array. */
+export const predictRequest: SendRequest = async (pool, text) => {
+  const counter = { retries: 0 };
+  try {
+    const reply = await requestJson(pool, { method: 'POST', path: '/predict', headers: JSON_HEADERS, body: JSON.stringify({ text }) }, counter);
+    const ok = reply.status === HTTP_OK && Array.isArray((reply.body as { embedding?: unknown } | undefined)?.embedding);
+    return { ok, retries: counter.retries };
+  } catch {
+    return { ok: false, retries: counter.retries };
+  }
+};
+
+function isJobView(body: unknown): body is JobView {
+  return typeof body === 'object' && body !== null && typeof (body as JobView).id === 'string' && typeof (body as JobView).status === 'string';
+}
+
+/** Submit `text` to `model` by `path` and follow the job until it is terminal (see the file header). */
+async function runInferlineJob(pool: Pool, model: string, path: InferlinePath, text: string, counter: { retries: number }): Promise<JobView | undefined> {
+  const headers = path === 'one-call' ? { ...JSON_HEADERS, prefer: `wait=${LONG_POLL_WAIT_S}` } : JSON_HEADERS;
+  const created = await requestJson(pool, { method: 'POST', path: '/v1/jobs', headers, body: JSON.stringify({ model, input: text }) }, counter);
+  if ((created.status !== HTTP_OK && created.status !== HTTP_ACCEPTED) || !isJobView(created.body)) return undefined;
+  let job = created.body;
+  const deadline = performance.now() + JOB_TIMEOUT_S * 1000;
+  while (!TERMINAL_STATUSES.has(job.status)) {
+    if (performance.now() > deadline) return undefined;
+    const polled = await requestJson(pool, { method: 'GET', path: `/v1/jobs/${encodeURIComponent(job.id)}?wait=${LONG_POLL_WAIT_S}` }, counter);
+    if (polled.status !== HTTP_OK || !isJobView(polled.body)) return undefined;
+    job = polled.body;
+  }
+  return job;
+}
+
+/** A {@link SendRequest} for inferline's job API: ok when the job `succeeded`; reports its batch size. */
+export function inferlineRequest(model: string, path: InferlinePath): SendRequest {
+  return async (pool, text) => {
+    const counter = { retries: 0 };
+    try {
+      const job = await runInferlineJob(pool, model, path, text, counter);
+      if (job?.status !== 'succeeded') return { ok: false, retries: counter.retries };
+      const outcome: RequestOutcome = { ok: true, retries: counter.retries };
+      if (job.timings) outcome.batchSize = job.timings.batch_size;
+      return outcome;
+    } catch {
+      return { ok: false, retries: counter.retries };
+    }
+  };
+}

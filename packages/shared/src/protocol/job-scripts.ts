@@ -1,0 +1,138 @@
+import type { Redis } from 'ioredis';
+import { InferlineError } from '../errors.ts';
+import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys } from '../keys.ts';
+import { runScript } from '../scripts.ts';
+
+/**
+ * One typed function per job script (enqueue.lua, start.lua, settle.lua, dead-letter.lua): each builds
+ * its keys and arguments and decodes its reply, and reply codes become errors here once. Callers never
+ * assemble script arguments by hand. Every key a call passes is in the model's Redis Cluster slot
+ * (`keys.ts`: a job id carries its model's hash tag), which `protocol-slots.test.ts` checks.
+ */
+
+/** Reply codes of enqueue.lua (see its header). */
+const ENQUEUE_QUEUE_FULL = -1;
+const ENQUEUE_ID_EXISTS = -2;
+
+/** `Retry-After` (s) of a 429 `queue_full`: about how long a worker needs to drain some of a full queue. */
+export const QUEUE_FULL_RETRY_AFTER_S = 1;
+
+/** What {@link enqueueJobs} stores: the requests of one call to one model version. */
+export interface EnqueueJobsRequest {
+  model: string;
+  version: number;
+  /** Most entries the version's stream may hold (waiting or in flight); `max_queue_size`. */
+  max_queue_size: number;
+  /** ms since epoch */
+  created_at: number;
+  /** One per request: its id (from `newJobId(model)`) and its input as MessagePack bytes. */
+  jobs: readonly { id: string; input: Buffer }[];
+}
+
+/**
+ * Admit the requests of one call, all or nothing, in one script call (enqueue.lua): each job record
+ * and stream entry is written, or none is.
+ * @returns the stream entry ids, in request order.
+ * @throws InferlineError `queue_full` (429, `retry_after_s`) when the stream cannot take them all,
+ *   `internal` on a job id collision; a Redis failure is rethrown as is (the gateway answers 503).
+ */
+export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<string[]> {
+  const { model, version, jobs } = request;
+  const scriptKeys = [keys.requests(model, version)];
+  const args: (string | number | Buffer)[] = [request.max_queue_size, model, version, request.created_at];
+  for (const job of jobs) {
+    scriptKeys.push(keys.job(job.id));
+    args.push(job.id);
+  }
+  for (const job of jobs) args.push(job.input);
+  const reply = await runScript<string[] | number>(redis, 'enqueue', scriptKeys, args);
+  if (reply === ENQUEUE_QUEUE_FULL) {
+    throw new InferlineError(
+      'queue_full',
+      `model "${model}" version ${version} cannot take ${jobs.length} more request${jobs.length === 1 ? '' : 's'}: ${request.max_queue_size} may wait (max_queue_size); retry later`,
+      { retry_after_s: QUEUE_FULL_RETRY_AFTER_S },
+    );
+  }
+  if (reply === ENQUEUE_ID_EXISTS || !Array.isArray(reply)) throw new InferlineError('internal', `a job id of model "${model}" already exists`);
+  return reply;
+}
+
+/**
+ * Mark the jobs of a batch running (start.lua, one call) and announce it.
+ * @param jobIds jobs of one model (their keys share the model's slot)
+ * @returns per job its status before the call: 'queued' or 'running' (to run), a terminal status or
+ *   'missing' (to drop without inference).
+ */
+export async function startJobs(redis: Redis, jobIds: readonly string[], startedAt: number): Promise<string[]> {
+  if (jobIds.length === 0) return [];
+  return runScript<string[]>(redis, 'start', jobIds.map((id) => keys.job(id)), [startedAt, JOB_EVENTS_CHANNEL, ...jobIds]);
+}
+
+/** One job's result, as {@link settleJobs} writes it. */
+export type JobResult =
+  | { ok: true; /** JSON text of the output (`outputToJson`). */ output: string }
+  | { ok: false; code: string; message: string };
+
+/** Figures shared by every request of a batch. */
+export interface BatchFigures {
+  /** Preprocessing + forward pass + postprocessing of the whole batch, ms. */
+  inference_ms: number;
+  batch_size: number;
+  batch_id: string;
+  /** Seconds each record lives once terminal (`result_ttl_s`). */
+  result_ttl_s: number;
+}
+
+/** One job of a batch to settle. */
+export interface JobSettlement {
+  jobId: string;
+  entryId: string;
+  result: JobResult;
+  /** From acceptance to the start of its batch, ms. */
+  queue_ms: number;
+}
+
+/**
+ * Settle the single jobs of one batch of one model version in one script call (settle.lua): write
+ * each result unless its job is already terminal, announce it, acknowledge and delete every entry.
+ * @returns per settlement whether this call wrote it (a redelivery of a settled job writes nothing).
+ * @throws Error when Redis fails; the entries then stay pending and are reclaimed later.
+ */
+export async function settleJobs(redis: Redis, model: string, version: number, batch: BatchFigures, settlements: readonly JobSettlement[]): Promise<boolean[]> {
+  if (settlements.length === 0) return [];
+  const scriptKeys = [keys.requests(model, version)];
+  const args: (string | number)[] = [
+    CONSUMER_GROUP, Date.now(), batch.inference_ms.toFixed(3), batch.batch_size, batch.batch_id, batch.result_ttl_s, JOB_EVENTS_CHANNEL,
+  ];
+  for (const { jobId, entryId, result, queue_ms } of settlements) {
+    scriptKeys.push(keys.job(jobId));
+    args.push(jobId, entryId, result.ok ? 'succeeded' : 'failed', result.ok ? result.output : `${result.code}\t${result.message}`, queue_ms.toFixed(3));
+  }
+  const written = await runScript<number[]>(redis, 'settle', scriptKeys, args);
+  return written.map((flag) => Number(flag) === 1);
+}
+
+/** A request moved to the dead-letter stream ({@link deadLetterJob}). */
+export interface DeadLetter {
+  model: string;
+  version: number;
+  jobId: string;
+  entryId: string;
+  /** Its delivery count, from the pending entries list. */
+  deliveries: number;
+  result_ttl_s: number;
+  message: string;
+}
+
+/**
+ * Copy a poison request to the dead-letter stream, fail its job with `poison` unless terminal, and
+ * acknowledge + delete the entry (dead-letter.lua).
+ * @returns true when this call failed the job.
+ */
+export async function deadLetterJob(redis: Redis, letter: DeadLetter): Promise<boolean> {
+  const { model, version, jobId } = letter;
+  const reply = await runScript<number>(redis, 'dead-letter', [keys.job(jobId), keys.requests(model, version), keys.deadLetter(model, version)], [
+    CONSUMER_GROUP, letter.entryId, letter.deliveries, Date.now(), letter.result_ttl_s, JOB_EVENTS_CHANNEL, jobId, letter.message,
+  ]);
+  return Number(reply) === 1;
+}

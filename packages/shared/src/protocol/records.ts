@@ -1,0 +1,116 @@
+/**
+ * The protocol's record shapes, written once: the request stream entry (a single job or a group member,
+ * exactly one) and the job hash. The Lua scripts write these fields (enqueue.lua, group-add.lua,
+ * start.lua, settle.lua, dead-letter.lua); this file is the one place that reads them.
+ */
+
+/** A stream entry of a single job (written by enqueue.lua: fields `job`, `input`). */
+export interface JobEntry {
+  kind: 'job';
+  /** Stream entry id (`<ms>-<seq>`); its first part is the time the gateway accepted the request. */
+  entryId: string;
+  jobId: string;
+  /** MessagePack bytes of the request input. */
+  input: Buffer;
+}
+
+/** A stream entry of an aggregation group member (written by group-add.lua: `group`, `index`, `input`). */
+export interface MemberEntry {
+  kind: 'member';
+  entryId: string;
+  groupId: string;
+  /** The member's index in its group (≥ 0). */
+  index: number;
+  input: Buffer;
+}
+
+/** One request as read from a model version's stream. */
+export type StreamEntry = JobEntry | MemberEntry;
+
+/** Reply shape of XREADGROUP / XRANGE / XAUTOCLAIM entries read as buffers: `[id, [field, value, ...]]`. */
+export type RawEntry = [Buffer, Buffer[]];
+
+/**
+ * Parse a raw stream entry. Returns null for an entry that is neither a job nor a member (never
+ * written by the gateway; the worker acknowledges and drops it).
+ */
+export function parseEntry([id, fields]: RawEntry): StreamEntry | null {
+  let jobId: string | undefined;
+  let groupId: string | undefined;
+  let index: number | undefined;
+  let input: Buffer | undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const name = fields[i]?.toString();
+    const value = fields[i + 1];
+    if (name === 'job') jobId = value?.toString();
+    else if (name === 'input') input = value;
+    else if (name === 'group') groupId = value?.toString();
+    else if (name === 'index') index = Number(value?.toString());
+  }
+  const entryId = id.toString();
+  if (jobId !== undefined) return { kind: 'job', entryId, jobId, input: input ?? Buffer.alloc(0) };
+  if (groupId !== undefined && index !== undefined && Number.isInteger(index) && index >= 0) {
+    return { kind: 'member', entryId, groupId, index, input: input ?? Buffer.alloc(0) };
+  }
+  return null;
+}
+
+/** How logs name a request: its job id, or `<group id>/<index>` for a group member. */
+export function requestLabel(entry: StreamEntry): string {
+  return entry.kind === 'member' ? `${entry.groupId}/${entry.index}` : entry.jobId;
+}
+
+/** Time (ms since epoch) the gateway accepted the request: the first part of its stream entry id. */
+export function acceptedAt(entryId: string): number {
+  return Number(entryId.slice(0, entryId.indexOf('-')));
+}
+
+/**
+ * A job hash (`keys.job(id)`) as HGETALL returns it with buffers. Fields, by the script that writes them:
+ * - enqueue.lua: `id`, `model`, `version`, `status` ('queued'), `created_at` (ms), `entry` (stream entry id);
+ * - start.lua: `status` ('running'), `started_at` (ms);
+ * - settle.lua: `status` ('succeeded' | 'failed'), `finished_at`, `queue_ms`, `inference_ms`,
+ *   `batch_size`, `batch_id`, and `output` (JSON text, see `json-output.ts`) or `error_code` +
+ *   `error_message`;
+ * - dead-letter.lua: `status` 'failed', `finished_at`, `error_code` 'poison', `error_message`.
+ */
+export type RawJobRecord = Record<string, Buffer>;
+
+/** A job hash read into typed fields ({@link parseJobRecord}). */
+export interface JobRecord {
+  id: string;
+  model: string;
+  version: number;
+  status: string;
+  /** ms since epoch */
+  created_at: number;
+  /** The output as JSON text, when succeeded. */
+  output?: string;
+  error?: { code: string; message: string };
+  /** Present once a result was written by settle.lua. */
+  timings?: { queue_ms: number; inference_ms: number; batch_size: number; batch_id: string };
+}
+
+/** Read a job hash; undefined for an empty one (no such job, or expired). */
+export function parseJobRecord(record: RawJobRecord): JobRecord | undefined {
+  const id = record.id?.toString();
+  if (id === undefined) return undefined;
+  const parsed: JobRecord = {
+    id,
+    model: record.model?.toString() ?? '',
+    version: Number(record.version?.toString() ?? 0),
+    status: record.status?.toString() ?? 'queued',
+    created_at: Number(record.created_at?.toString() ?? 0),
+  };
+  if (record.output && record.output.length > 0) parsed.output = record.output.toString();
+  if (record.error_code) parsed.error = { code: record.error_code.toString(), message: record.error_message?.toString() ?? '' };
+  if (record.queue_ms && record.inference_ms && record.batch_size) {
+    parsed.timings = {
+      queue_ms: Number(record.queue_ms.toString()),
+      inference_ms: Number(record.inference_ms.toString()),
+      batch_size: Number(record.batch_size.toString()),
+      batch_id: record.batch_id?.toString() ?? '',
+    };
+  }
+  return parsed;
+}

@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import calculateSlot from 'cluster-key-slot';
+import type { Redis } from 'ioredis';
+import { deadLetterJob, enqueueJobs, settleJobs, startJobs } from '../src/protocol/job-scripts.ts';
+import { keys, newJobId, jobIdModel } from '../src/keys.ts';
+
+/**
+ * A stand-in connection that records each script call (`il_<script>(numkeys, ...keys, ...args)`) and
+ * answers what the script would, so the protocol functions can be called without a server. The slot
+ * rule is about the keys a call passes, which this sees exactly.
+ */
+function recorder(replies: Record<string, unknown>): { redis: Redis; calls: { script: string; keys: string[] }[] } {
+  const calls: { script: string; keys: string[] }[] = [];
+  const redis = new Proxy({}, {
+    get: (_target, property: string) => (numKeys: number, ...rest: unknown[]) => {
+      calls.push({ script: property, keys: rest.slice(0, numKeys) as string[] });
+      return Promise.resolve(replies[property]);
+    },
+  }) as unknown as Redis;
+  return { redis, calls };
+}
+
+describe('protocol: every key of one job script call is in one Redis Cluster slot', () => {
+  const models = ['glove-embed', 'coco-detect', 'a.b_c-1'];
+
+  it('a job id carries its model, and its record lands in the slot of the model stream', () => {
+    for (const model of models) {
+      const id = newJobId(model);
+      assert.equal(jobIdModel(id), model);
+      assert.equal(calculateSlot(keys.job(id)), calculateSlot(keys.requests(model, 7)));
+      assert.equal(calculateSlot(keys.deadLetter(model, 7)), calculateSlot(keys.requests(model, 1)));
+    }
+    assert.equal(jobIdModel('no-separator'), undefined);
+  });
+
+  it('enqueue, start, settle and dead-letter of a batch of 32 jobs each pass keys of a single slot', async () => {
+    for (const model of models) {
+      const ids = Array.from({ length: 32 }, () => newJobId(model));
+      const { redis, calls } = recorder({ il_enqueue: ids.map((_, i) => `1-${i}`), il_start: ids.map(() => 'queued'), il_settle: ids.map(() => 1), il_dead_letter: 1 });
+      await enqueueJobs(redis, { model, version: 3, max_queue_size: 100, created_at: 0, jobs: ids.map((id) => ({ id, input: Buffer.from('x') })) });
+      await startJobs(redis, ids, 0);
+      await settleJobs(redis, model, 3, { inference_ms: 1, batch_size: 32, batch_id: 'b', result_ttl_s: 60 }, ids.map((jobId, i) => ({ jobId, entryId: `1-${i}`, queue_ms: 0, result: { ok: true, output: '{}' } })));
+      await deadLetterJob(redis, { model, version: 3, jobId: ids[0] ?? '', entryId: '1-0', deliveries: 6, result_ttl_s: 60, message: 'poison' });
+      assert.deepEqual(calls.map((call) => call.script), ['il_enqueue', 'il_start', 'il_settle', 'il_dead_letter']);
+      for (const call of calls) {
+        assert.ok(call.keys.length > 0, call.script);
+        const slots = new Set(call.keys.map((key) => calculateSlot(key)));
+        assert.equal(slots.size, 1, `${call.script} of ${model} spans slots ${[...slots].join(', ')}`);
+      }
+    }
+  });
+});
