@@ -78,12 +78,12 @@ export class GatewayHttp {
   }
 
   /**
-   * Send a request (with `body` as JSON unless undefined) and parse the JSON reply.
+   * Send a request (with `body` as JSON unless undefined, and extra `headers`) and parse the JSON reply.
    * @throws InferlineError as described in the module comment; `internal` with `http_status` for a
    *   success reply whose body is not JSON; the abort reason when `signal` aborts.
    */
-  async json<T>(method: HttpMethod, path: string, body: unknown, signal: AbortSignal | undefined): Promise<T> {
-    const reply = await this.#send(method, path, body, signal, {});
+  async json<T>(method: HttpMethod, path: string, body: unknown, signal: AbortSignal | undefined, headers: Record<string, string> = {}): Promise<T> {
+    const reply = await this.#send(method, path, body, signal, headers);
     const text = await this.#read(reply.body.text(), signal);
     const json = parseJson(text);
     if (reply.statusCode >= 400) throw apiError(reply.statusCode, json, text, reply.headers['retry-after']);

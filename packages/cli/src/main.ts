@@ -63,8 +63,9 @@ program
   .addOption(new Option('--file <path>', 'inputs, one text per line (empty lines skipped)'))
   .option('--url <url>', 'gateway URL', SUBMIT_DEFAULTS.url)
   .option('--concurrency <n>', 'requests in flight with --file', positiveInteger, SUBMIT_DEFAULTS.concurrency)
+  .option('--bulk-size <n>', 'inputs per request with --file (the bulk form of POST /v1/jobs; 1 = one request per input)', positiveInteger, SUBMIT_DEFAULTS.bulkSize)
   .option('--wait-s <seconds>', 'longest wait for one job to finish', positiveNumber, SUBMIT_DEFAULTS.waitS)
-  .action(async (options: { model: string; text?: string; file?: string; url: string; concurrency: number; waitS: number }) => {
+  .action(async (options: { model: string; text?: string; file?: string; url: string; concurrency: number; bulkSize: number; waitS: number }) => {
     process.exitCode = await submit({ ...options, stdout: process.stdout, stderr: process.stderr, progress: true });
   });
 

@@ -33,6 +33,8 @@ class FakeGateway {
   /** Inputs in the order their terminal state was served. */
   completed: string[] = [];
   refusedOnce = false;
+  /** Sizes of the bulk requests (`inputs`) received. */
+  bulkPosts: number[] = [];
   inFlight = 0;
   maxInFlight = 0;
 
@@ -69,7 +71,17 @@ class FakeGateway {
     if (request.method === 'POST' && url.pathname === '/v1/jobs') {
       let raw = '';
       for await (const chunk of request) raw += String(chunk);
-      const body = JSON.parse(raw) as { model: string; input: string };
+      const body = JSON.parse(raw) as { model: string; input: string; inputs?: string[] };
+      if (body.inputs) {
+        this.bulkPosts.push(body.inputs.length);
+        if (body.inputs.includes('reject me')) return this.reply(response, 400, { error: { code: 'invalid_input', message: 'scripted rejection', index: body.inputs.indexOf('reject me') } });
+        const jobs = body.inputs.map((input) => {
+          const job: FakeJob = { id: `job-${this.jobs.size + 1}`, input, doneAt: Date.now() + 20, fail: input === 'fail me' };
+          this.jobs.set(job.id, job);
+          return this.view({ ...job, doneAt: Infinity });
+        });
+        return this.reply(response, 202, { jobs });
+      }
       if (!this.refusedOnce) {
         this.refusedOnce = true;
         this.posts.push({ at: Date.now(), status: 429 });
@@ -123,14 +135,14 @@ describe('submit --file', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function run(lines: string[], concurrency = 4): Promise<{ code: number; results: SubmitLine[]; stderr: string }> {
+  async function run(lines: string[], concurrency = 4, bulkSize = 1): Promise<{ code: number; results: SubmitLine[]; stderr: string }> {
     const file = join(dir, `inputs-${Math.random()}.txt`);
     await writeFile(file, lines.join('\n'));
     const stdout = new PassThrough();
     const stderr = new PassThrough();
     const out = collect(stdout);
     const err = collect(stderr);
-    const code = await submit({ url, model: 'glove-embed', file, concurrency, waitS: 5, stdout, stderr, progress: false });
+    const code = await submit({ url, model: 'glove-embed', file, concurrency, bulkSize, waitS: 5, stdout, stderr, progress: false });
     const results = out().trim().split('\n').map((line) => JSON.parse(line) as SubmitLine);
     return { code, results, stderr: err() };
   }
@@ -161,6 +173,19 @@ describe('submit --file', () => {
     assert.ok(gateway.maxInFlight <= 4, `at most --concurrency requests in flight, saw ${gateway.maxInFlight}`);
     assert.ok(gateway.waits.every((wait) => Number(wait) >= 1 && Number(wait) <= 5), `long-poll waits ${gateway.waits.join(',')}`);
     assert.match(stderr, /12 inputs: 12 succeeded, 0 not/);
+  });
+
+  it('--bulk-size: sends chunks as bulk requests, keeps input order, and reruns a refused chunk input by input', async () => {
+    gateway.bulkPosts = [];
+    const lines = ['text 1', 'text 2', 'text 3', 'fail me', 'text 5', 'reject me', 'text 7'];
+    const { code, results } = await run(lines, 2, 3);
+    assert.equal(code, 1);
+    assert.deepEqual(
+      results.map((r) => [r.line, r.status]),
+      [[1, 'succeeded'], [2, 'succeeded'], [3, 'succeeded'], [4, 'failed'], [5, 'succeeded'], [6, 'rejected'], [7, 'succeeded']],
+    );
+    assert.deepEqual(results[0]?.output, { length: [6] });
+    assert.deepEqual(gateway.bulkPosts.sort(), [3, 3], 'chunks of 3, 3 and a last one of 1 (sent alone)');
   });
 
   it('reports failed and refused inputs in place and exits non-zero', async () => {

@@ -2,14 +2,15 @@ import { JOB_EVENTS_CHANNEL, type Logger, type Redis } from '@inferline/shared';
 
 /**
  * What a {@link JobWatch} reports:
- * - `{ jobId, status }`: a status change announced on {@link JOB_EVENTS_CHANNEL} (`running` or terminal);
+ * - `{ jobId, status, detail? }`: a status change announced on {@link JOB_EVENTS_CHANNEL} (`running` or
+ *   terminal); settle.lua's terminal events carry what it wrote in `detail` (see `settledRecord`);
  * - `{ resync: true }`: the subscription was re-established after a disconnect, so events may have
  *   been missed; re-read the job record;
  * - `{ timeout: true }`: nothing arrived within the wait;
  * - `{ closed: true }`: the watch was closed or its signal aborted.
  */
 export type JobWatchEvent =
-  | { jobId: string; status: string }
+  | { jobId: string; status: string; detail?: string }
   | { resync: true }
   | { timeout: true }
   | { closed: true };
@@ -181,7 +182,8 @@ export class JobEvents {
     const jobId = message.slice(0, tab);
     const set = this.#watches.get(jobId);
     if (!set) return;
-    const event = { jobId, status: message.slice(tab + 1) };
+    const second = message.indexOf('\t', tab + 1);
+    const event = second < 0 ? { jobId, status: message.slice(tab + 1) } : { jobId, status: message.slice(tab + 1, second), detail: message.slice(second + 1) };
     for (const watch of set) watch.push(event);
   }
 

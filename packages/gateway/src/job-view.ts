@@ -18,24 +18,37 @@ export function toJobView(record: JobRecord): JobView {
     status: viewStatus(record),
     created_at: new Date(record.created_at).toISOString(),
   };
-  if (view.status === 'succeeded' && record.output !== undefined) view.output = JSON.parse(record.output) as Record<string, unknown>;
+  if (view.status === 'succeeded' && record.output !== undefined) view.output = JSON.parse(record.output.toString()) as Record<string, unknown>;
   if (record.error) view.error = record.error;
   if (record.timings) view.timings = record.timings;
   return view;
 }
 
 /**
- * The same view as {@link toJobView}, as JSON text, with the stored output spliced in as it is: the
+ * The same view as {@link toJobView}, as JSON bytes, with the stored output spliced in as it is: the
  * gateway neither parses nor re-serializes the output (a float32 embedding is already in its shortest
  * form). Field order and values equal `JSON.stringify(toJobView(record))`.
  */
-export function jobViewJson(record: JobRecord): string {
+export function jobViewJson(record: JobRecord): Buffer {
   const status = viewStatus(record);
-  let text = `{"id":${JSON.stringify(record.id)},"model":${JSON.stringify(record.model)},"version":${record.version},"status":"${status}","created_at":"${new Date(record.created_at).toISOString()}"`;
-  if (status === 'succeeded' && record.output !== undefined) text += `,"output":${record.output}`;
-  if (record.error) text += `,"error":${JSON.stringify(record.error)}`;
-  if (record.timings) text += `,"timings":${JSON.stringify(record.timings)}`;
-  return `${text}}`;
+  const head = `{"id":${JSON.stringify(record.id)},"model":${JSON.stringify(record.model)},"version":${record.version},"status":"${status}","created_at":"${new Date(record.created_at).toISOString()}"`;
+  let tail = '';
+  if (record.error) tail += `,"error":${JSON.stringify(record.error)}`;
+  if (record.timings) tail += `,"timings":${JSON.stringify(record.timings)}`;
+  tail += '}';
+  if (status !== 'succeeded' || record.output === undefined) return Buffer.from(head + tail);
+  return Buffer.concat([Buffer.from(`${head},"output":`), record.output, Buffer.from(tail)]);
+}
+
+/** `{"jobs":[...]}` of several records (the bulk form's reply), as JSON bytes. */
+export function jobListJson(records: readonly JobRecord[]): Buffer {
+  const parts: Buffer[] = [Buffer.from('{"jobs":[')];
+  records.forEach((record, i) => {
+    if (i > 0) parts.push(Buffer.from(','));
+    parts.push(jobViewJson(record));
+  });
+  parts.push(Buffer.from(']}'));
+  return Buffer.concat(parts);
 }
 
 /**
@@ -76,12 +89,12 @@ export function toJson(value: unknown): unknown {
 const JSON_TYPE = 'application/json; charset=utf-8';
 
 /**
- * Send JSON text as it is: fastify sends a string with a JSON content type without serializing it
+ * Send JSON bytes as they are: fastify sends a Buffer without serializing it
  * (https://fastify.dev/docs/latest/Reference/Reply/#senddata), so the route's response schema does not
- * apply to it; the text comes from {@link jobViewJson}, which follows `JobView`.
+ * apply to it; the bytes come from {@link jobViewJson}, which follows `JobView`.
  */
-export function sendJsonText<R extends { type(contentType: string): unknown }>(reply: R, text: string): R {
-  const typed = reply.type(JSON_TYPE) as { send(payload: string): unknown };
+export function sendJsonText<R extends { type(contentType: string): unknown }>(reply: R, text: Buffer): R {
+  const typed = reply.type(JSON_TYPE) as { send(payload: Buffer): unknown };
   typed.send(text);
   return reply;
 }

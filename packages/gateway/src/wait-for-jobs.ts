@@ -1,4 +1,4 @@
-import { InferlineError, TERMINAL_STATUSES, keys, parseJobRecord, type JobRecord, type Redis } from '@inferline/shared';
+import { InferlineError, TERMINAL_STATUSES, keys, parseJobRecord, settledRecord, type JobRecord, type Redis } from '@inferline/shared';
 import type { JobWatch } from './job-events.ts';
 
 /**
@@ -6,8 +6,9 @@ import type { JobWatch } from './job-events.ts';
  * current records in the order of `watch.jobIds`.
  *
  * The watch must exist before the jobs' records are read (it is, since the caller created it): the
- * records are read once now, then only again for a job whose terminal event arrived, after a
- * re-subscription (`resync`), and once at the deadline. No Redis polling in between. On abort the last
+ * records are read once now; a terminal event of settle.lua carries the result, which completes the
+ * record without a read; a job is read again only on a terminal event without one (dead-letter), after
+ * a re-subscription (`resync`), and once at the deadline. No Redis polling in between. On abort the last
  * records read are returned without another read.
  *
  * @param known records the caller already holds for these ids (e.g. just stored: `queued`), which
@@ -25,6 +26,15 @@ export async function waitForJobs(redis: Redis, watch: JobWatch, waitMs: number,
     const event = await watch.next(deadline - Date.now(), signal);
     if ('closed' in event) break;
     if ('status' in event && !TERMINAL_STATUSES.has(event.status)) continue;
+    // A settle event carries the result: no need to read the record back.
+    const at = 'jobId' in event ? position.get(event.jobId) : undefined;
+    const known = at === undefined ? undefined : records[at];
+    const settled = known && 'detail' in event && event.detail !== undefined ? settledRecord(known, event.status, event.detail) : undefined;
+    if (settled && at !== undefined) {
+      records[at] = settled;
+      open = open.filter((id) => id !== settled.id);
+      continue;
+    }
     const reread = 'jobId' in event ? [event.jobId] : open;
     const fresh = await readRecords(redis, reread);
     reread.forEach((id, i) => {

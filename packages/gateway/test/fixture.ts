@@ -140,7 +140,7 @@ export async function startJob(redis: Redis, jobId: string): Promise<string[]> {
 }
 
 /** A glove-embed output as a worker writes it (JSON text). */
-export function embeddingOutput(value = 0.1): string {
+export function embeddingOutput(value = 0.1): Buffer {
   return outputToJson({ embedding: new Float32Array(100).fill(value) });
 }
 
@@ -148,7 +148,7 @@ export function embeddingOutput(value = 0.1): string {
 export async function settleJob(
   redis: Redis,
   jobId: string,
-  result: { status: 'succeeded'; output?: string } | { status: 'failed'; code: string; message: string } = { status: 'succeeded' },
+  result: { status: 'succeeded'; output?: Buffer } | { status: 'failed'; code: string; message: string } = { status: 'succeeded' },
   version = 1,
 ): Promise<number> {
   const entryId = await entryOf(redis, jobId);

@@ -5,7 +5,7 @@ import { jobViewJson, toJobView, toJson } from '../src/job-view.ts';
 
 const raw = (fields: Record<string, string | Buffer>): Record<string, Buffer> =>
   Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, Buffer.isBuffer(v) ? v : Buffer.from(v)]));
-const record = (fields: Record<string, string>): JobRecord => {
+const record = (fields: Record<string, string | Buffer>): JobRecord => {
   const parsed = parseJobRecord(raw(fields));
   assert.ok(parsed);
   return parsed;
@@ -46,8 +46,8 @@ describe('jobViewJson', () => {
       record({ id: 'm~f', model: 'm', version: '1', status: 'failed', created_at: '5', error_code: 'invalid_input', error_message: 'line\nbreak "q"', queue_ms: '1', inference_ms: '2', batch_size: '1', batch_id: 'b' }),
       record({ id: 'm~odd', model: 'm', version: '1', status: 'bogus', created_at: '0' }),
     ];
-    for (const r of records) assert.deepEqual(JSON.parse(jobViewJson(r)), JSON.parse(JSON.stringify(toJobView(r))));
-    assert.equal(jobViewJson(records[0] as JobRecord), JSON.stringify(toJobView(records[0] as JobRecord)));
+    for (const r of records) assert.deepEqual(JSON.parse(jobViewJson(r).toString()), JSON.parse(JSON.stringify(toJobView(r))));
+    assert.equal(jobViewJson(records[0] as JobRecord).toString(), JSON.stringify(toJobView(records[0] as JobRecord)));
   });
 });
 

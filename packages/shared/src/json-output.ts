@@ -11,24 +11,73 @@
 /** 10^k for k = -350..350 as doubles (index k + 350): exact up to 10^22, correctly rounded beyond. */
 const POW10 = Array.from({ length: 701 }, (_, i) => Number(`1e${i - 350}`));
 /**
- * How far inside its rounding interval a candidate decimal must lie, relative: the divisions below
- * round (≤ 2^-53 each), so a candidate this close to an edge is not trusted and a longer one is taken.
+ * How far inside its rounding interval a candidate decimal must lie, relative: the scaling below rounds
+ * (≤ 2^-53 a step), so a candidate this close to an edge is checked by parsing it instead.
  */
 const EDGE_MARGIN = 4e-16;
+const ASCII_0 = 48;
 
 const f32 = new Float32Array(1);
 const f32Bits = new Uint32Array(f32.buffer);
 
 /**
- * The shortest decimal text that reads back as the float32 `v` (`v` must be a float32 value, as read
- * from a Float32Array). Finds the fewest significant digits p (1..9, 9 always suffice for float32)
- * for which some p-digit decimal lies strictly inside the interval of reals that round to `v`
- * (half-way to each neighbouring float32), as Ryū and Schubfach define "shortest"
- * (https://dl.acm.org/doi/10.1145/3192366.3192369).
+ * Appends JSON bytes to a growing buffer: the output goes to Redis as bytes, so digits are written as
+ * ASCII without building a string per number.
  */
-export function float32ToJson(v: number): string {
-  if (v === 0) return '0';
-  if (!Number.isFinite(v)) return 'null';
+class JsonBytes {
+  bytes = Buffer.allocUnsafe(1024);
+  length = 0;
+
+  reserve(extra: number): void {
+    if (this.length + extra <= this.bytes.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.bytes.length * 2, this.length + extra));
+    this.bytes.copy(grown, 0, 0, this.length);
+    this.bytes = grown;
+  }
+
+  byte(value: number): void {
+    this.reserve(1);
+    this.bytes[this.length++] = value;
+  }
+
+  text(value: string): void {
+    this.reserve(value.length * 3);
+    this.length += this.bytes.write(value, this.length, 'utf8');
+  }
+
+  /** The digits of a non-negative integer below 10^16. */
+  integer(value: number): void {
+    const digits = digitCount(value);
+    this.reserve(digits);
+    let at = this.length + digits - 1;
+    for (let rest = value; at >= this.length; at--) {
+      const digit = rest % 10;
+      this.bytes[at] = ASCII_0 + digit;
+      rest = (rest - digit) / 10;
+    }
+    this.length += digits;
+  }
+
+  zeros(count: number): void {
+    this.reserve(count);
+    this.bytes.fill(ASCII_0, this.length, this.length + count);
+    this.length += count;
+  }
+
+  done(): Buffer {
+    return this.bytes.subarray(0, this.length);
+  }
+}
+
+/**
+ * Write the shortest decimal that reads back as the float32 `v` (`v` must be a float32 value, as read
+ * from a Float32Array): the fewest significant digits for which some decimal lies inside the interval
+ * of reals that round to `v` (half-way to each neighbouring float32), as Ryū and Schubfach define
+ * "shortest" (https://dl.acm.org/doi/10.1145/3192366.3192369), in JavaScript's own number notation.
+ */
+function writeFloat32(out: JsonBytes, v: number): void {
+  if (v === 0) return out.byte(ASCII_0);
+  if (!Number.isFinite(v)) return out.text('null');
   const negative = v < 0;
   const a = negative ? -v : v;
   f32[0] = a;
@@ -40,80 +89,150 @@ export function float32ToJson(v: number): string {
   // Exactly representable in float64: float32 neighbours differ by one unit of a 24-bit mantissa.
   const lo = (a + down) / 2;
   const hi = Number.isFinite(up) ? (a + up) / 2 : a * (1 + 2 ** -25);
-  const exponent = Math.floor(Math.log10(a));
-  for (let digits = 1; digits <= 9; digits++) {
-    const k = exponent - digits + 1;
-    const scale = POW10[k + 350] as number;
-    // The smallest m·10^k at or above lo, then the next one (when the first is a tie that rounds away).
-    const first = Math.ceil((lo / scale) * (1 - EDGE_MARGIN));
-    for (let m = first; m <= first + 1; m++) {
-      const candidate = m * scale;
-      if (candidate >= hi * (1 + EDGE_MARGIN)) break;
-      const text = formatDecimal(m, k, negative);
-      // Strictly inside: it rounds to v. Near an edge (a tie that round-half-even may give to v, or a
-      // rounding error of the divisions above), parse to be sure.
-      if ((candidate > lo * (1 + EDGE_MARGIN) && candidate < hi * (1 - EDGE_MARGIN)) || Math.fround(Number(text)) === v) return text;
-    }
+  // Scale so that the interval is in units of the 9th significant digit (9 always suffice for float32).
+  const k = 8 - Math.floor(Math.log10(a));
+  const scale = POW10[k + 350] as number;
+  const loScaled = lo * scale;
+  const hiScaled = hi * scale;
+  // A decimal with 9 - t digits fits for every t up to some t*, then none does (a fit with fewer digits
+  // is also one with more, padded with a zero): so look from 9 digits down and keep the last fit.
+  let found = -1;
+  let foundT = 0;
+  for (let t = 0; t <= 8; t++) {
+    const n = fitIn(loScaled, hiScaled, POW10[t + 350] as number, v, t - k);
+    if (n < 0) break;
+    found = n;
+    foundT = t;
   }
-  return String(Number(v.toPrecision(9)));
-}
-
-/** `m × 10^k` (m a positive integer below 10^10) as a JSON number in JavaScript's own notation. */
-function formatDecimal(m: number, k: number, negative: boolean): string {
-  let digits = String(m);
-  let end = digits.length;
-  while (end > 1 && digits.charCodeAt(end - 1) === 48) end--;
-  k += digits.length - end;
-  digits = digits.slice(0, end);
-  const n = digits.length;
-  const point = n + k; // value = 0.<digits> × 10^point
-  let text: string;
-  if (k >= 0) text = point <= 21 ? digits + '0'.repeat(k) : scientific(digits, point - 1);
-  else if (point > 0) text = `${digits.slice(0, point)}.${digits.slice(point)}`;
-  else if (point > -6) text = `0.${'0'.repeat(-point)}${digits}`;
-  else text = scientific(digits, point - 1);
-  return negative ? `-${text}` : text;
-}
-
-function scientific(digits: string, exponent: number): string {
-  return `${digits[0] ?? '0'}${digits.length > 1 ? `.${digits.slice(1)}` : ''}e${exponent < 0 ? '-' : '+'}${Math.abs(exponent)}`;
+  if (found >= 0) return writeDecimal(out, found, foundT - k, negative);
+  out.text(String(Number(v.toPrecision(9))));
 }
 
 /**
- * JSON text of a model output value (postprocess results: objects, arrays, typed arrays, numbers,
- * strings, bytes). Float32Array values use {@link float32ToJson}; Uint8Array/Buffer → `{"b64": ...}`.
+ * The integer n such that n × step is strictly inside (lo, hi) (checked by parsing when near an edge,
+ * where ties and the scaling's rounding decide), trying the smallest multiple at or above lo and the
+ * next one; -1 when neither fits. The decimal is n × 10^q.
  */
-export function outputToJson(value: unknown): string {
-  if (value === null || value === undefined) return 'null';
+function fitIn(lo: number, hi: number, step: number, v: number, q: number): number {
+  const first = Math.ceil((lo / step) * (1 - EDGE_MARGIN));
+  for (let n = first; n <= first + 1; n++) {
+    const candidate = n * step;
+    if (candidate >= hi * (1 + EDGE_MARGIN)) return -1;
+    if (candidate > lo * (1 + EDGE_MARGIN) && candidate < hi * (1 - EDGE_MARGIN)) return n;
+    if (Math.fround(Number(decimalText(n, q, false))) === Math.abs(v)) return n;
+  }
+  return -1;
+}
+
+/** Decimal digits of a non-negative integer below 10^16 (0 has 1). */
+function digitCount(value: number): number {
+  if (value < 1e8) {
+    if (value < 1e4) return value < 10 ? 1 : value < 100 ? 2 : value < 1000 ? 3 : 4;
+    return value < 1e5 ? 5 : value < 1e6 ? 6 : value < 1e7 ? 7 : 8;
+  }
+  let digits = 9;
+  for (let bound = 1e9; value >= bound && digits < 16; bound *= 10) digits++;
+  return digits;
+}
+
+/** `n × 10^q` (n a positive integer below 10^10) in JavaScript's number notation, as bytes. */
+function writeDecimal(out: JsonBytes, n: number, q: number, negative: boolean): void {
+  while (n % 10 === 0) {
+    n /= 10;
+    q++;
+  }
+  const point = digitCount(n) + q; // value = 0.<digits> × 10^point
+  if (negative) out.byte(45);
+  if (q >= 0 && point <= 21) {
+    out.integer(n);
+    out.zeros(q);
+  } else if (q < 0 && point > 0) {
+    const scale = POW10[-q + 350] as number;
+    const whole = Math.floor(n / scale);
+    out.integer(whole);
+    out.byte(46);
+    const fraction = n - whole * scale;
+    out.zeros(-q - digitCount(fraction));
+    out.integer(fraction);
+  } else if (point <= 0 && point > -6) {
+    out.byte(ASCII_0);
+    out.byte(46);
+    out.zeros(-point);
+    out.integer(n);
+  } else {
+    out.text(decimalText(n, q, false).replace(/^-/, ''));
+  }
+}
+
+/** {@link writeDecimal} as a string (the rare paths: scientific notation, edge checks). */
+function decimalText(n: number, q: number, negative: boolean): string {
+  const text = Number(`${n}e${q}`).toString();
+  return negative ? `-${text}` : text;
+}
+
+/** The text {@link writeFloat32} writes for `v` (tests, and one-off values). */
+export function float32ToJson(v: number): string {
+  const out = new JsonBytes();
+  writeFloat32(out, v);
+  return out.done().toString();
+}
+
+function writeValue(out: JsonBytes, value: unknown): void {
+  if (value === null || value === undefined) return out.text('null');
   switch (typeof value) {
     case 'number':
-      return Number.isFinite(value) ? String(value) : 'null';
+      return out.text(Number.isFinite(value) ? String(value) : 'null');
     case 'string':
     case 'boolean':
-      return JSON.stringify(value);
+      return out.text(JSON.stringify(value));
     case 'bigint':
-      return String(value);
+      return out.text(String(value));
     case 'object':
       break;
     default:
-      return 'null';
+      return out.text('null');
   }
   if (value instanceof Float32Array) {
-    let text = '[';
-    for (let i = 0; i < value.length; i++) text += (i === 0 ? '' : ',') + float32ToJson(value[i] as number);
-    return `${text}]`;
+    out.byte(91);
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) out.byte(44);
+      writeFloat32(out, value[i] as number);
+    }
+    return out.byte(93);
   }
-  if (value instanceof Uint8Array) return `{"b64":"${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64')}"}`;
-  if (ArrayBuffer.isView(value)) {
-    if (value instanceof DataView) return `{"b64":"${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64')}"}`;
-    return `[${Array.from(value as unknown as ArrayLike<number | bigint>, (item) => outputToJson(item)).join(',')}]`;
+  if (value instanceof Uint8Array || value instanceof DataView) {
+    return out.text(`{"b64":"${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64')}"}`);
   }
-  if (Array.isArray(value)) return `[${value.map((item) => outputToJson(item)).join(',')}]`;
+  if (ArrayBuffer.isView(value) || Array.isArray(value)) {
+    const items = value as unknown as ArrayLike<unknown>;
+    out.byte(91);
+    for (let i = 0; i < items.length; i++) {
+      if (i > 0) out.byte(44);
+      writeValue(out, items[i]);
+    }
+    return out.byte(93);
+  }
   const entries = value instanceof Map ? [...value].map(([k, v]) => [String(k), v] as const) : Object.entries(value);
-  let text = '{';
+  out.byte(123);
+  let first = true;
   for (const [k, v] of entries) {
     if (v === undefined) continue;
-    text += `${text.length > 1 ? ',' : ''}${JSON.stringify(k)}:${outputToJson(v)}`;
+    if (!first) out.byte(44);
+    first = false;
+    out.text(JSON.stringify(k));
+    out.byte(58);
+    writeValue(out, v);
   }
-  return `${text}}`;
+  out.byte(125);
+}
+
+/**
+ * JSON bytes (UTF-8) of a model output value (postprocess results: objects, arrays, typed arrays,
+ * numbers, strings, bytes). Float32Array values are written shortest ({@link float32ToJson});
+ * Uint8Array/Buffer → `{"b64": ...}`; other typed arrays → number arrays; non-finite numbers → null.
+ */
+export function outputToJson(value: unknown): Buffer {
+  const out = new JsonBytes();
+  writeValue(out, value);
+  return out.done();
 }

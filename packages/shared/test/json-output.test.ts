@@ -43,7 +43,7 @@ describe('float32ToJson', () => {
 describe('outputToJson', () => {
   it('is valid JSON equal to the plain-array form of the value', () => {
     const value = { embedding: new Float32Array([0.25, 1 / 3]), ids: new Int32Array([1, -2]), label: 'a "b"\n', png: Buffer.from([1, 2, 3]), nested: [{ x: 1.5, skip: undefined }], none: null };
-    assert.deepEqual(JSON.parse(outputToJson(value)), {
+    assert.deepEqual(JSON.parse(outputToJson(value).toString()), {
       embedding: [0.25, Number(float32ToJson(Math.fround(1 / 3)))],
       ids: [1, -2],
       label: 'a "b"\n',
@@ -51,7 +51,7 @@ describe('outputToJson', () => {
       nested: [{ x: 1.5 }],
       none: null,
     });
-    const parsed = JSON.parse(outputToJson(value)) as { embedding: number[] };
+    const parsed = JSON.parse(outputToJson(value).toString()) as { embedding: number[] };
     assert.equal(Math.fround(parsed.embedding[1] ?? 0), Math.fround(1 / 3));
   });
 });

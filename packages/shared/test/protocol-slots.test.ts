@@ -40,7 +40,7 @@ describe('protocol: every key of one job script call is in one Redis Cluster slo
       const { redis, calls } = recorder({ il_enqueue: ids.map((_, i) => `1-${i}`), il_start: ids.map(() => 'queued'), il_settle: ids.map(() => 1), il_dead_letter: 1 });
       await enqueueJobs(redis, { model, version: 3, max_queue_size: 100, created_at: 0, jobs: ids.map((id) => ({ id, input: Buffer.from('x') })) });
       await startJobs(redis, ids, 0);
-      await settleJobs(redis, model, 3, { inference_ms: 1, batch_size: 32, batch_id: 'b', result_ttl_s: 60 }, ids.map((jobId, i) => ({ jobId, entryId: `1-${i}`, queue_ms: 0, result: { ok: true, output: '{}' } })));
+      await settleJobs(redis, model, 3, { inference_ms: 1, batch_size: 32, batch_id: 'b', result_ttl_s: 60 }, ids.map((jobId, i) => ({ jobId, entryId: `1-${i}`, queue_ms: 0, result: { ok: true, output: Buffer.from('{}') } })));
       await deadLetterJob(redis, { model, version: 3, jobId: ids[0] ?? '', entryId: '1-0', deliveries: 6, result_ttl_s: 60, message: 'poison' });
       assert.deepEqual(calls.map((call) => call.script), ['il_enqueue', 'il_start', 'il_settle', 'il_dead_letter']);
       for (const call of calls) {

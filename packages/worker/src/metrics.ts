@@ -61,8 +61,15 @@ export class WorkerMetrics {
     this.#batchExecutions.inc(labels);
     this.#batchSize.observe(labels, results.length);
     this.#computeDuration.observe(labels, computeMs / 1000);
-    for (const ms of queueMs) this.#queueDuration.observe(labels, ms / 1000);
-    for (const result of results) this.#requests.inc({ ...labels, status: result.ok ? 'succeeded' : result.code });
+    // One label lookup per batch, not per request (prom-client hashes the label set on every call).
+    const queue = this.#queueDuration.labels(labels);
+    for (const ms of queueMs) queue.observe(ms / 1000);
+    const statuses = new Map<string, number>();
+    for (const result of results) {
+      const status = result.ok ? 'succeeded' : result.code;
+      statuses.set(status, (statuses.get(status) ?? 0) + 1);
+    }
+    for (const [status, count] of statuses) this.#requests.inc({ ...labels, status }, count);
   }
 }
 

@@ -95,10 +95,10 @@ export class VersionConsumer {
     reader.on('ready', () => {
       learnReaderId().catch((error: unknown) => this.#log.warn({ err: error }, 'cannot read the reader client id'));
     });
-    const source: BatchSource<StreamEntry> = { read: (count, blockMs) => this.#read(count, blockMs) };
+    const source: BatchSource<ReadEntry> = { read: (count, blockMs) => this.#read(count, blockMs) };
     const clock = { now: () => performance.now() };
     const collect = { ...config.batching, idle_block_ms: this.#options.idle_block_ms };
-    const fetch = async (): Promise<StreamEntry[]> => {
+    const fetch = async (): Promise<ReadEntry[]> => {
       if (Date.now() >= this.#nextReclaimAt) await this.#reclaim();
       return collectBatch(source, clock, collect);
     };
@@ -128,9 +128,9 @@ export class VersionConsumer {
    * gets at most {@link PIPELINE_FETCH_WAIT_MS} to return before the run starts anyway. Returns when
    * `signal` aborts, after every batch fetched has been run and settled.
    */
-  async #pipeline(fetch: () => Promise<StreamEntry[]>, depth: number, signal: AbortSignal): Promise<void> {
+  async #pipeline(fetch: () => Promise<ReadEntry[]>, depth: number, signal: AbortSignal): Promise<void> {
     const prepared: Promise<PreparedBatch>[] = [];
-    let fetching: Promise<StreamEntry[]> | undefined;
+    let fetching: Promise<ReadEntry[]> | undefined;
     try {
       for (;;) {
         while (prepared.length < depth && (!signal.aborted || fetching)) {
@@ -161,8 +161,11 @@ export class VersionConsumer {
    * side ends the wait on time with CLIENT UNBLOCK … TIMEOUT from the command connection. If the read
    * already returned, the UNBLOCK finds nothing to do, or at worst ends the next read early and empty,
    * which the batching loop treats as any empty read.
+   *
+   * The entries' start.lua call goes out as soon as they are read, without waiting for it: while the
+   * batch fills (batch_timeout_ms) its round trip is already done, so a batch starts running on time.
    */
-  async #read(count: number, blockMs: number): Promise<StreamEntry[]> {
+  async #read(count: number, blockMs: number): Promise<ReadEntry[]> {
     const { reader, redis, consumer } = this.#options;
     const timer = setTimeout(() => {
       redis.client('UNBLOCK', this.#readerId, 'TIMEOUT').catch((error: unknown) => this.#log.warn({ err: error }, 'CLIENT UNBLOCK failed'));
@@ -184,7 +187,16 @@ export class VersionConsumer {
       else orphans.push(item[0].toString());
     }
     await dropEntries(this.#options.redis, this.#stream, orphans);
-    return entries;
+    return this.#start(entries);
+  }
+
+  /** Send start.lua for entries just read or claimed; {@link prepareBatch} awaits the verdict. */
+  #start(entries: StreamEntry[]): ReadEntry[] {
+    if (entries.length === 0) return [];
+    const runnable = startEntries(this.#options.redis, entries, Date.now());
+    // Awaited by prepareBatch; a batch abandoned after an error must not leave an unhandled rejection.
+    runnable.catch(() => undefined);
+    return entries.map((entry) => ({ entry, runnable }));
   }
 
   /** Take over entries left pending by dead consumers; run them in batches of max_batch_size. */
@@ -205,7 +217,7 @@ export class VersionConsumer {
       this.#groupsReady(readyGroups);
       if (claimed.length === 0) return;
       this.#log.info({ count: claimed.length }, 'reclaimed pending requests');
-      await this.processBatch(claimed);
+      await this.processBatch(this.#start(claimed));
     }
   }
 
@@ -220,24 +232,31 @@ export class VersionConsumer {
   }
 
   /** Run one batch from start to settle (the reclaim path; the pipeline calls the two halves). */
-  async processBatch(batch: readonly StreamEntry[]): Promise<void> {
+  async processBatch(batch: readonly ReadEntry[]): Promise<void> {
     if (batch.length === 0) return;
     await this.runBatch(await this.prepareBatch(batch));
   }
 
   /**
-   * First half of a batch: mark its jobs running (acknowledging at once any already terminal or gone,
-   * and group members whose group finished or who were settled already),
+   * First half of a batch: take the verdicts of the start calls its reads sent (its jobs are marked
+   * running; entries whose job is already terminal or gone, and group members whose group finished or
+   * who were settled already, are acknowledged at once without inference),
    * decode the inputs, and for an image model decode and resize the images (in parallel, on libvips'
    * threads). An input that cannot be decoded fails alone (`invalid_input`, `invalid_image`).
    */
-  async prepareBatch(batch: readonly StreamEntry[]): Promise<PreparedBatch> {
+  async prepareBatch(batch: readonly ReadEntry[]): Promise<PreparedBatch> {
     const { redis, config } = this.#options;
     const batchId = `${this.#options.consumer}-${++this.#batchCounter}`;
     const startedAt = Date.now();
     const t0 = performance.now();
-    const { live, stale } = await startEntries(redis, batch, startedAt);
-    await dropEntries(redis, this.#stream, stale.map((entry) => entry.entryId));
+    const verdicts = await Promise.all([...new Set(batch.map((read) => read.runnable))]);
+    const live: StreamEntry[] = [];
+    const stale: string[] = [];
+    for (const { entry } of batch) {
+      if (verdicts.some((runnable) => runnable.has(entry))) live.push(entry);
+      else stale.push(entry.entryId);
+    }
+    await dropEntries(redis, this.#stream, stale);
 
     const preprocess = config.preprocess;
     const results = new Array<ItemResult | undefined>(live.length);
@@ -303,6 +322,13 @@ export class VersionConsumer {
   }
 }
 
+/** An entry as the batching loop collects it: with the verdict of the start.lua call its read sent. */
+export interface ReadEntry {
+  entry: StreamEntry;
+  /** The entries of its read that are to run (start.lua / start-members.lua said so). */
+  runnable: Promise<Set<StreamEntry>>;
+}
+
 /** A batch whose first half ({@link VersionConsumer.prepareBatch}) is done. */
 export interface PreparedBatch {
   batchId: string;
@@ -322,8 +348,9 @@ export interface PreparedBatch {
  * Which entries of a batch to run: single jobs through start.lua (marked running; terminal or gone ones
  * are stale), group members through start-members.lua, one call per group (members of a finished
  * group, or already settled, are stale). The calls go out together (auto-pipelined).
+ * @returns the entries to run.
  */
-async function startEntries(redis: Redis, batch: readonly StreamEntry[], startedAt: number): Promise<{ live: StreamEntry[]; stale: StreamEntry[] }> {
+async function startEntries(redis: Redis, batch: readonly StreamEntry[], startedAt: number): Promise<Set<StreamEntry>> {
   const jobIds: string[] = [];
   const groups = new Map<string, MemberEntry[]>();
   for (const entry of batch) {
@@ -355,10 +382,7 @@ async function startEntries(redis: Redis, batch: readonly StreamEntry[], started
       if (Number(verdicts[g]?.[i]) === 1) runnable.add(entry);
     });
   });
-  const live: StreamEntry[] = [];
-  const stale: StreamEntry[] = [];
-  for (const entry of batch) (runnable.has(entry) ? live : stale).push(entry);
-  return { live, stale };
+  return runnable;
 }
 
 function delay(ms: number): Promise<undefined> {

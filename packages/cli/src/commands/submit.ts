@@ -16,6 +16,12 @@ export interface SubmitOptions {
   file?: string;
   /** Requests in flight with `file`. */
   concurrency: number;
+  /**
+   * Inputs per request with `file` (the bulk form of `POST /v1/jobs`, at most the gateway's
+   * `max_bulk_inputs`); 1 = one request per input. A chunk the gateway refuses as a whole (an invalid
+   * input) is sent again one input at a time, so each line gets its own result.
+   */
+  bulkSize?: number;
   /** Longest wait for one job to become terminal after it was accepted, seconds. */
   waitS: number;
   /** Where results go. */
@@ -28,7 +34,7 @@ export interface SubmitOptions {
 }
 
 /** Defaults of the `submit` command's options. */
-export const SUBMIT_DEFAULTS = { url: 'http://localhost:8080', concurrency: 32, waitS: 60 } as const;
+export const SUBMIT_DEFAULTS = { url: 'http://localhost:8080', concurrency: 4, bulkSize: 64, waitS: 60 } as const;
 
 /**
  * One output line of `submit --file`. `line` is the 1-based line number in the file. `status` is the
@@ -89,9 +95,9 @@ async function readInputs(file: string): Promise<{ line: number; text: string }[
 }
 
 /**
- * Keep `concurrency` jobs in flight; print each result as soon as every earlier input's result is
- * printed, so output follows input order. A transport failure stops the run (rethrown); an API error
- * is that input's result.
+ * Keep `concurrency` requests of `bulkSize` inputs in flight; print each result as soon as every
+ * earlier input's result is printed, so output follows input order. A transport failure stops the run
+ * (rethrown); an API error is that input's result.
  */
 async function submitFile(client: JobsClient, options: SubmitOptions, inputs: { line: number; text: string }[]): Promise<number> {
   const stop = new AbortController();
@@ -122,12 +128,14 @@ async function submitFile(client: JobsClient, options: SubmitOptions, inputs: { 
     }
   };
 
+  const bulkSize = options.bulkSize ?? SUBMIT_DEFAULTS.bulkSize;
   const lane = async (): Promise<void> => {
     while (nextInput < inputs.length && !signal.aborted) {
-      const index = nextInput++;
-      const input = inputs[index];
-      if (!input) break;
-      finish(index, await runOne(client, options, input, signal));
+      const first = nextInput;
+      const chunk = inputs.slice(first, first + bulkSize);
+      nextInput += chunk.length;
+      const results = chunk.length === 1 ? undefined : await runChunk(client, options, chunk, signal);
+      for (const [i, input] of chunk.entries()) finish(first + i, results?.[i] ?? (await runOne(client, options, input, signal)));
     }
   };
 
@@ -150,6 +158,26 @@ async function submitFile(client: JobsClient, options: SubmitOptions, inputs: { 
   return failed === 0 ? 0 : 1;
 }
 
+/**
+ * Run a chunk of inputs as one bulk request. Returns undefined when the gateway refused the chunk as a
+ * whole (an invalid input, too many inputs): the caller then runs each input alone.
+ */
+async function runChunk(
+  client: JobsClient,
+  options: SubmitOptions,
+  chunk: readonly { line: number; text: string }[],
+  signal: AbortSignal,
+): Promise<SubmitLine[] | undefined> {
+  let jobs: JobView[];
+  try {
+    jobs = await client.runMany({ model: options.model, inputs: chunk.map((input) => input.text) }, options.waitS, signal);
+  } catch (error) {
+    if (isApiError(error) && error.details.http_status < 500) return undefined;
+    throw error;
+  }
+  return jobs.map((job, i) => toLine(chunk[i]?.line ?? 0, job, options.waitS));
+}
+
 async function runOne(
   client: JobsClient,
   options: SubmitOptions,
@@ -164,9 +192,12 @@ async function runOne(
     const code = typeof error.details.remote_code === 'string' ? error.details.remote_code : error.code;
     return { line: input.line, id: null, status: 'rejected', error: { code, message: error.message } };
   }
-  if (job.status === 'succeeded') return { line: input.line, id: job.id, status: job.status, output: job.output };
-  const error = isTerminal(job)
-    ? (job.error ?? { code: job.status, message: `job ${job.status}` })
-    : { code: 'timeout', message: `still ${job.status} after ${options.waitS} s` };
-  return { line: input.line, id: job.id, status: job.status, error };
+  return toLine(input.line, job, options.waitS);
+}
+
+/** The output line of one job's last view. */
+function toLine(line: number, job: JobView, waitS: number): SubmitLine {
+  if (job.status === 'succeeded') return { line, id: job.id, status: job.status, output: job.output };
+  const error = isTerminal(job) ? (job.error ?? { code: job.status, message: `job ${job.status}` }) : { code: 'timeout', message: `still ${job.status} after ${waitS} s` };
+  return { line, id: job.id, status: job.status, error };
 }

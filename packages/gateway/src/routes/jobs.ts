@@ -13,7 +13,7 @@ import {
   type JobView as JobViewType,
 } from '@inferline/shared';
 import { enqueueJobs } from '../enqueue-jobs.ts';
-import { jobViewJson, readJob, readJobRecord, sendJsonText } from '../job-view.ts';
+import { jobListJson, jobViewJson, readJob, readJobRecord, sendJsonText } from '../job-view.ts';
 import { openEventStream } from '../event-stream.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
@@ -92,7 +92,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       reply.code(watch && finished ? 200 : 202);
       if (watch) reply.header('preference-applied', `wait=${waitS}`);
       if (!inputs) return sendJsonText(reply.header('location', `/v1/jobs/${ids[0] ?? ''}`), jobViewJson(records[0] as JobRecord));
-      return sendJsonText(reply, `{"jobs":[${records.map(jobViewJson).join(',')}]}`);
+      return sendJsonText(reply, jobListJson(records));
     },
   );
 

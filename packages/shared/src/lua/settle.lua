@@ -19,6 +19,10 @@
       output (JSON text, '' when failed) or error (`<code>\t<message>`, '' when succeeded),
       queue_ms
 
+  Each result written is announced on the events channel with what it wrote, so a waiting gateway
+  answers without reading the record back:
+    <job id>\t<status>\t<queue_ms>\t<inference_ms>\t<batch_size>\t<batch_id>\t<output or code\tmessage>
+
   Output:
     array of n: 1 when this call wrote that result, 0 when the job was already terminal or missing
 ]]
@@ -42,7 +46,7 @@ for i = 2, #KEYS do
         'error_code', string.sub(value, 1, tab - 1), 'error_message', string.sub(value, tab + 1))
     end
     redis.call('EXPIRE', KEYS[i], ttl)
-    redis.call('PUBLISH', ARGV[7], jobId .. '\t' .. status)
+    redis.call('PUBLISH', ARGV[7], table.concat({ jobId, status, queueMs, ARGV[3], ARGV[4], ARGV[5], value }, '\t'))
     written[i - 1] = 1
   end
 end

@@ -70,7 +70,7 @@ export async function startJobs(redis: Redis, jobIds: readonly string[], started
 
 /** One job's result, as {@link settleJobs} writes it. */
 export type JobResult =
-  | { ok: true; /** JSON text of the output (`outputToJson`). */ output: string }
+  | { ok: true; /** JSON bytes of the output (`outputToJson`). */ output: Buffer }
   | { ok: false; code: string; message: string };
 
 /** Figures shared by every request of a batch. */
@@ -101,7 +101,7 @@ export interface JobSettlement {
 export async function settleJobs(redis: Redis, model: string, version: number, batch: BatchFigures, settlements: readonly JobSettlement[]): Promise<boolean[]> {
   if (settlements.length === 0) return [];
   const scriptKeys = [keys.requests(model, version)];
-  const args: (string | number)[] = [
+  const args: (string | number | Buffer)[] = [
     CONSUMER_GROUP, Date.now(), batch.inference_ms.toFixed(3), batch.batch_size, batch.batch_id, batch.result_ttl_s, JOB_EVENTS_CHANNEL,
   ];
   for (const { jobId, entryId, result, queue_ms } of settlements) {

@@ -84,11 +84,40 @@ export interface JobRecord {
   status: string;
   /** ms since epoch */
   created_at: number;
-  /** The output as JSON text, when succeeded. */
-  output?: string;
+  /** The output as JSON bytes (UTF-8), when succeeded. */
+  output?: Buffer;
   error?: { code: string; message: string };
   /** Present once a result was written by settle.lua. */
   timings?: { queue_ms: number; inference_ms: number; batch_size: number; batch_id: string };
+}
+
+/**
+ * The record a terminal event of settle.lua describes (`<status>` and the detail after it:
+ * `<queue_ms>\t<inference_ms>\t<batch_size>\t<batch_id>\t<output or code\tmessage>`), merged into
+ * what was known of the job before; undefined when the detail is not of that shape.
+ */
+export function settledRecord(known: JobRecord, status: string, detail: string): JobRecord | undefined {
+  const fields: string[] = [];
+  let at = 0;
+  for (let i = 0; i < 4; i++) {
+    const tab = detail.indexOf('\t', at);
+    if (tab < 0) return undefined;
+    fields.push(detail.slice(at, tab));
+    at = tab + 1;
+  }
+  const value = detail.slice(at);
+  const record: JobRecord = {
+    ...known,
+    status,
+    timings: { queue_ms: Number(fields[0]), inference_ms: Number(fields[1]), batch_size: Number(fields[2]), batch_id: fields[3] ?? '' },
+  };
+  if (status === 'succeeded') {
+    record.output = Buffer.from(value);
+  } else {
+    const tab = value.indexOf('\t');
+    record.error = { code: tab < 0 ? value : value.slice(0, tab), message: tab < 0 ? '' : value.slice(tab + 1) };
+  }
+  return record;
 }
 
 /** Read a job hash; undefined for an empty one (no such job, or expired). */
@@ -102,7 +131,7 @@ export function parseJobRecord(record: RawJobRecord): JobRecord | undefined {
     status: record.status?.toString() ?? 'queued',
     created_at: Number(record.created_at?.toString() ?? 0),
   };
-  if (record.output && record.output.length > 0) parsed.output = record.output.toString();
+  if (record.output && record.output.length > 0) parsed.output = record.output;
   if (record.error_code) parsed.error = { code: record.error_code.toString(), message: record.error_message?.toString() ?? '' };
   if (record.queue_ms && record.inference_ms && record.batch_size) {
     parsed.timings = {
