@@ -1,5 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { keys, type Logger, type Redis } from '@inferline/shared';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics, keys, type Logger, type Redis } from '@inferline/shared';
 import type { ModelCatalog } from './model-catalog.ts';
 
 /** Upper bounds (s) of `inferline_request_duration_seconds`; long-polls and sync calls reach tens of seconds. */
@@ -23,7 +23,7 @@ export interface GatewayMetrics {
  */
 export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatIntervalMs: number, logger: Logger): GatewayMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
 
   const requests = new Counter({
     name: 'inferline_requests_total',

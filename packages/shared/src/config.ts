@@ -243,7 +243,14 @@ function checkSection(source: string, section: string, raw: unknown, schemas: Re
 }
 
 /**
- * Read and validate `<modelDir>/config.json`.
+ * The last valid config read from each path, with its text: the repository is re-read every
+ * poll_interval_ms, and validating an unchanged file again is most of what an idle gateway does.
+ */
+const validConfigs = new Map<string, { text: string; config: ModelConfig }>();
+
+/**
+ * Read and validate `<modelDir>/config.json` (a file whose text did not change since it was last
+ * validated answers the same config object: treat it as read-only).
  * @throws InferlineError `invalid_config` when the file is missing, not JSON, or invalid.
  */
 export async function loadModelConfig(modelDir: string): Promise<ModelConfig> {
@@ -254,11 +261,15 @@ export async function loadModelConfig(modelDir: string): Promise<ModelConfig> {
   } catch (error) {
     throw new InferlineError('invalid_config', `${path}: cannot read: ${(error as Error).message}`);
   }
+  const known = validConfigs.get(path);
+  if (known?.text === text) return known.config;
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (error) {
     throw new InferlineError('invalid_config', `${path}: not JSON: ${(error as Error).message}`);
   }
-  return parseModelConfig(raw, path);
+  const config = parseModelConfig(raw, path);
+  validConfigs.set(path, { text, config });
+  return config;
 }

@@ -13,3 +13,4 @@ export * from './reduce-queue.ts';
 export * from './json-output.ts';
 export * from './protocol/records.ts';
 export * from './protocol/job-scripts.ts';
+export * from './metrics.ts';

@@ -33,8 +33,12 @@ export const Settings = Type.Object({
   poll_interval_ms: Type.Integer({ minimum: 100, default: 5_000 }),
   /** Worker heartbeat period, ms (the gateway counts a worker alive for 3 periods). */
   heartbeat_interval_ms: Type.Integer({ minimum: 100, default: 2_000 }),
-  /** Longest XREADGROUP BLOCK while idle, ms: bounds how fast a worker notices a stop request. */
-  idle_block_ms: Type.Integer({ minimum: 10, default: 1_000 }),
+  /**
+   * Longest XREADGROUP BLOCK while idle, ms (a read returns as soon as a request arrives, and a stop
+   * request unblocks it at once). Each idle read is a wake-up: long blocks keep an idle stack near 0 %
+   * of a core. A read never blocks past the next look for stale pending entries.
+   */
+  idle_block_ms: Type.Integer({ minimum: 10, default: 10_000 }),
   /**
    * After a stop request, how long a worker may take to finish and settle its batch, ms. Past it (say,
    * Redis is unreachable) it drops its connections and exits; its unacknowledged requests stay pending

@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '@inferline/shared';
 import type { ItemResult } from './predict-with-split.ts';
 
 /**
@@ -21,7 +22,7 @@ export class WorkerMetrics {
   constructor(backend: string) {
     const registers = [this.registry];
     const labelNames = ['model', 'version'] as const;
-    collectDefaultMetrics({ register: this.registry });
+    collectProcessMetrics(this.registry);
     this.#requests = new Counter({
       name: 'inferline_requests_total',
       help: 'Requests settled by workers, by outcome (status="succeeded" or the error code).',

@@ -28,6 +28,8 @@ import { dropEntries, settleBatch, type Settlement } from './settle.ts';
 
 /** Pause after a Redis error before the loop tries again, ms. */
 const ERROR_BACKOFF_MS = 500;
+/** Shortest XREADGROUP BLOCK, ms (BLOCK 0 would wait forever). */
+const MIN_BLOCK_MS = 1;
 /** With a batch ready to run, how long the pipeline waits for the next fetch to return first, ms. */
 const PIPELINE_FETCH_WAIT_MS = 1;
 
@@ -100,8 +102,18 @@ export class VersionConsumer {
     const collect = { ...config.batching, idle_block_ms: this.#options.idle_block_ms };
     const fetch = async (): Promise<ReadEntry[]> => {
       if (Date.now() >= this.#nextReclaimAt) await this.#reclaim();
-      return collectBatch(source, clock, collect);
+      // An idle read ends in time for the next reclaim pass.
+      const untilReclaim = Math.max(MIN_BLOCK_MS, this.#nextReclaimAt - Date.now());
+      return collectBatch(source, clock, { ...collect, idle_block_ms: Math.min(collect.idle_block_ms, untilReclaim) });
     };
+    // A stop ends the idle read at once instead of after idle_block_ms.
+    signal.addEventListener(
+      'abort',
+      () => {
+        redis.client('UNBLOCK', this.#readerId).catch((error: unknown) => this.#log.warn({ err: error }, 'CLIENT UNBLOCK on stop failed'));
+      },
+      { once: true },
+    );
     while (!signal.aborted) {
       try {
         await this.#pipeline(fetch, config.batching.max_inflight_batches, signal);
