@@ -19,7 +19,7 @@
  *    CPU each process used per completed request (µs, from /proc/<pid>/stat sampled at the edges of
  *    the window, bench/proc-cpu.ts), their total, and "serving" = total − the model's own cost at the
  *    figure's mean batch size (interpolated between the in-process batch sizes; batch 1 for the
- *    baselines). Before its load, each system's idle CPU over IDLE_WINDOW_MS, % of a core.
+ *    baselines). Before its load, each system's idle CPU over IDLE_WINDOW_MS (after IDLE_SETTLE_MS), % of a core.
  * 4. A summary: inferline's throughput divided by BullMQ's and by naive's at each concurrency.
  *
  * Prints markdown tables; asserts nothing. The load generator's own CPU is shown, not counted.
@@ -49,8 +49,10 @@ export interface CompareOptions {
 export const COMPARE_MODEL = 'glove-embed';
 /** Batch sizes of the in-process figures (the points the model's cost is interpolated between). */
 const IN_PROCESS_BATCH_SIZES = [1, 8, 32];
-/** Idle CPU is measured over this window once a system is ready, before any load, ms. */
-const IDLE_WINDOW_MS = 5_000;
+/** Once a system is ready, it is left alone this long (start-up work winding down, GC), ms. */
+const IDLE_SETTLE_MS = 20_000;
+/** Then its idle CPU is measured over this window, before any load, ms. */
+const IDLE_WINDOW_MS = 10_000;
 /** Unmeasured load after the idle window (JIT, connection pools), ms, at WARMUP_CLIENTS clients. */
 const WARMUP_MS = 2_000;
 const WARMUP_CLIENTS = 32;
@@ -82,8 +84,12 @@ function printInProcess(points: readonly ModelCostPoint[]): void {
   for (const point of points) console.log(`| ${point.batchSize} | ${rate(US_PER_S / point.us_per_request)} | ${fixed(point.us_per_request, 1)} |`);
 }
 
-/** Sample every process, wait `IDLE_WINDOW_MS` with no load, and print the % of a core each used. */
+/**
+ * Wait IDLE_SETTLE_MS, sample every process, wait `IDLE_WINDOW_MS` with no load, and print the % of a
+ * core each used.
+ */
 async function printIdle(system: SystemUnderTest): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, IDLE_SETTLE_MS));
   const before = sampleCpu(system.processes);
   await new Promise((resolve) => setTimeout(resolve, IDLE_WINDOW_MS));
   const after = sampleCpu(system.processes);

@@ -2,11 +2,9 @@ import type { Queue } from 'bullmq';
 import {
   encode,
   enqueueReduce,
+  groupAdd,
+  groupCancel,
   InferlineError,
-  JOB_EVENTS_CHANNEL,
-  QUEUE_FULL_RETRY_AFTER_S,
-  keys,
-  runScript,
   type OnItemError,
   type Redis,
   type ReduceJobData,
@@ -14,13 +12,6 @@ import {
   type ReduceRetry,
 } from '@inferline/shared';
 import type { ResolvedModel } from './model-catalog.ts';
-
-/** Reply codes of group-add.lua (see its header). */
-const ADD_QUEUE_FULL = -1;
-const ADD_INDEX_CONFLICT = -2;
-const ADD_NO_GROUP = -3;
-const ADD_NOT_OPEN = -4;
-const ADD_EXISTS = -5;
 
 /** What a new group is (stored in its record). */
 export interface GroupSpec {
@@ -68,43 +59,20 @@ export interface GroupAddResult {
  */
 export async function addToGroup(redis: Redis, queue: Queue<ReduceJobData>, retry: ReduceRetry, add: GroupAdd): Promise<GroupAddResult> {
   const { target, create } = add;
-  const meta = create
-    ? [target.config.name, target.version, create.reduce, create.output_name, create.on_item_error, target.config.queue.result_ttl_s]
-    : ['', '', '', '', '', ''];
-  const [code, size, status, ready] = await runScript<[number, number, string, number]>(
-    redis,
-    'group-add',
-    [keys.group(add.groupId), keys.requests(target.config.name, target.version), keys.groupInputs(add.groupId), keys.groupsReady(), keys.groupsOpen()],
-    [
-      add.groupId,
-      create ? 1 : 0,
-      add.close ? 1 : 0,
-      add.start ?? -1,
-      target.config.batching.max_queue_size,
-      add.keep_inputs ? 1 : 0,
-      Date.now(),
-      JOB_EVENTS_CHANNEL,
-      ...meta,
-      ...add.inputs.map((input) => encode(input)),
-    ],
-  );
-  switch (code) {
-    case ADD_QUEUE_FULL:
-      throw new InferlineError(
-        'queue_full',
-        `model "${target.config.name}" version ${target.version} cannot take ${add.inputs.length} more requests (max_queue_size ${target.config.batching.max_queue_size}); retry later`,
-        { retry_after_s: QUEUE_FULL_RETRY_AFTER_S },
-      );
-    case ADD_INDEX_CONFLICT:
-      throw new InferlineError('index_conflict', `group "${add.groupId}" holds ${size} inputs, not ${add.start}: this chunk starts at index ${size}`, { size });
-    case ADD_NO_GROUP:
-      throw new InferlineError('group_not_found', `group "${add.groupId}" does not exist or has expired`);
-    case ADD_NOT_OPEN:
-      throw new InferlineError('group_closed', `group "${add.groupId}" is ${status}: it takes no more inputs`, { status, size });
-    case ADD_EXISTS:
-      throw new InferlineError('internal', `group id ${add.groupId} already exists`);
-  }
-  if (ready === 1) await enqueueReduce(queue, add.groupId, retry);
+  const { size, status, ready } = await groupAdd(redis, {
+    groupId: add.groupId,
+    model: target.config.name,
+    version: target.version,
+    max_queue_size: target.config.batching.max_queue_size,
+    inputs: add.inputs.map((input) => encode(input)),
+    close: add.close,
+    keep_inputs: add.keep_inputs,
+    ...(add.start === undefined ? {} : { start: add.start }),
+    ...(create
+      ? { create: { model: target.config.name, version: target.version, reduce: create.reduce, output_name: create.output_name, on_item_error: create.on_item_error, result_ttl_s: target.config.queue.result_ttl_s } }
+      : {}),
+  });
+  if (ready) await enqueueReduce(queue, add.groupId, retry);
   return { size, status };
 }
 
@@ -113,12 +81,7 @@ export async function addToGroup(redis: Redis, queue: Queue<ReduceJobData>, retr
  * @throws InferlineError `group_not_found`, `group_finished` (already terminal).
  */
 export async function cancelGroup(redis: Redis, groupId: string): Promise<void> {
-  const outcome = await runScript<number>(
-    redis,
-    'group-cancel',
-    [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId), keys.groupInputs(groupId), keys.groupsReady()],
-    [Date.now(), JOB_EVENTS_CHANNEL, groupId, 'cancelled by DELETE /v1/groups/:id'],
-  );
-  if (outcome === -1) throw new InferlineError('group_not_found', `group "${groupId}" does not exist or has expired`);
-  if (outcome === 0) throw new InferlineError('group_finished', `group "${groupId}" has already finished`);
+  const outcome = await groupCancel(redis, groupId, 'cancelled by DELETE /v1/groups/:id');
+  if (outcome === 'missing') throw new InferlineError('group_not_found', `group "${groupId}" does not exist or has expired`);
+  if (outcome === 'finished') throw new InferlineError('group_finished', `group "${groupId}" has already finished`);
 }

@@ -14,3 +14,4 @@ export * from './json-output.ts';
 export * from './protocol/records.ts';
 export * from './protocol/job-scripts.ts';
 export * from './metrics.ts';
+export * from './protocol/group-scripts.ts';

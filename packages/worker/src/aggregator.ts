@@ -7,18 +7,17 @@ import {
   decode,
   encode,
   enqueueReduce,
+  groupCancel,
+  groupFinish,
   isInferlineError,
-  JOB_EVENTS_CHANNEL,
   keys,
   REDUCE_QUEUE,
-  runScript,
   type Logger,
   type ReduceJobData,
   type ReducerName,
   type Settings,
 } from '@inferline/shared';
 import { createReducer } from './reducers/index.ts';
-import { groupScriptKeys } from './settle.ts';
 
 /** Options of {@link startAggregator}. */
 export interface AggregatorOptions {
@@ -78,33 +77,13 @@ export async function reduceGroup(redis: Redis, groupId: string, chunkSize: numb
     }
   }
   const output = await reducer.finish();
-  const written = await finishGroup(redis, groupId, {
+  const written = await groupFinish(redis, groupId, {
     status: 'succeeded',
     output: encode(output),
     failed_indexes: failedIndexes.length > 0 ? encode(failedIndexes) : '',
   });
   if (!written) return { reduced: false, reason: 'group stopped reducing meanwhile (cancelled)' };
   return { reduced: true, size, failed_indexes: failedIndexes };
-}
-
-/** Run group-finish.lua; true when it wrote (the group was still reducing). */
-async function finishGroup(
-  redis: Redis,
-  groupId: string,
-  outcome: { status: 'succeeded'; output: Buffer; failed_indexes: Buffer | '' } | { status: 'failed'; code: string; message: string },
-): Promise<boolean> {
-  const ok = outcome.status === 'succeeded';
-  const written = await runScript<number>(redis, 'group-finish', groupScriptKeys(groupId), [
-    outcome.status,
-    ok ? outcome.output : '',
-    ok ? outcome.failed_indexes : '',
-    ok ? '' : outcome.code,
-    ok ? '' : outcome.message,
-    Date.now(),
-    JOB_EVENTS_CHANNEL,
-    groupId,
-  ]);
-  return written === 1;
 }
 
 /**
@@ -130,15 +109,10 @@ export async function sweepAbandonedGroups(redis: Redis, ttlMs: number): Promise
   const ids = await redis.zrangebyscore(keys.groupsOpen(), '-inf', Date.now() - ttlMs, 'LIMIT', 0, SWEEP_BATCH);
   const cancelled: string[] = [];
   for (const id of ids) {
-    const outcome = await runScript<number>(redis, 'group-cancel', groupScriptKeys(id), [
-      Date.now(),
-      JOB_EVENTS_CHANNEL,
-      id,
-      `abandoned: open with no new input or close for ${Math.round(ttlMs / 1000)} s (open_group_ttl_s)`,
-    ]);
+    const outcome = await groupCancel(redis, id, `abandoned: open with no new input or close for ${Math.round(ttlMs / 1000)} s (open_group_ttl_s)`);
     // A chunk landing between the read above and this cancel loses: a window of one round trip, on a
     // group that was idle for ttlMs.
-    if (outcome === 1) cancelled.push(id);
+    if (outcome === 'cancelled') cancelled.push(id);
     await redis.zrem(keys.groupsOpen(), id);
   }
   return cancelled;
@@ -172,7 +146,7 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
       if (!isInferlineError(error)) throw error;
       // The member outputs do not fit the reducer: another attempt would fail the same way.
       log.warn({ group_id: groupId, err: error }, 'reduce failed; group failed');
-      await finishGroup(redis, groupId, { status: 'failed', code: error.code, message: error.message });
+      await groupFinish(redis, groupId, { status: 'failed', code: error.code, message: error.message });
     }
   };
   const worker = new Worker<ReduceJobData>(REDUCE_QUEUE, processor, {
@@ -186,7 +160,7 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
     const attempts = job.opts.attempts ?? 1;
     log.warn({ group_id: job.data.group, err: error, attempt: job.attemptsMade, attempts }, 'reduce attempt failed');
     if (job.attemptsMade < attempts) return;
-    finishGroup(redis, job.data.group, { status: 'failed', code: 'reduce_failed', message: `reduce failed ${attempts} times; last error: ${error.message}` }).catch(
+    groupFinish(redis, job.data.group, { status: 'failed', code: 'reduce_failed', message: `reduce failed ${attempts} times; last error: ${error.message}` }).catch(
       (finishError: unknown) => log.error({ err: finishError, group_id: job.data.group }, 'cannot mark the group failed'),
     );
   });

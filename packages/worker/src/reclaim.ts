@@ -1,6 +1,6 @@
 import { Command, type Redis } from 'ioredis';
-import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, deadLetterJob, keys, parseEntry, requestLabel, runScript, type RawEntry, type StreamEntry } from '@inferline/shared';
-import { dropEntries, groupScriptKeys, MEMBER_GROUP_READY } from './settle.ts';
+import { CONSUMER_GROUP, deadLetterJob, deadLetterMember, keys, parseEntry, requestLabel, type RawEntry, type StreamEntry } from '@inferline/shared';
+import { dropEntries } from './settle.ts';
 
 /** What one reclaim pass found. */
 export interface ReclaimResult {
@@ -65,13 +65,10 @@ export async function reclaimPending(redis: Redis, options: ReclaimOptions): Pro
       continue;
     }
     const message = `delivered ${deliveries} times (max_deliveries ${options.max_deliveries}) without a result`;
-    const deadLetter = keys.deadLetter(options.model, options.version);
     if (entry.kind === 'member') {
       const { groupId, index } = entry;
-      const outcome = await runScript<number>(redis, 'dead-letter-member', [...groupScriptKeys(groupId), stream, deadLetter], [
-        CONSUMER_GROUP, entry.entryId, deliveries, index, Date.now(), JOB_EVENTS_CHANNEL, groupId, message,
-      ]);
-      if (outcome === MEMBER_GROUP_READY) readyGroups.push(groupId);
+      const outcome = await deadLetterMember(redis, { model: options.model, version: options.version, groupId, index, entryId: entry.entryId, deliveries, message });
+      if (outcome === 'group_ready') readyGroups.push(groupId);
     } else {
       await deadLetterJob(redis, {
         model: options.model, version: options.version, jobId: entry.jobId, entryId: entry.entryId, deliveries, result_ttl_s: options.result_ttl_s, message,

@@ -1,12 +1,10 @@
 import type { Redis } from 'ioredis';
 import {
   CONSUMER_GROUP,
-  JOB_EVENTS_CHANNEL,
   encode,
-  keys,
   outputToJson,
-  runScript,
   settleJobs,
+  settleMember,
   type BatchFigures,
   type JobEntry,
   type MemberEntry,
@@ -20,16 +18,6 @@ export interface Settlement {
   result: ItemResult;
   queue_ms: number;
 }
-
-/** The keys settle-member.lua and dead-letter-member.lua take first, for one group. */
-export function groupScriptKeys(groupId: string): string[] {
-  return [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId), keys.groupInputs(groupId), keys.groupsReady()];
-}
-
-/** Replies of settle-member.lua / dead-letter-member.lua (see their headers). */
-export const MEMBER_WRITTEN = 1;
-export const MEMBER_GROUP_READY = 2;
-export const MEMBER_GROUP_FAILED = 3;
 
 /** What {@link settleBatch} did. */
 export interface SettleOutcome {
@@ -54,8 +42,6 @@ export async function settleBatch(redis: Redis, model: string, version: number, 
     if (s.entry.kind === 'job') jobs.push({ entry: s.entry, result: s.result, queue_ms: s.queue_ms });
     else members.push({ entry: s.entry, result: s.result });
   }
-  const stream = keys.requests(model, version);
-  const finishedAt = Date.now();
   const [jobsWritten, memberOutcomes] = await Promise.all([
     settleJobs(
       redis,
@@ -71,28 +57,23 @@ export async function settleBatch(redis: Redis, model: string, version: number, 
     ),
     Promise.all(
       members.map(({ entry, result }) =>
-        runScript<number>(redis, 'settle-member', [...groupScriptKeys(entry.groupId), stream], [
-          CONSUMER_GROUP,
-          entry.entryId,
-          entry.index,
-          result.ok ? 'succeeded' : 'failed',
-          result.ok ? encode(result.output) : '',
-          result.ok ? '' : result.code,
-          result.ok ? '' : result.message,
-          finishedAt,
-          JOB_EVENTS_CHANNEL,
-          entry.groupId,
-        ]),
+        settleMember(redis, {
+          model,
+          version,
+          groupId: entry.groupId,
+          index: entry.index,
+          entryId: entry.entryId,
+          result: result.ok ? { ok: true, output: encode(result.output) } : result,
+        }),
       ),
     ),
   ]);
   let written = jobsWritten.filter(Boolean).length;
   const readyGroups: string[] = [];
-  memberOutcomes.forEach((reply, i) => {
-    const outcome = Number(reply);
-    if (outcome >= MEMBER_WRITTEN) written++;
+  memberOutcomes.forEach((outcome, i) => {
+    if (outcome !== 'nothing') written++;
     const groupId = members[i]?.entry.groupId;
-    if (outcome === MEMBER_GROUP_READY && groupId) readyGroups.push(groupId);
+    if (outcome === 'group_ready' && groupId) readyGroups.push(groupId);
   });
   return { written, readyGroups };
 }

@@ -10,8 +10,8 @@ import {
   keys,
   parseEntry,
   requestLabel,
-  runScript,
   startJobs,
+  startMembers,
   type Logger,
   type MemberEntry,
   type ModelConfig,
@@ -378,7 +378,7 @@ async function startEntries(redis: Redis, batch: readonly StreamEntry[], started
     startJobs(redis, jobIds, startedAt),
     Promise.all(
       [...groups].map(([groupId, members]) =>
-        runScript<number[]>(redis, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], members.map((entry) => entry.index)),
+        startMembers(redis, groupId, members.map((entry) => entry.index)),
       ),
     ),
   ]);
@@ -391,7 +391,7 @@ async function startEntries(redis: Redis, batch: readonly StreamEntry[], started
   }
   [...groups.values()].forEach((members, g) => {
     members.forEach((entry, i) => {
-      if (Number(verdicts[g]?.[i]) === 1) runnable.add(entry);
+      if (verdicts[g]?.[i] === true) runnable.add(entry);
     });
   });
   return runnable;

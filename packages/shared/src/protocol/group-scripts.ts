@@ -1,0 +1,173 @@
+import type { Redis } from 'ioredis';
+import { InferlineError } from '../errors.ts';
+import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys } from '../keys.ts';
+import { runScript } from '../scripts.ts';
+import { QUEUE_FULL_RETRY_AFTER_S } from './job-scripts.ts';
+
+/**
+ * One typed function per aggregation-group script (group-add, start-members, settle-member,
+ * dead-letter-member, group-cancel, group-finish; DESIGN.md section 5): each builds its keys and
+ * arguments and decodes its reply; reply codes become errors here once.
+ *
+ * Their keys are not yet in one Redis Cluster slot: a group's keys carry `{g:<id>}`, its members'
+ * stream `{m:<model>}`, and the ready and open sets are global (the Redis Cluster work moves them).
+ */
+
+/** The keys of a group that group-cancel, group-finish, settle-member and dead-letter-member take first. */
+function groupKeys(groupId: string): string[] {
+  return [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId), keys.groupInputs(groupId), keys.groupsReady()];
+}
+
+/** Reply codes of group-add.lua (see its header). */
+const ADD_QUEUE_FULL = -1;
+const ADD_INDEX_CONFLICT = -2;
+const ADD_NO_GROUP = -3;
+const ADD_NOT_OPEN = -4;
+const ADD_EXISTS = -5;
+
+/** What a new group is (stored in its record by group-add.lua). */
+export interface GroupCreate {
+  model: string;
+  version: number;
+  reduce: string;
+  /** Member output the reducer reads. */
+  output_name: string;
+  on_item_error: string;
+  result_ttl_s: number;
+}
+
+/** One group-add.lua call. */
+export interface GroupAddRequest {
+  groupId: string;
+  model: string;
+  version: number;
+  max_queue_size: number;
+  /** Member inputs as MessagePack bytes, in index order. */
+  inputs: readonly Buffer[];
+  /** Create the group first (it must not exist). */
+  create?: GroupCreate;
+  /** Close the group after appending. */
+  close: boolean;
+  /** Refuse the call unless the group holds exactly this many inputs (a retried chunk). */
+  start?: number;
+  /** Keep each input for the reduce (`boxes`). */
+  keep_inputs: boolean;
+}
+
+/**
+ * Create a group, append member requests to its model version's stream, close it, or all at once,
+ * atomically (group-add.lua; nothing is stored unless every input fits in the stream).
+ * @returns the group's size and status after the call, and `ready` when the close found every member
+ *   settled (the caller adds the reduce job).
+ * @throws InferlineError `queue_full` (429), `index_conflict` (409, with `size`), `group_not_found`,
+ *   `group_closed` (409, with `status`), `internal` on an id collision.
+ */
+export async function groupAdd(redis: Redis, add: GroupAddRequest): Promise<{ size: number; status: string; ready: boolean }> {
+  const { groupId, create } = add;
+  const meta = create ? [create.model, create.version, create.reduce, create.output_name, create.on_item_error, create.result_ttl_s] : ['', '', '', '', '', ''];
+  const [code, size, status, ready] = await runScript<[number, number, string, number]>(
+    redis,
+    'group-add',
+    [keys.group(groupId), keys.requests(add.model, add.version), keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen()],
+    [groupId, create ? 1 : 0, add.close ? 1 : 0, add.start ?? -1, add.max_queue_size, add.keep_inputs ? 1 : 0, Date.now(), JOB_EVENTS_CHANNEL, ...meta, ...add.inputs],
+  );
+  switch (code) {
+    case ADD_QUEUE_FULL:
+      throw new InferlineError(
+        'queue_full',
+        `model "${add.model}" version ${add.version} cannot take ${add.inputs.length} more requests (max_queue_size ${add.max_queue_size}); retry later`,
+        { retry_after_s: QUEUE_FULL_RETRY_AFTER_S },
+      );
+    case ADD_INDEX_CONFLICT:
+      throw new InferlineError('index_conflict', `group "${groupId}" holds ${size} inputs, not ${add.start}: this chunk starts at index ${size}`, { size });
+    case ADD_NO_GROUP:
+      throw new InferlineError('group_not_found', `group "${groupId}" does not exist or has expired`);
+    case ADD_NOT_OPEN:
+      throw new InferlineError('group_closed', `group "${groupId}" is ${status}: it takes no more inputs`, { status, size });
+    case ADD_EXISTS:
+      throw new InferlineError('internal', `group id ${groupId} already exists`);
+  }
+  return { size, status, ready: ready === 1 };
+}
+
+/**
+ * Which members of one group, read in a batch, to run (start-members.lua).
+ * @returns per index true = run it, false = drop it (group gone, finished or reducing; index settled).
+ */
+export async function startMembers(redis: Redis, groupId: string, indexes: readonly number[]): Promise<boolean[]> {
+  const verdicts = await runScript<number[]>(redis, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], indexes);
+  return verdicts.map((verdict) => Number(verdict) === 1);
+}
+
+/** What settle-member.lua and dead-letter-member.lua did to a member's group. */
+export type MemberOutcome = 'nothing' | 'written' | 'group_ready' | 'group_failed';
+const MEMBER_OUTCOMES: readonly MemberOutcome[] = ['nothing', 'written', 'group_ready', 'group_failed'];
+
+/** One member's result: its output as MessagePack bytes, or its error. */
+export type MemberResult = { ok: true; output: Buffer } | { ok: false; code: string; message: string };
+
+/**
+ * Settle one group member (settle-member.lua): record its result in its group once, count it, mark
+ * the group ready when it was the last, acknowledge and delete its entry.
+ */
+export async function settleMember(
+  redis: Redis,
+  member: { model: string; version: number; groupId: string; index: number; entryId: string; result: MemberResult },
+): Promise<MemberOutcome> {
+  const { groupId, result } = member;
+  const reply = await runScript<number>(redis, 'settle-member', [...groupKeys(groupId), keys.requests(member.model, member.version)], [
+    CONSUMER_GROUP,
+    member.entryId,
+    member.index,
+    result.ok ? 'succeeded' : 'failed',
+    result.ok ? result.output : '',
+    result.ok ? '' : result.code,
+    result.ok ? '' : result.message,
+    Date.now(),
+    JOB_EVENTS_CHANNEL,
+    groupId,
+  ]);
+  return MEMBER_OUTCOMES[Number(reply)] ?? 'nothing';
+}
+
+/** Move a poison member to the dead-letter stream and fail it in its group (dead-letter-member.lua). */
+export async function deadLetterMember(
+  redis: Redis,
+  letter: { model: string; version: number; groupId: string; index: number; entryId: string; deliveries: number; message: string },
+): Promise<MemberOutcome> {
+  const { model, version, groupId } = letter;
+  const reply = await runScript<number>(redis, 'dead-letter-member', [...groupKeys(groupId), keys.requests(model, version), keys.deadLetter(model, version)], [
+    CONSUMER_GROUP, letter.entryId, letter.deliveries, letter.index, Date.now(), JOB_EVENTS_CHANNEL, groupId, letter.message,
+  ]);
+  return MEMBER_OUTCOMES[Number(reply)] ?? 'nothing';
+}
+
+/**
+ * Cancel a group (group-cancel.lua): the members still queued are dropped without inference.
+ * @returns 'cancelled', 'finished' (already terminal) or 'missing'.
+ */
+export async function groupCancel(redis: Redis, groupId: string, message: string): Promise<'cancelled' | 'finished' | 'missing'> {
+  const outcome = await runScript<number>(redis, 'group-cancel', groupKeys(groupId), [Date.now(), JOB_EVENTS_CHANNEL, groupId, message]);
+  return outcome === 1 ? 'cancelled' : outcome === 0 ? 'finished' : 'missing';
+}
+
+/** A reduce's outcome, as group-finish.lua writes it. */
+export type GroupOutcome =
+  | { status: 'succeeded'; /** MessagePack */ output: Buffer; /** MessagePack array of the members left out, or '' */ failed_indexes: Buffer | '' }
+  | { status: 'failed'; code: string; message: string };
+
+/** Write a group's outcome (group-finish.lua). @returns true when it wrote (the group was reducing). */
+export async function groupFinish(redis: Redis, groupId: string, outcome: GroupOutcome): Promise<boolean> {
+  const ok = outcome.status === 'succeeded';
+  const written = await runScript<number>(redis, 'group-finish', groupKeys(groupId), [
+    outcome.status,
+    ok ? outcome.output : '',
+    ok ? outcome.failed_indexes : '',
+    ok ? '' : outcome.code,
+    ok ? '' : outcome.message,
+    Date.now(),
+    JOB_EVENTS_CHANNEL,
+    groupId,
+  ]);
+  return Number(written) === 1;
+}
