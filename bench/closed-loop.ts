@@ -16,6 +16,8 @@ export interface RequestOutcome {
   batchSize?: number;
   /** Times it was refused with 429 and sent again after `Retry-After`. */
   retries: number;
+  /** Texts this request completed (the bulk form carries many); default 1. Rates and CPU count texts. */
+  texts?: number;
 }
 
 /** One request of the load: send `text` through `pool` and report the outcome; never rejects. */
@@ -95,7 +97,7 @@ export async function runClosedLoop(options: ClosedLoopOptions): Promise<ClosedL
       histogram.recordValue(Math.min(HISTOGRAM_MAX_US, Math.max(1, Math.round((finished - t0) * 1000))));
       requests++;
       // Only what finished inside the window counts toward the rate (the CPU samples cover the window).
-      if (finished <= deadline) completedInWindow++;
+      if (finished <= deadline) completedInWindow += outcome.texts ?? 1;
       if (outcome.batchSize !== undefined) {
         batchSizeSum += outcome.batchSize;
         batchSizeCount++;

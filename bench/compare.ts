@@ -9,8 +9,9 @@
  *    socket per client, Moby Dick paragraphs round-robin) for `--duration-s` per figure at each
  *    `--concurrency`:
  *    - `inferline`: the README topology, `inferline start` (bench/inferline-topology.ts), through its
- *      job API two ways (bench/request-paths.ts): `two-call` (POST, then GET ?wait=) and `one-call`
- *      (POST with `Prefer: wait=30`, falling back to GET ?wait= on a 202);
+ *      job API three ways (bench/request-paths.ts): `two-call` (POST, then GET ?wait=), `one-call`
+ *      (POST with `Prefer: wait=30`, falling back to GET ?wait= on a 202), and `bulk-64` (the bulk
+ *      form: 64 texts per POST with `Prefer: wait=30`; its rows count texts, not requests);
  *    - `bullmq`: a fastify gateway adding one BullMQ job per request and waiting with
  *      `waitUntilFinished`, and one BullMQ worker process per core running one forward pass per job
  *      (bench/baseline/), over its own redis-server;
@@ -34,7 +35,7 @@ import { benchInProcess } from './in-process.ts';
 import { startInferlineTopology } from './inferline-topology.ts';
 import { modelCostAt, modelCostPoints, type ModelCostPoint } from './model-cost.ts';
 import { cpuSecondsBetween, sampleCpu, type CpuSample, type NamedProcess } from './proc-cpu.ts';
-import { inferlineRequest, predictRequest } from './request-paths.ts';
+import { BULK_SIZE, inferlineBulkRequest, inferlineRequest, predictRequest } from './request-paths.ts';
 import type { SystemUnderTest } from './system-under-test.ts';
 
 /** Options of {@link runCompare}. */
@@ -156,13 +157,14 @@ function printSummary(figures: readonly Figure[], concurrency: readonly number[]
   const throughput = (system: string, path: string, clients: number): number =>
     figures.find((f) => f.system === system && f.path === path && f.result.clients === clients)?.result.throughput ?? NaN;
   console.log('\n## summary: throughput ratios');
-  console.log('| clients | one-call ÷ bullmq | two-call ÷ bullmq | one-call ÷ naive |\n| ---: | ---: | ---: | ---: |');
+  console.log(`| clients | one-call ÷ bullmq | two-call ÷ bullmq | one-call ÷ naive | bulk-${BULK_SIZE} texts ÷ bullmq |\n| ---: | ---: | ---: | ---: | ---: |`);
   for (const clients of concurrency) {
     const oneCall = throughput('inferline', 'one-call', clients);
     const twoCall = throughput('inferline', 'two-call', clients);
+    const bulk = throughput('inferline', `bulk-${BULK_SIZE}`, clients);
     const bullmq = throughput('bullmq', 'predict', clients);
     const naive = throughput('naive', 'predict', clients);
-    console.log(`| ${clients} | ${fixed(oneCall / bullmq, 2)}× | ${fixed(twoCall / bullmq, 2)}× | ${fixed(oneCall / naive, 2)}× |`);
+    console.log(`| ${clients} | ${fixed(oneCall / bullmq, 2)}× | ${fixed(twoCall / bullmq, 2)}× | ${fixed(oneCall / naive, 2)}× | ${fixed(bulk / bullmq, 2)}× |`);
   }
 }
 
@@ -182,6 +184,7 @@ export async function runCompare(options: CompareOptions): Promise<void> {
       paths: [
         ['one-call', inferlineRequest(COMPARE_MODEL, 'one-call')],
         ['two-call', inferlineRequest(COMPARE_MODEL, 'two-call')],
+        [`bulk-${BULK_SIZE}`, inferlineBulkRequest(COMPARE_MODEL, loadMobyDickParagraphs())],
       ],
     },
     { start: () => startBullmqBaseline({ modelDir, workers }), paths: [['predict', predictRequest]] },

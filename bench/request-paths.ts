@@ -108,3 +108,29 @@ export function inferlineRequest(model: string, path: InferlinePath): SendReques
     }
   };
 }
+
+/** Inputs per request of the bulk path. */
+export const BULK_SIZE = 64;
+
+/**
+ * A {@link SendRequest} for inferline's bulk form: `POST /v1/jobs` with `inputs` (`text` and the next
+ * BULK_SIZE - 1 texts of `corpus`) and `Prefer: wait`; ok when every job `succeeded`; reports
+ * BULK_SIZE texts and the mean batch size of its jobs.
+ */
+export function inferlineBulkRequest(model: string, corpus: readonly string[]): SendRequest {
+  let next = 0;
+  return async (pool, text) => {
+    const counter = { retries: 0 };
+    const inputs = [text, ...Array.from({ length: BULK_SIZE - 1 }, () => corpus[next++ % corpus.length] as string)];
+    try {
+      const headers = { ...JSON_HEADERS, prefer: `wait=${LONG_POLL_WAIT_S}` };
+      const reply = await requestJson(pool, { method: 'POST', path: '/v1/jobs', headers, body: JSON.stringify({ model, inputs }) }, counter);
+      const jobs = (reply.body as { jobs?: JobView[] } | undefined)?.jobs ?? [];
+      const ok = reply.status === HTTP_OK && jobs.length === BULK_SIZE && jobs.every((job) => job.status === 'succeeded');
+      const batchSize = jobs.reduce((sum, job) => sum + (job.timings?.batch_size ?? 0), 0) / Math.max(1, jobs.length);
+      return { ok, retries: counter.retries, texts: BULK_SIZE, batchSize };
+    } catch {
+      return { ok: false, retries: counter.retries };
+    }
+  };
+}
