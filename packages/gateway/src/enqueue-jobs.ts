@@ -5,6 +5,16 @@ import type { GatewayMetrics } from './metrics.ts';
 import type { ResolvedModel } from './model-catalog.ts';
 
 /**
+ * Refuse a call that carries more than `max` inputs (`max_bulk_inputs`: a bulk `POST /v1/jobs` or a
+ * `:predict`): they are stored by one Lua call, which blocks Redis while it runs.
+ * @param what how the request names its inputs (`inputs`, `instances`)
+ * @throws InferlineError `payload_too_large`.
+ */
+export function checkBulkSize(count: number, max: number, what: string): void {
+  if (count > max) throw new InferlineError('payload_too_large', `${count} ${what} in one request, more than ${max} (MAX_BULK_INPUTS)`);
+}
+
+/**
  * Check request inputs against a model version's signature and turn them into what is stored in their
  * stream entries: text and tensors as given, images as their encoded bytes (headers read by
  * readImageInput; images are checked in parallel).

@@ -1,6 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { InferlineError, QUEUE_FULL_RETRY_AFTER_S, isConnectionError, isInferlineError, type ErrorReply, type Redis } from '@inferline/shared';
-
 import type {} from './log-context.ts';
 
 /**

@@ -85,7 +85,7 @@ export function toJson(value: unknown): unknown {
   return value;
 }
 
-/** Content type of the replies written as JSON text. */
+/** Content type of the replies sent as JSON bytes. */
 const JSON_TYPE = 'application/json; charset=utf-8';
 
 /**
@@ -93,7 +93,7 @@ const JSON_TYPE = 'application/json; charset=utf-8';
  * (https://fastify.dev/docs/latest/Reference/Reply/#senddata), so the route's response schema does not
  * apply to it; the bytes come from {@link jobViewJson}, which follows `JobView`.
  */
-export function sendJsonText<R extends { type(contentType: string): unknown }>(reply: R, text: Buffer): R {
+export function sendJsonBytes<R extends { type(contentType: string): unknown }>(reply: R, text: Buffer): R {
   const typed = reply.type(JSON_TYPE) as { send(payload: Buffer): unknown };
   typed.send(text);
   return reply;

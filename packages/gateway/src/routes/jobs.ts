@@ -12,8 +12,8 @@ import {
   type JobRecord,
   type JobView as JobViewType,
 } from '@inferline/shared';
-import { enqueueJobs } from '../enqueue-jobs.ts';
-import { jobListJson, jobViewJson, readJob, readJobRecord, sendJsonText } from '../job-view.ts';
+import { checkBulkSize, enqueueJobs } from '../enqueue-jobs.ts';
+import { jobListJson, jobViewJson, readJob, readJobRecord, sendJsonBytes } from '../job-view.ts';
 import { openEventStream } from '../event-stream.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
@@ -68,9 +68,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       if ((input === undefined) === (inputs === undefined)) {
         throw new InferlineError('invalid_input', 'body: exactly one of "input" (one request) or "inputs" (a list, one job each) is required');
       }
-      if (inputs && inputs.length > ctx.settings.max_bulk_inputs) {
-        throw new InferlineError('payload_too_large', `${inputs.length} inputs in one request, more than ${ctx.settings.max_bulk_inputs} (MAX_BULK_INPUTS)`);
-      }
+      if (inputs) checkBulkSize(inputs.length, ctx.settings.max_bulk_inputs, 'inputs');
       const target = ctx.models.resolve(model, version);
       request.logContext.version = target.version;
       const values = inputs ?? [input];
@@ -91,8 +89,8 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       const finished = records.every((record) => TERMINAL_STATUSES.has(record.status));
       reply.code(watch && finished ? 200 : 202);
       if (watch) reply.header('preference-applied', `wait=${waitS}`);
-      if (!inputs) return sendJsonText(reply.header('location', `/v1/jobs/${ids[0] ?? ''}`), jobViewJson(records[0] as JobRecord));
-      return sendJsonText(reply, jobListJson(records));
+      if (!inputs) return sendJsonBytes(reply.header('location', `/v1/jobs/${ids[0] ?? ''}`), jobViewJson(records[0] as JobRecord));
+      return sendJsonBytes(reply, jobListJson(records));
     },
   );
 
@@ -111,11 +109,11 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       const { id } = request.params;
       request.logContext.job_id = id;
       const waitS = request.query.wait ?? 0;
-      if (waitS === 0) return sendJsonText(reply, jobViewJson(await readJobRecord(ctx.redis, id)));
+      if (waitS === 0) return sendJsonBytes(reply, jobViewJson(await readJobRecord(ctx.redis, id)));
       const watch = ctx.events.watch(id);
       try {
         const [record] = await waitForJobs(ctx.redis, watch, waitS * 1000, requestSignal(reply, ctx.shutdown));
-        return sendJsonText(reply, jobViewJson(record as JobRecord));
+        return sendJsonBytes(reply, jobViewJson(record as JobRecord));
       } finally {
         watch.close();
       }

@@ -2,7 +2,7 @@ import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebo
 import { Type, type Static } from '@sinclair/typebox';
 import { ERROR_STATUS, ErrorReply, InferlineError, TERMINAL_STATUSES, newJobId, type ErrorCode, type JobView, type ModelConfig, type TensorSpec } from '@inferline/shared';
 import { toJobView } from '../job-view.ts';
-import { enqueueJobs } from '../enqueue-jobs.ts';
+import { checkBulkSize, enqueueJobs } from '../enqueue-jobs.ts';
 import type { LogContext } from '../log-context.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
@@ -64,9 +64,7 @@ async function predict(ctx: RouteContext, params: PredictParams, body: PredictBo
   const spec = target.config.signature.inputs[0] as TensorSpec;
   const isImage = target.config.preprocess?.type === 'image';
   const values = instances ? instances.map((instance) => unwrapInstance(instance, spec, isImage)) : columnarValues(inputs, spec, isImage);
-  if (values.length > ctx.settings.max_bulk_inputs) {
-    throw new InferlineError('payload_too_large', `${values.length} instances in one request, more than ${ctx.settings.max_bulk_inputs} (MAX_BULK_INPUTS)`);
-  }
+  checkBulkSize(values.length, ctx.settings.max_bulk_inputs, 'instances');
   const ids = values.map(() => newJobId(target.config.name));
   log.jobs = ids.length;
 
