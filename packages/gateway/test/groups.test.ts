@@ -4,14 +4,14 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import { Queue } from 'bullmq';
 import {
   BULLMQ_PREFIX,
-  CONSUMER_GROUP,
   decode,
   encode,
-  JOB_EVENTS_CHANNEL,
+  groupFinish,
   keys,
   REDUCE_QUEUE,
-  runScript,
+  settleMember,
   type GroupView,
+  type MemberOutcome,
   type Redis,
   type ReduceJobData,
 } from '@inferline/shared';
@@ -56,33 +56,32 @@ async function streamMembers(redis: Redis): Promise<{ id: string; group: string;
   });
 }
 
-/** The five keys group-cancel.lua and group-finish.lua take. */
-function groupScriptKeys(groupId: string): string[] {
-  return [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId), keys.groupInputs(groupId), keys.groupsReady()];
-}
-
 /**
  * Play the worker and the aggregator for one closed group: settle every member entry with
- * settle-member.lua (the last one makes the group ready), then write `output` with group-finish.lua.
+ * settle-member.lua (the last one makes the group ready), then write `output` with group-finish.lua,
+ * through the protocol functions the worker and the aggregator call.
  */
 async function finishGroup(redis: Redis, groupId: string, output: unknown = REDUCED): Promise<void> {
   const outcomes = await settleMembers(redis, groupId);
-  if (outcomes.length > 0) assert.equal(outcomes.at(-1), 2, 'the last member settle makes the group ready');
-  const written = await runScript<number>(redis, 'group-finish', groupScriptKeys(groupId), [
-    'succeeded', encode(output), '', '', '', Date.now(), JOB_EVENTS_CHANNEL, groupId,
-  ]);
-  assert.equal(written, 1, 'group-finish wrote the output');
+  if (outcomes.length > 0) assert.equal(outcomes.at(-1), 'group_ready', 'the last member settle makes the group ready');
+  const written = await groupFinish(redis, groupId, { status: 'succeeded', output: encode(output), failed_indexes: '' });
+  assert.equal(written, true, 'group-finish wrote the output');
 }
 
-/** Settle every member entry of a group on the stream with settle-member.lua; answers the script's replies. */
-async function settleMembers(redis: Redis, groupId: string): Promise<number[]> {
+/** Settle every member entry of a group on the stream with settle-member.lua; answers its outcomes. */
+async function settleMembers(redis: Redis, groupId: string): Promise<MemberOutcome[]> {
   const members = (await streamMembers(redis)).filter((member) => member.group === groupId);
-  const outcomes: number[] = [];
+  const outcomes: MemberOutcome[] = [];
   for (const member of members) {
     outcomes.push(
-      await runScript<number>(redis, 'settle-member', [...groupScriptKeys(groupId), STREAM], [
-        CONSUMER_GROUP, member.id, member.index, 'succeeded', encode({ embedding: new Float32Array([1, 2, 3]) }), '', '', Date.now(), JOB_EVENTS_CHANNEL, groupId,
-      ]),
+      await settleMember(redis, {
+        model: MODEL,
+        version: 1,
+        groupId,
+        index: member.index,
+        entryId: member.id,
+        result: { ok: true, output: encode({ embedding: new Float32Array([1, 2, 3]) }) },
+      }),
     );
   }
   return outcomes;
@@ -267,7 +266,7 @@ describe('routes/groups', () => {
     it('closing an open group whose members all settled already makes it reducing and adds its reduce job', async () => {
       const group = await createGroup(undefined);
       await postChunk(f.app, group.id, { inputs: ['a', 'b'], start: 0 });
-      assert.deepEqual(await settleMembers(f.redis, group.id), [1, 1], 'an open group is not ready when its members settle');
+      assert.deepEqual(await settleMembers(f.redis, group.id), ['written', 'written'], 'an open group is not ready when its members settle');
       const closed = await closeGroup(f.app, group.id);
       assert.equal(closed.statusCode, 200);
       const view = closed.json<GroupView>();
