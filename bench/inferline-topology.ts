@@ -3,11 +3,12 @@ import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { freePort } from '../packages/cli/src/redis-server.ts';
 import { descendantPids, readCmdline, readStartTicks, type NamedProcess } from './proc-cpu.ts';
+import { parseJsonOrUndefined } from './request-paths.ts';
 import type { SystemUnderTest } from './system-under-test.ts';
+import { ROOT } from '../test/harness/processes.ts';
 
 /**
  * "The README topology" for bench/compare.ts: `node --import tsx packages/cli/src/main.ts start` (what
@@ -31,7 +32,6 @@ const KEPT_OUTPUT_LINES = 20;
 const KEPT_LINE_CHARS = 400;
 const HTTP_OK = 200;
 const HTTP_ACCEPTED = 202;
-const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
 /** The roles of the forked children (the last argument of `main.ts <role>`). */
 const ROLES = ['gateway', 'worker', 'aggregator'] as const;
@@ -41,14 +41,7 @@ async function getJson(url: string, init: { method?: 'GET' | 'POST'; body?: unkn
     method: init.method ?? 'GET',
     ...(init.body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(init.body) }),
   });
-  const text = await reply.body.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = undefined;
-  }
-  return { status: reply.statusCode, body };
+  return { status: reply.statusCode, body: parseJsonOrUndefined(await reply.body.text()) };
 }
 
 /**

@@ -50,14 +50,16 @@ async function requestJson(pool: Pool, options: Dispatcher.RequestOptions, count
       await new Promise((resolve) => setTimeout(resolve, retryAfterSeconds(reply.headers['retry-after']) * 1000));
       continue;
     }
-    const text = await reply.body.text();
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = undefined;
-    }
-    return { status: reply.statusCode, body };
+    return { status: reply.statusCode, body: parseJsonOrUndefined(await reply.body.text()) };
+  }
+}
+
+/** `JSON.parse(text)`, or undefined when the text is not JSON (an error page, an empty body). */
+export function parseJsonOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
   }
 }
 

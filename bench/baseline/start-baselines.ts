@@ -7,6 +7,7 @@ import { freePort, startRedisServer } from '../../packages/cli/src/redis-server.
 import type { NamedProcess } from '../proc-cpu.ts';
 import { stopChildProcess, type SystemUnderTest } from '../system-under-test.ts';
 import type { BaselineReadyMessage } from './baseline-env.ts';
+import { ROOT } from '../../test/harness/processes.ts';
 
 /** Time a baseline process gets to load its model and announce it serves, ms. */
 const BASELINE_READY_TIMEOUT_MS = 120_000;
@@ -20,7 +21,6 @@ const BASELINE_HOST = '127.0.0.1';
  */
 const BASELINE_REDIS_APPENDONLY = true;
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const script = (name: string): string => fileURLToPath(new URL(`./${name}`, import.meta.url));
 
 /**
