@@ -69,7 +69,7 @@ export async function addToGroup(redis: Redis, queue: Queue<ReduceJobData>, retr
     keep_inputs: add.keep_inputs,
     ...(add.start === undefined ? {} : { start: add.start }),
     ...(create
-      ? { create: { model: target.config.name, version: target.version, reduce: create.reduce, output_name: create.output_name, on_item_error: create.on_item_error, result_ttl_s: target.config.queue.result_ttl_s } }
+      ? { create: { reduce: create.reduce, output_name: create.output_name, on_item_error: create.on_item_error, result_ttl_s: target.config.queue.result_ttl_s } }
       : {}),
   });
   if (ready) await enqueueReduce(queue, add.groupId, retry);

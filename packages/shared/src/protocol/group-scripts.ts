@@ -25,10 +25,8 @@ const ADD_NO_GROUP = -3;
 const ADD_NOT_OPEN = -4;
 const ADD_EXISTS = -5;
 
-/** What a new group is (stored in its record by group-add.lua). */
+/** What a new group is (stored in its record by group-add.lua, with the call's model and version). */
 export interface GroupCreate {
-  model: string;
-  version: number;
   reduce: string;
   /** Member output the reducer reads. */
   output_name: string;
@@ -64,7 +62,7 @@ export interface GroupAddRequest {
  */
 export async function groupAdd(redis: Redis, add: GroupAddRequest): Promise<{ size: number; status: string; ready: boolean }> {
   const { groupId, create } = add;
-  const meta = create ? [create.model, create.version, create.reduce, create.output_name, create.on_item_error, create.result_ttl_s] : ['', '', '', '', '', ''];
+  const meta = create ? [add.model, add.version, create.reduce, create.output_name, create.on_item_error, create.result_ttl_s] : ['', '', '', '', '', ''];
   const [code, size, status, ready] = await runScript<[number, number, string, number]>(
     redis,
     'group-add',
