@@ -2,7 +2,7 @@ import { encode, enqueueJobs as enqueueScript, InferlineError, type JobRecord, t
 import { readImageInput } from './image-input.ts';
 import { validateInput } from './input-validation.ts';
 import type { GatewayMetrics } from './metrics.ts';
-import type { ResolvedModel } from './model-catalog.ts';
+import type { ModelCatalog, ResolvedModel, VersionSelector } from './model-catalog.ts';
 
 /**
  * Refuse a call that carries more than `max` inputs (`max_bulk_inputs`: a bulk `POST /v1/jobs` or a
@@ -73,4 +73,30 @@ export async function enqueueJobs(redis: Redis, metrics: GatewayMetrics, target:
   }
   metrics.requests.inc({ ...labels, status: 'accepted' }, inputs.length);
   return jobIds.map((id) => ({ id, model, version: target.version, status: 'queued', created_at: createdAt }));
+}
+
+/**
+ * Resolve a request's model and version ({@link ModelCatalog.resolve}) and admit its inputs
+ * ({@link enqueueJobs}). When enqueue.lua refuses because the version was closed since the gateway
+ * last read the workers (it is being unloaded), the workers are read again and the request resolved
+ * and admitted once more, so a version switch costs a client nothing.
+ * @returns the version that took the requests and the stored records, in input order.
+ * @throws InferlineError as ModelCatalog.resolve and enqueueJobs.
+ */
+export async function admitJobs(
+  models: ModelCatalog,
+  redis: Redis,
+  metrics: GatewayMetrics,
+  request: { model: string; selector: VersionSelector; inputs: readonly unknown[]; jobIds: readonly string[] },
+): Promise<{ target: ResolvedModel; records: JobRecord[] }> {
+  const { model, selector, inputs, jobIds } = request;
+  let target = await models.resolve(model, selector);
+  try {
+    return { target, records: await enqueueJobs(redis, metrics, target, inputs, jobIds) };
+  } catch (error) {
+    if (!(error instanceof InferlineError) || error.details?.version_closed !== true) throw error;
+    await models.refreshLive();
+    target = models.resolveNow(model, selector);
+    return { target, records: await enqueueJobs(redis, metrics, target, inputs, jobIds) };
+  }
 }

@@ -45,7 +45,8 @@ export function toInferlineError(error: unknown, redis: Redis, maxBodyBytes: num
 
 /**
  * The app's one error handler: every error answer is `{"error":{"code","message", ...details}}` with the status
- * of its code. Server errors are logged with the request's context; `queue_full` carries `Retry-After`.
+ * of its code. Server errors are logged with the request's context; `queue_full` and every 503 carry
+ * `Retry-After` (`details.retry_after_s`, else 1 s).
  */
 export function createErrorHandler(redis: Redis, maxBodyBytes: number) {
   return (error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply => {
@@ -53,12 +54,14 @@ export function createErrorHandler(redis: Redis, maxBodyBytes: number) {
     if (mapped.code === 'unavailable') request.log.warn({ code: mapped.code, cause: (error as Error).message, ...request.logContext }, 'request refused: Redis unreachable');
     else if (mapped.statusCode >= 500) request.log.error({ err: error, code: mapped.code, ...request.logContext }, 'request failed');
     else request.log.debug({ code: mapped.code, message: mapped.message, ...request.logContext }, 'request rejected');
-    if (mapped.code === 'queue_full') {
+    if (mapped.code === 'queue_full' || mapped.statusCode === 503) {
       const retryAfter = mapped.details?.retry_after_s;
       reply.header('retry-after', String(typeof retryAfter === 'number' ? retryAfter : QUEUE_FULL_RETRY_AFTER_S));
     }
     // Details (`index` of a rejected input, `size` of a group, `retry_after_s`) ride along for clients.
-    const body: ErrorReply = { error: { ...mapped.details, code: mapped.code, message: mapped.message } };
+    const details = { ...mapped.details };
+    delete details.version_closed;
+    const body: ErrorReply = { error: { ...details, code: mapped.code, message: mapped.message } };
     return reply.code(mapped.statusCode).type('application/json; charset=utf-8').send(body);
   };
 }

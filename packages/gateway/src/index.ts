@@ -1,11 +1,11 @@
-import { connectRedis, type Logger, type Redis, type Settings } from '@inferline/shared';
+import { aggregateVersions, connectRedis, readLiveWorkers, type Logger, type Redis, type Settings } from '@inferline/shared';
 import { JobEvents } from './job-events.ts';
 import { ModelCatalog } from './model-catalog.ts';
 import { buildApp } from './server.ts';
 
 export { buildApp, type GatewayApp, type GatewayDeps } from './server.ts';
 export { JobEvents, JobWatch, type JobWatchEvent } from './job-events.ts';
-export { ModelCatalog, type ResolvedModel } from './model-catalog.ts';
+export { ModelCatalog, type ResolvedModel, type VersionSelector } from './model-catalog.ts';
 
 /** A running gateway. */
 export interface RunningGateway {
@@ -32,7 +32,8 @@ export async function startGateway(settings: Settings & { redis_url: string }, l
   const events = new JobEvents(subscriber, logger);
   let models: ModelCatalog | undefined;
   try {
-    models = await ModelCatalog.open(settings.model_repository, settings.poll_interval_ms, logger);
+    models = await ModelCatalog.open(settings.model_repository, settings.poll_interval_ms, logger, settings.traffic_seed);
+    followWorkers(models, redis, settings.heartbeat_interval_ms);
     const app = buildApp({ redis, events, models, settings, logger });
     await app.listen({ host: settings.host, port: settings.port });
     const bound = app.server.address();
@@ -56,6 +57,17 @@ export async function startGateway(settings: Settings & { redis_url: string }, l
     redis.disconnect();
     throw error;
   }
+}
+
+/** Longest time between two reads of the workers' version states by a gateway, ms. */
+export const LIVE_REFRESH_MS = 1_000;
+
+/**
+ * Feed a catalog the workers' announcements from Redis (`readLiveWorkers`, aggregated per version),
+ * re-read every heartbeat period, at most {@link LIVE_REFRESH_MS}.
+ */
+export function followWorkers(models: ModelCatalog, redis: Redis, heartbeatIntervalMs: number): void {
+  models.followWorkers(async (name) => aggregateVersions(await readLiveWorkers(redis, name, heartbeatIntervalMs)), Math.min(LIVE_REFRESH_MS, heartbeatIntervalMs));
 }
 
 /**

@@ -6,19 +6,19 @@ import { TensorSpec } from '@inferline/shared';
  * (GetModelStatus, GetModelMetadata over REST); `ModelList` is inferline's own.
  */
 
-/** TF Serving's version states (ModelVersionStatus.State). */
-export const VERSION_STATES = ['UNKNOWN', 'START', 'LOADING', 'AVAILABLE', 'UNLOADING', 'END'] as const;
-export type VersionState = (typeof VERSION_STATES)[number];
-
 /** One model of `GET /v1/models`. */
 export const ModelSummary = Type.Object({
   name: Type.String(),
   description: Type.Optional(Type.String()),
   platform: Type.String(),
-  /** Versions served by the version policy, ascending, each with its state. */
+  /** Versions the policy selects and versions live workers still hold, ascending, each with its state (TF Serving's). */
   versions: Type.Array(Type.Object({ version: Type.Integer(), state: Type.String() })),
-  /** The version a request without `version` goes to; null when none is served. */
+  /** The version a request naming none goes to without a traffic split; null when none is served. */
   default_version: Type.Union([Type.Integer(), Type.Null()]),
+  /** Label → version (`version_labels`). */
+  version_labels: Type.Record(Type.String(), Type.Integer()),
+  /** Weights of the traffic split over labels or versions, when configured. */
+  traffic: Type.Optional(Type.Record(Type.String(), Type.Number())),
   signature: Type.Object({ inputs: Type.Array(TensorSpec), outputs: Type.Array(TensorSpec) }),
   /** Workers heartbeating for this model within 3 heartbeat periods. */
   workers: Type.Integer(),

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { BULLMQ_PREFIX, connectRedis, keys, type ErrorReply } from '@inferline/shared';
+import { connectRedis, keys, type ErrorReply } from '@inferline/shared';
 import { startTestRedis } from '../../../test/harness/redis.ts';
 import { JobEvents } from '../src/job-events.ts';
 import { buildApp } from '../src/server.ts';
-import { MODEL, postJob, silentLogger, startFixture, type Fixture } from './fixture.ts';
+import { MODEL, postJob, silentLogger, startFixture, type Fixture, storedKeys } from './fixture.ts';
 
 type Reply = { statusCode: number; headers: Record<string, unknown>; json<T>(): T };
 
@@ -21,18 +21,18 @@ function assertError(res: Reply, status: number, code: string, message?: RegExp)
 describe('error-handler: every error answers {"error":{"code","message"}} with its status', () => {
   let f: Fixture;
   before(async () => {
-    f = await startFixture({ versions: [1, 2], versionPolicy: { specific: { versions: [2] } }, maxQueueSize: 3, maxTextBytes: 64, settings: { max_body_bytes: 2048 } });
+    f = await startFixture({ versions: [1, 2], versionPolicy: { specific: { versions: [2] } }, workerVersions: [2], maxQueueSize: 3, maxTextBytes: 64, settings: { max_body_bytes: 2048 } });
   });
   after(async () => {
     await f.close();
   });
   beforeEach(async () => {
-    await f.redis.flushall();
+    await f.reset();
   });
 
   /** No key but the reduce queue's own metadata (BullMQ writes it when the gateway opens the queue). */
   async function assertNothingStored(): Promise<void> {
-    assert.deepEqual((await f.redis.keys('*')).filter((key) => !key.startsWith(`${BULLMQ_PREFIX}:`)), []);
+    assert.deepEqual(await storedKeys(f.redis), []);
   }
 
   it('missing input → 400 invalid_input naming the field', async () => {
@@ -191,7 +191,7 @@ describe('error-handler: Redis unreachable → 503 unavailable, nothing stored',
       const waiting = await f.app.inject({ method: 'POST', url: '/v1/jobs', payload: { model: MODEL, inputs: ['x', 'y'] }, headers: { prefer: 'wait=5' } });
       assertError(waiting, 503, 'unavailable');
       assert.equal(f.events.watchedJobs, 0, 'Prefer: wait leaves no waiter behind');
-      assert.deepEqual(await f.redis.keys('*'), []);
+      assert.deepEqual(await storedKeys(f.redis), []);
     } finally {
       await f.close();
     }

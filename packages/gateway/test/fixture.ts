@@ -2,6 +2,8 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  announceWorker,
+  BULLMQ_PREFIX,
   connectRedis,
   CONSUMER_GROUP,
   createLogger,
@@ -16,6 +18,7 @@ import {
 } from '@inferline/shared';
 import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
 import { JobEvents } from '../src/job-events.ts';
+import { followWorkers } from '../src/index.ts';
 import { ModelCatalog } from '../src/model-catalog.ts';
 import { buildApp, type GatewayApp } from '../src/server.ts';
 
@@ -23,6 +26,10 @@ import { buildApp, type GatewayApp } from '../src/server.ts';
 const GLOVE_CONFIG = new URL('../../../models/glove-embed/config.json', import.meta.url);
 
 export const MODEL = 'glove-embed';
+/** Heartbeat period the fixtures' settings use, ms: the stand-in worker's one heartbeat lasts 3 of them. */
+export const STAND_IN_HEARTBEAT_MS = 600_000;
+/** Consumer name of the worker a fixture announces. */
+export const STAND_IN_WORKER = 'stand-in-worker';
 
 export interface RepositoryOptions {
   /** Version folders to create (each with an empty `model.json`); default [1]. */
@@ -33,6 +40,10 @@ export interface RepositoryOptions {
   maxTextBytes?: number;
   /** Override `version_policy`. */
   versionPolicy?: unknown;
+  /** Set `version_labels`. */
+  versionLabels?: Record<string, number>;
+  /** Set `traffic`. */
+  traffic?: Record<string, number>;
 }
 
 /** A temp model repository with a copy of glove-embed's config.json and `<v>/model.json` placeholders. */
@@ -44,10 +55,14 @@ export async function createRepository(options: RepositoryOptions = {}): Promise
     batching: { max_queue_size: number };
     preprocess: { max_text_bytes: number };
     version_policy: unknown;
+    version_labels?: Record<string, number>;
+    traffic?: Record<string, number>;
   };
   if (options.maxQueueSize !== undefined) config.batching.max_queue_size = options.maxQueueSize;
   if (options.maxTextBytes !== undefined) config.preprocess.max_text_bytes = options.maxTextBytes;
   if (options.versionPolicy !== undefined) config.version_policy = options.versionPolicy;
+  if (options.versionLabels !== undefined) config.version_labels = options.versionLabels;
+  if (options.traffic !== undefined) config.traffic = options.traffic;
   await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
   for (const version of options.versions ?? [1]) await addVersion(root, version);
   return root;
@@ -71,6 +86,13 @@ export interface Fixture {
   settings: Settings & { redis_url: string };
   app: GatewayApp;
   repository: string;
+  /**
+   * Announce a stand-in worker holding `versions` in `state` (default: the versions the fixture
+   * created, AVAILABLE), open the AVAILABLE ones, and make the app read the announcement now.
+   */
+  announce(versions?: readonly number[], state?: 'LOADING' | 'AVAILABLE' | 'UNLOADING' | 'END', error?: string, model?: string): Promise<void>;
+  /** FLUSHALL, then announce the stand-in worker again (unless the fixture was started with `noWorker`). */
+  reset(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -85,10 +107,20 @@ export function testSettings(overrides: Partial<Settings> & { redis_url: string 
  * Start a test Redis (unless `server` is given), a temp repository and an app built on them. The app
  * is not listening; use `app.inject`, or `app.listen({ port: 0 })`.
  */
-export async function startFixture(options: RepositoryOptions & { settings?: Partial<Settings>; server?: TestRedis } = {}): Promise<Fixture> {
+export async function startFixture(
+  options: RepositoryOptions & {
+    settings?: Partial<Settings>;
+    server?: TestRedis;
+    /** Announce no worker at start (default: a worker holding `workerVersions`, AVAILABLE). */
+    noWorker?: boolean;
+    /** Versions the stand-in worker holds AVAILABLE (default: `versions`). */
+    workerVersions?: number[];
+  } = {},
+): Promise<Fixture> {
   const server = options.server ?? (await startTestRedis());
   const repository = await createRepository(options);
-  const settings = testSettings({ redis_url: server.url, model_repository: repository, ...options.settings });
+  // The stand-in worker heartbeats once (per reset): a long period keeps it alive for the whole suite.
+  const settings = testSettings({ redis_url: server.url, model_repository: repository, heartbeat_interval_ms: STAND_IN_HEARTBEAT_MS, ...options.settings });
   const redis = connectRedis(server.url, { name: 'test' });
   const appRedis = connectRedis(server.url, { name: 'test-gateway', failFast: true, enableAutoPipelining: true });
   appRedis.on('error', () => undefined);
@@ -98,10 +130,28 @@ export async function startFixture(options: RepositoryOptions & { settings?: Par
   });
   const events = new JobEvents(connectRedis(server.url, { name: 'test-events' }), silentLogger);
   await events.ready();
-  const models = await ModelCatalog.open(repository, settings.poll_interval_ms, silentLogger);
+  const models = await ModelCatalog.open(repository, settings.poll_interval_ms, silentLogger, settings.traffic_seed);
+  followWorkers(models, appRedis, settings.heartbeat_interval_ms);
   const app = buildApp({ redis: appRedis, events, models, settings, logger: silentLogger });
   await app.ready();
+  const announce = async (
+    versions: readonly number[] = options.workerVersions ?? options.versions ?? [1],
+    state: 'LOADING' | 'AVAILABLE' | 'UNLOADING' | 'END' = 'AVAILABLE',
+    error?: string,
+    model = MODEL,
+  ): Promise<void> => {
+    await announceStandIn(redis, model, versions, settings.heartbeat_interval_ms, state, error);
+    await models.refreshLive();
+  };
+  const reset = async (): Promise<void> => {
+    await redis.flushall();
+    if (options.noWorker) await models.refreshLive();
+    else await announce();
+  };
+  await reset();
   return {
+    announce,
+    reset,
     server,
     redis,
     appRedis,
@@ -120,6 +170,31 @@ export async function startFixture(options: RepositoryOptions & { settings?: Par
       await rm(repository, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Keys holding requests, jobs or groups: every key but the BullMQ queue's metadata and the model's
+ * worker announcements and admission (which the stand-in worker writes).
+ */
+export async function storedKeys(redis: Redis): Promise<string[]> {
+  const workerKeys = new Set([keys.workers(MODEL), keys.versionStatus(MODEL), keys.admission(MODEL)]);
+  return (await redis.keys('*')).filter((key) => !key.startsWith(`${BULLMQ_PREFIX}:`) && !workerKeys.has(key));
+}
+
+/**
+ * Announce the stand-in worker {@link STAND_IN_WORKER} holding `versions` of `model` in `state`, and
+ * open them for admission when AVAILABLE (what a real worker's heartbeat does).
+ */
+export async function announceStandIn(
+  redis: Redis,
+  model: string,
+  versions: readonly number[],
+  heartbeatIntervalMs: number,
+  state: 'LOADING' | 'AVAILABLE' | 'UNLOADING' | 'END' = 'AVAILABLE',
+  error?: string,
+): Promise<void> {
+  const held = Object.fromEntries(versions.map((v) => [String(v), { state, ...(error === undefined ? {} : { error }) }]));
+  await announceWorker(redis, model, { consumer: STAND_IN_WORKER, backend: 'cpu', versions: held }, state === 'AVAILABLE' ? versions : [], heartbeatIntervalMs);
 }
 
 /** POST /v1/jobs with a JSON body. */

@@ -108,7 +108,7 @@ describe('routes/groups', () => {
     await f.close();
   });
   beforeEach(async () => {
-    await f.redis.flushall();
+    await f.reset();
   });
 
   async function createGroup(inputs: unknown[] | undefined, extra: Record<string, unknown> = {}): Promise<GroupView> {
@@ -434,7 +434,7 @@ describe('routes/groups admission limits', () => {
     await f.close();
   });
   beforeEach(async () => {
-    await f.redis.flushall();
+    await f.reset();
   });
 
   const texts = (count: number): string[] => Array.from({ length: count }, (_, i) => `text ${i}`);

@@ -70,6 +70,8 @@ describe('image inputs at the gateway', () => {
     await writeFile(join(f.repository, IMAGE_MODEL, 'config.json'), JSON.stringify(imageConfig));
     await writeFile(join(f.repository, IMAGE_MODEL, '1', 'model.json'), '{}');
     await f.models.refresh();
+    await f.announce([1], 'AVAILABLE', undefined, IMAGE_MODEL);
+    await f.models.refresh();
   });
   after(() => f.close());
 

@@ -3,7 +3,8 @@ import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
 import { startGateway } from '../src/index.ts';
-import { createRepository, MODEL, silentLogger, testSettings } from './fixture.ts';
+import { connectRedis } from '@inferline/shared';
+import { announceStandIn, createRepository, MODEL, silentLogger, STAND_IN_HEARTBEAT_MS, testSettings } from './fixture.ts';
 
 describe('startGateway', () => {
   let server: TestRedis;
@@ -11,6 +12,9 @@ describe('startGateway', () => {
   before(async () => {
     server = await startTestRedis();
     repository = await createRepository();
+    const redis = connectRedis(server.url, { name: 'test' });
+    await announceStandIn(redis, MODEL, [1], STAND_IN_HEARTBEAT_MS);
+    redis.disconnect();
   });
   after(async () => {
     await server.stop();
@@ -18,7 +22,7 @@ describe('startGateway', () => {
   });
 
   it('listens on settings.host:port, accepts a job over HTTP, and close() stops everything', async () => {
-    const gateway = await startGateway(testSettings({ redis_url: server.url, model_repository: repository, host: '127.0.0.1', port: 0 }), silentLogger);
+    const gateway = await startGateway(testSettings({ redis_url: server.url, model_repository: repository, host: '127.0.0.1', port: 0, heartbeat_interval_ms: STAND_IN_HEARTBEAT_MS }), silentLogger);
     try {
       assert.match(gateway.address, /^http:\/\/127\.0\.0\.1:\d+$/);
       let ready = await fetch(`${gateway.address}/readyz`);
@@ -43,7 +47,7 @@ describe('startGateway', () => {
   });
 
   it('close() ends a pending long-poll at once with the current state, and ends event streams', async () => {
-    const gateway = await startGateway(testSettings({ redis_url: server.url, model_repository: repository, host: '127.0.0.1', port: 0 }), silentLogger);
+    const gateway = await startGateway(testSettings({ redis_url: server.url, model_repository: repository, host: '127.0.0.1', port: 0, heartbeat_interval_ms: STAND_IN_HEARTBEAT_MS }), silentLogger);
     const res = await fetch(`${gateway.address}/v1/jobs`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },

@@ -3,7 +3,7 @@ import { request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { decode, keys, type JobView } from '@inferline/shared';
-import { fakeWorker, MODEL, postJob, readEvents, settleJob, startFixture, startJob, type Fixture, type SseEvent } from './fixture.ts';
+import { fakeWorker, MODEL, postJob, readEvents, settleJob, startFixture, startJob, type Fixture, type SseEvent, storedKeys } from './fixture.ts';
 
 describe('routes/jobs', () => {
   let f: Fixture;
@@ -14,7 +14,7 @@ describe('routes/jobs', () => {
     await f.close();
   });
   beforeEach(async () => {
-    await f.redis.flushall();
+    await f.reset();
   });
 
   async function enqueue(input = 'the quick brown fox'): Promise<JobView> {
@@ -204,7 +204,7 @@ describe('routes/jobs: Prefer: wait (RFC 7240) and the bulk form', () => {
   beforeEach(async () => {
     await worker?.stop();
     worker = undefined;
-    await f.redis.flushall();
+    await f.reset();
   });
 
   const post = (payload: Record<string, unknown>, prefer?: string) =>
@@ -273,7 +273,7 @@ describe('routes/jobs: Prefer: wait (RFC 7240) and the bulk form', () => {
     assert.equal(invalid.json<{ error: { code: string; index: number } }>().error.index, 1);
     const tooMany = await post({ model: MODEL, inputs: ['1', '2', '3', '4', '5'] });
     assert.equal(tooMany.statusCode, 413);
-    assert.deepEqual(await f.redis.keys('*'), []);
+    assert.deepEqual(await storedKeys(f.redis), []);
 
     assert.equal((await post({ model: MODEL, inputs: ['1', '2', '3'] })).statusCode, 202);
     const full = await post({ model: MODEL, inputs: ['4', '5', '6'] });

@@ -2,24 +2,22 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { keys } from '@inferline/shared';
 import type { ModelList, ModelMetadataReply, ModelStatusReply } from '../src/model-schemas.ts';
-import { versionState } from '../src/routes/models.ts';
 import { MODEL, startFixture, type Fixture } from './fixture.ts';
 
 describe('routes/models', () => {
   let f: Fixture;
   before(async () => {
-    f = await startFixture({ versions: [1, 2], versionPolicy: { all: {} } });
+    f = await startFixture({ versions: [1, 2], versionPolicy: { all: {} }, versionLabels: { stable: 1, canary: 2 }, noWorker: true });
   });
   after(async () => {
     await f.close();
   });
   beforeEach(async () => {
-    await f.redis.flushall();
+    await f.reset();
   });
 
-  async function heartbeat(version: number, state = 'AVAILABLE'): Promise<void> {
-    await f.redis.zadd(keys.workers(MODEL), Date.now(), 'worker-a');
-    await f.redis.hset(keys.versionStatus(MODEL), String(version), JSON.stringify({ state, backend: 'wasm', loaded_at: Date.now() }));
+  async function heartbeat(version: number, state: 'LOADING' | 'AVAILABLE' | 'END' = 'AVAILABLE', error?: string): Promise<void> {
+    await f.announce([version], state, error);
   }
 
   it('GET /v1/models lists each model with served versions, state, platform, signature and live workers', async () => {
@@ -58,6 +56,18 @@ describe('routes/models', () => {
     await heartbeat(1);
     const one = (await f.app.inject({ url: `/v1/models/${MODEL}/versions/1` })).json<ModelStatusReply>();
     assert.deepEqual(one.model_version_status, [{ version: '1', state: 'AVAILABLE', status: { error_code: 'OK', error_message: '' } }]);
+    const stable = (await f.app.inject({ url: `/v1/models/${MODEL}/labels/stable` })).json<ModelStatusReply>();
+    assert.deepEqual(stable.model_version_status, one.model_version_status, 'a label answers for its version');
+    assert.equal((await f.app.inject({ url: `/v1/models/${MODEL}/labels/beta` })).statusCode, 404);
+  });
+
+  it('a failed load shows END with its error; LOADING shows while a worker loads', async () => {
+    await heartbeat(2, 'LOADING');
+    const loading = (await f.app.inject({ url: `/v1/models/${MODEL}/versions/2` })).json<ModelStatusReply>();
+    assert.equal(loading.model_version_status[0]?.state, 'LOADING');
+    await heartbeat(2, 'END', 'weights shard missing');
+    const failed = (await f.app.inject({ url: `/v1/models/${MODEL}/versions/2` })).json<ModelStatusReply>();
+    assert.deepEqual(failed.model_version_status, [{ version: '2', state: 'END', status: { error_code: 'UNKNOWN', error_message: 'weights shard missing' } }]);
   });
 
   it('GET /v1/models/:name/metadata derives TF Serving signature_def from config.signature', async () => {
@@ -75,6 +85,8 @@ describe('routes/models', () => {
     assert.equal(def?.outputs.embedding?.dtype, 'DT_FLOAT');
     const v1 = (await f.app.inject({ url: `/v1/models/${MODEL}/versions/1/metadata` })).json<ModelMetadataReply>();
     assert.equal(v1.model_spec.version, '1');
+    const canary = (await f.app.inject({ url: `/v1/models/${MODEL}/labels/canary/metadata` })).json<ModelMetadataReply>();
+    assert.equal(canary.model_spec.version, '2');
   });
 
   it('unknown model or version → 404 model_not_found / version_not_found', async () => {
@@ -88,16 +100,5 @@ describe('routes/models', () => {
       assert.equal(res.statusCode, 404);
       assert.equal(res.json<{ error: { code: string } }>().error.code, 'version_not_found');
     }
-  });
-});
-
-describe('versionState', () => {
-  it('reads the worker-published state when a worker is alive, START otherwise, UNKNOWN for garbage', () => {
-    assert.equal(versionState(undefined, 2), 'START');
-    assert.equal(versionState('{"state":"AVAILABLE"}', 0), 'START');
-    assert.equal(versionState('{"state":"available"}', 1), 'AVAILABLE');
-    assert.equal(versionState('{"state":"LOADING"}', 1), 'LOADING');
-    assert.equal(versionState('{"state":"dancing"}', 1), 'UNKNOWN');
-    assert.equal(versionState('not json', 1), 'UNKNOWN');
   });
 });

@@ -17,10 +17,27 @@ describe('routes/ops', () => {
     assert.deepEqual(res.json(), { status: 'ok' });
   });
 
-  it('/readyz answers 200 when Redis answers and events are subscribed', async () => {
+  it('/readyz answers 200 when Redis answers, events are subscribed and every model has a version AVAILABLE on a live worker', async () => {
     const res = await f.app.inject({ url: '/readyz' });
     assert.equal(res.statusCode, 200);
-    assert.deepEqual(res.json(), { status: 'ready' });
+    assert.deepEqual(res.json(), { status: 'ready', models: [MODEL] });
+  });
+
+  it('/readyz answers 503 naming the models no live worker has AVAILABLE (none yet, or still loading)', async () => {
+    const g = await startFixture({ server: f.server, noWorker: true });
+    try {
+      const none = await g.app.inject({ url: '/readyz' });
+      assert.equal(none.statusCode, 503);
+      assert.equal(none.headers['retry-after'], '1');
+      assert.deepEqual(none.json<{ error: { models_unavailable: string[] } }>().error.models_unavailable, [MODEL]);
+      await g.announce([1], 'LOADING');
+      assert.equal((await g.app.inject({ url: '/readyz' })).statusCode, 503);
+      await g.announce([1], 'AVAILABLE');
+      assert.equal((await g.app.inject({ url: '/readyz' })).statusCode, 200);
+    } finally {
+      await g.close();
+      await f.announce();
+    }
   });
 
   it('/metrics exposes requests by status, request durations, queue depth, workers and process metrics', async () => {
@@ -39,7 +56,7 @@ describe('routes/ops', () => {
     assert.match(text, /^inferline_requests_total\{model="glove-embed",version="1",status="invalid_input"\} 1$/m);
     assert.doesNotMatch(text, /model="nope"/);
     assert.match(text, /^inferline_queue_depth\{model="glove-embed"\} 2$/m);
-    assert.match(text, /^inferline_workers\{model="glove-embed"\} 0$/m);
+    assert.match(text, /^inferline_workers\{model="glove-embed"\} 1$/m);
     assert.match(text, /^inferline_request_duration_seconds_count\{method="POST",route="\/v1\/jobs",status_code="202"\} 2$/m);
     assert.match(text, /^process_cpu_user_seconds_total /m);
   });

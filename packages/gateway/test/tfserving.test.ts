@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { fakeWorker, MODEL, startFixture, type Fixture } from './fixture.ts';
+import { fakeWorker, MODEL, startFixture, type Fixture, storedKeys } from './fixture.ts';
 
 type Body = { predictions?: number[][]; outputs?: number[][]; error?: { code: string; message: string } };
 
@@ -17,7 +17,7 @@ describe('routes/tfserving: POST /v1/models/:name[/versions/:v]:predict', () => 
   beforeEach(async () => {
     await worker?.stop();
     worker = undefined;
-    await f.redis.flushall();
+    await f.reset();
   });
 
   const predict = (body: unknown, path = `/v1/models/${MODEL}:predict`) => f.app.inject({ method: 'POST', url: path, payload: body as Record<string, unknown> });
@@ -63,7 +63,7 @@ describe('routes/tfserving: POST /v1/models/:name[/versions/:v]:predict', () => 
     const res = await predict({ instances: ['ok', 5] });
     assert.equal(res.statusCode, 400);
     assert.equal(res.json<Body>().error?.code, 'invalid_input');
-    assert.deepEqual(await f.redis.keys('*'), []);
+    assert.deepEqual(await storedKeys(f.redis), []);
   });
 
   it('neither or both of instances / inputs, or an unknown field → 400; unknown model → 404', async () => {

@@ -158,6 +158,11 @@ export const VersionPolicy = Type.Union([
 ]);
 export type VersionPolicy = Static<typeof VersionPolicy>;
 
+/** A version label: a lower-case name that is not a number (`stable`, `canary`). */
+export const LABEL_PATTERN = '^[a-z][a-z0-9_-]{0,63}$';
+/** A key of `traffic`: a label or a version number. */
+const TRAFFIC_KEY_PATTERN = '^([a-z][a-z0-9_-]{0,63}|[1-9][0-9]*)$';
+
 export const ModelConfig = Type.Object(
   {
     name: Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,63}$' }),
@@ -178,7 +183,14 @@ export const ModelConfig = Type.Object(
     batching: Type.Optional(BatchingConfig),
     queue: Type.Optional(QueueConfig),
     version_policy: Type.Optional(VersionPolicy),
-    version_labels: Type.Optional(Type.Record(Type.String(), Type.Integer({ minimum: 1 }))),
+    /** Label → version (`{"stable": 1, "canary": 2}`); a label may point only to a served version. */
+    version_labels: Type.Optional(Type.Record(Type.String({ pattern: LABEL_PATTERN }), Type.Integer({ minimum: 1 }))),
+    /**
+     * Traffic split of requests that name neither a version nor a label: weight per label or version
+     * number (`{"stable": 90, "canary": 10}`, `{"1": 50, "2": 50}`); a weighted random draw over the
+     * entries whose version is AVAILABLE. Absent = the latest available version.
+     */
+    traffic: Type.Optional(Type.Record(Type.String({ pattern: TRAFFIC_KEY_PATTERN }), Type.Number({ minimum: 0 }))),
   },
   { additionalProperties: false },
 );
@@ -212,6 +224,15 @@ export function parseModelConfig(raw: unknown, source = 'config.json'): ModelCon
     throw new InferlineError('invalid_config', `${source}: field ${first.path || '/'}: ${first.message}`);
   }
   const config = withDefaults as ModelConfig;
+  if (config.traffic) {
+    const entries = Object.entries(config.traffic);
+    for (const [key] of entries) {
+      if (/^[a-z]/.test(key) && !(key in config.version_labels)) {
+        throw new InferlineError('invalid_config', `${source}: field /traffic/${key}: no such label in version_labels`);
+      }
+    }
+    if (!entries.some(([, weight]) => weight > 0)) throw new InferlineError('invalid_config', `${source}: field /traffic: at least one weight must be above 0`);
+  }
   const sizes = config.batching.allowed_batch_sizes;
   if (sizes.length > 0) {
     const increasing = sizes.every((size, i) => i === 0 || size > (sizes[i - 1] ?? 0));

@@ -18,6 +18,10 @@ export const ERROR_STATUS = {
   unsupported_media_type: 415,
   queue_full: 429,
   unavailable: 503,
+  /** No live worker has the version AVAILABLE yet (loading, or no worker); retry after `Retry-After`. */
+  model_unavailable: 503,
+  /** The version was removed from the repository or its policy while the request waited; retry without a version. */
+  version_unloaded: 503,
   deadline_exceeded: 504,
   inference_failed: 500,
   poison: 500,

@@ -15,3 +15,4 @@ export * from './protocol/records.ts';
 export * from './protocol/job-scripts.ts';
 export * from './metrics.ts';
 export * from './protocol/group-scripts.ts';
+export * from './protocol/version-status.ts';

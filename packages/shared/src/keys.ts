@@ -72,8 +72,17 @@ export const keys = {
   deadLetter: (model: string, version: number): string => `${PREFIX}:${modelTag(model)}:v${version}:dead`,
   /** Sorted set: worker consumer name → last heartbeat (ms since epoch). */
   workers: (model: string): string => `${PREFIX}:${modelTag(model)}:workers`,
-  /** Hash: per-version status published by workers (`state`, `backend`, `loaded_at`). */
+  /**
+   * Hash: worker consumer name → JSON of the versions it holds and their states
+   * (`WorkerAnnouncement`, protocol/version-status.ts), rewritten with every heartbeat.
+   */
   versionStatus: (model: string): string => `${PREFIX}:${modelTag(model)}:status`,
+  /**
+   * Hash: version → `open` | `closed`. enqueue.lua and group-add.lua store requests only for an `open`
+   * version: a worker opens a version once it is AVAILABLE, and closes it before it drains and unloads
+   * it, so no request can reach a stream after its last reader decided to leave.
+   */
+  admission: (model: string): string => `${PREFIX}:${modelTag(model)}:admission`,
   /**
    * Hash: one aggregation group (model, version, reduce, status, size, remaining, completed, failed,
    * output, error); fields are listed in `group-add.lua`.

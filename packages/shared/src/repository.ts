@@ -30,7 +30,8 @@ export function selectVersions(policy: VersionPolicy, present: readonly number[]
 
 /**
  * Read one model folder: its config and its complete version folders.
- * @throws InferlineError `invalid_config` when `config.json` is invalid or its name differs from the folder.
+ * @throws InferlineError `invalid_config` when `config.json` is invalid, its name differs from the
+ *   folder, or a label or traffic entry points to a version that is not served.
  */
 export async function readRepositoryModel(dir: string): Promise<RepositoryModel> {
   const config = await loadModelConfig(dir);
@@ -49,7 +50,28 @@ export async function readRepositoryModel(dir: string): Promise<RepositoryModel>
     if (complete) versions.push(Number(name));
   }
   versions.sort((a, b) => a - b);
-  return { config, dir, versions, served: selectVersions(config.version_policy, versions) };
+  const served = selectVersions(config.version_policy, versions);
+  checkVersionTargets(config, served, dir);
+  return { config, dir, versions, served };
+}
+
+/**
+ * TF Serving's rule: a label may point only to a version that is served (present and selected by the
+ * version policy); the same for a version named in `traffic`.
+ * @throws InferlineError `invalid_config` naming the field (`/version_labels/canary`, `/traffic/3`).
+ */
+function checkVersionTargets(config: ModelConfig, served: readonly number[], dir: string): void {
+  const list = served.length > 0 ? served.join(', ') : 'none';
+  for (const [label, version] of Object.entries(config.version_labels)) {
+    if (!served.includes(version)) {
+      throw new InferlineError('invalid_config', `${dir}/config.json: field /version_labels/${label}: version ${version} is not served (served: ${list})`);
+    }
+  }
+  for (const key of Object.keys(config.traffic ?? {})) {
+    if (/^[0-9]/.test(key) && !served.includes(Number(key))) {
+      throw new InferlineError('invalid_config', `${dir}/config.json: field /traffic/${key}: version ${key} is not served (served: ${list})`);
+    }
+  }
 }
 
 /** A model folder whose config could not be read or is invalid. */

@@ -15,6 +15,7 @@ export const JobCreateBody = Type.Object(
   {
     model: Type.String({ minLength: 1, maxLength: 64 }),
     version: Type.Optional(Type.Integer({ minimum: 1 })),
+    label: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'A version label of the model (`version_labels`, e.g. "canary"); not with `version`.' })),
     input: Type.Optional(Type.Unknown({ description: 'Text as a JSON string (text model), {"b64": ...} (image model).' })),
     inputs: Type.Optional(Type.Array(Type.Unknown(), { minItems: 1, description: 'Bulk form: each input becomes its own job, answered in order; stored all or nothing.' })),
   },
@@ -83,6 +84,7 @@ export const GroupCreateBody = Type.Object(
   {
     model: Type.String({ minLength: 1, maxLength: 64 }),
     version: Type.Optional(Type.Integer({ minimum: 1 })),
+    label: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'A version label of the model (`version_labels`); not with `version`.' })),
     inputs: Type.Optional(Type.Array(Type.Unknown(), { description: 'Member inputs, as `input` of POST /v1/jobs. Present = the group is closed at once.' })),
     reduce: Type.Union(REDUCERS.map((r) => Type.Literal(r))),
     output: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Member output the reducer reads (default: per reducer).' })),

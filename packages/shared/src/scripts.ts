@@ -20,6 +20,7 @@ export const SCRIPT_NAMES = [
   'dead-letter-member',
   'group-cancel',
   'group-finish',
+  'heartbeat',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 

@@ -29,8 +29,21 @@ export const Settings = Type.Object({
   max_bulk_inputs: Type.Integer({ minimum: 1, default: 1_000 }),
   /** Longest `?wait=` of a long-poll and `Prefer: wait=` of a submission, seconds. */
   max_wait_s: Type.Number({ minimum: 0, default: 60 }),
-  /** How often the gateway re-reads the model repository, ms. */
+  /**
+   * How often the gateway and each worker re-read the model repository, ms: a new version folder, a
+   * changed version policy, labels, traffic or batching apply within one period.
+   */
   poll_interval_ms: Type.Integer({ minimum: 100, default: 5_000 }),
+  /**
+   * After a version leaves its version policy (or the repository), how long its workers keep serving
+   * what was queued for it before failing the rest with `version_unloaded`, ms.
+   */
+  drain_timeout_ms: Type.Integer({ minimum: 0, default: 60_000 }),
+  /**
+   * Seed of the traffic split's weighted draw (`traffic` in config.json); unset = Math.random. For
+   * tests and reproducible experiments.
+   */
+  traffic_seed: Type.Optional(Type.Integer()),
   /** Worker heartbeat period, ms (the gateway counts a worker alive for 3 periods). */
   heartbeat_interval_ms: Type.Integer({ minimum: 100, default: 2_000 }),
   /**

@@ -1,8 +1,11 @@
 import type { Redis } from 'ioredis';
 import {
   CONSUMER_GROUP,
+  keys,
   encode,
   outputToJson,
+  parseEntry,
+  type RawEntry,
   settleJobs,
   settleMember,
   type BatchFigures,
@@ -86,4 +89,45 @@ export async function settleBatch(redis: Redis, model: string, version: number, 
 export async function dropEntries(redis: Redis, stream: string, entryIds: readonly string[]): Promise<void> {
   if (entryIds.length === 0) return;
   await redis.multi().xack(stream, CONSUMER_GROUP, ...entryIds).xdel(stream, ...entryIds).exec();
+}
+
+/** Entries read per XRANGE by {@link failWaiting}. */
+const FAIL_CHUNK = 256;
+
+/**
+ * Fail every request still in a version's stream, waiting or pending at any consumer, with `code`
+ * (`version_unloaded` when the version left the repository or its policy, `model_unavailable` when it
+ * cannot be loaded): its job or member is settled as failed, unless already terminal (settle.lua and
+ * settle-member.lua write only a first result), and the entry is acknowledged and deleted.
+ * @param target the version, and how long a failed record is kept (its model's `result_ttl_s`)
+ * @returns how many results it wrote and the groups it made ready (their reduce job is to be added).
+ * @throws Error when Redis fails; what is left is failed by a later call.
+ */
+export async function failWaiting(
+  redis: Redis,
+  target: { model: string; version: number; result_ttl_s: number },
+  code: 'version_unloaded' | 'model_unavailable',
+  message: string,
+): Promise<SettleOutcome> {
+  const { model, version } = target;
+  const stream = keys.requests(model, version);
+  const outcome: SettleOutcome = { written: 0, readyGroups: [] };
+  let start = '-';
+  for (;;) {
+    const raw = (await redis.xrangeBuffer(stream, start, '+', 'COUNT', FAIL_CHUNK)) as unknown as RawEntry[];
+    if (raw.length === 0) return outcome;
+    const settlements: Settlement[] = [];
+    const orphans: string[] = [];
+    for (const item of raw) {
+      const entry = parseEntry(item);
+      if (entry) settlements.push({ entry, result: { ok: false, code, message }, queue_ms: 0 });
+      else orphans.push(item[0].toString());
+    }
+    const figures = { inference_ms: 0, batch_size: 0, batch_id: '', result_ttl_s: target.result_ttl_s };
+    const { written, readyGroups } = await settleBatch(redis, model, version, figures, settlements);
+    await dropEntries(redis, stream, orphans);
+    outcome.written += written;
+    outcome.readyGroups.push(...readyGroups);
+    start = `(${raw.at(-1)?.[0].toString() ?? '0'}`;
+  }
 }

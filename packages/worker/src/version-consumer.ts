@@ -73,6 +73,8 @@ export interface VersionConsumerOptions {
  */
 export class VersionConsumer {
   readonly #options: VersionConsumerOptions;
+  /** The model's config; replaced by {@link updateConfig} (batching and queue options apply from the next batch). */
+  #config: ModelConfig;
   readonly #stream: string;
   readonly #log: Logger;
   #batchCounter = 0;
@@ -82,13 +84,23 @@ export class VersionConsumer {
 
   constructor(options: VersionConsumerOptions) {
     this.#options = options;
+    this.#config = options.config;
     this.#stream = keys.requests(options.config.name, options.servable.version);
     this.#log = options.logger.child({ model: options.config.name, version: options.servable.version });
   }
 
+  /**
+   * Take a changed `config.json` of the model: its batching (max_batch_size, batch_timeout_ms,
+   * allowed_batch_sizes) and queue options apply from the next batch formed; max_inflight_batches from
+   * the next pipeline start. Preprocessing and signature changes need a new version.
+   */
+  updateConfig(config: ModelConfig): void {
+    this.#config = config;
+  }
+
   /** Run until `signal` aborts; the batch in hand is finished and settled first. */
   async run(signal: AbortSignal): Promise<void> {
-    const { redis, reader, config } = this.#options;
+    const { redis, reader } = this.#options;
     await ensureConsumerGroup(redis, this.#stream);
     const learnReaderId = async (): Promise<void> => {
       this.#readerId = Number(await reader.client('ID'));
@@ -99,12 +111,11 @@ export class VersionConsumer {
     });
     const source: BatchSource<ReadEntry> = { read: (count, blockMs) => this.#read(count, blockMs) };
     const clock = { now: () => performance.now() };
-    const collect = { ...config.batching, idle_block_ms: this.#options.idle_block_ms };
     const fetch = async (): Promise<ReadEntry[]> => {
       if (Date.now() >= this.#nextReclaimAt) await this.#reclaim();
       // An idle read ends in time for the next reclaim pass.
       const untilReclaim = Math.max(MIN_BLOCK_MS, this.#nextReclaimAt - Date.now());
-      return collectBatch(source, clock, { ...collect, idle_block_ms: Math.min(collect.idle_block_ms, untilReclaim) });
+      return collectBatch(source, clock, { ...this.#config.batching, idle_block_ms: Math.min(this.#options.idle_block_ms, untilReclaim) });
     };
     // A stop ends the idle read at once instead of after idle_block_ms.
     signal.addEventListener(
@@ -116,7 +127,7 @@ export class VersionConsumer {
     );
     while (!signal.aborted) {
       try {
-        await this.#pipeline(fetch, config.batching.max_inflight_batches, signal);
+        await this.#pipeline(fetch, this.#config.batching.max_inflight_batches, signal);
       } catch (error) {
         if (signal.aborted) break;
         if (error instanceof Error && error.message.startsWith('NOGROUP')) {
@@ -213,7 +224,8 @@ export class VersionConsumer {
 
   /** Take over entries left pending by dead consumers; run them in batches of max_batch_size. */
   async #reclaim(): Promise<void> {
-    const { config, redis, consumer, servable } = this.#options;
+    const { redis, consumer, servable } = this.#options;
+    const config = this.#config;
     this.#nextReclaimAt = Date.now() + config.queue.visibility_timeout_ms;
     for (;;) {
       const { claimed, deadLettered, readyGroups } = await reclaimPending(redis, {
@@ -257,7 +269,8 @@ export class VersionConsumer {
    * threads). An input that cannot be decoded fails alone (`invalid_input`, `invalid_image`).
    */
   async prepareBatch(batch: readonly ReadEntry[]): Promise<PreparedBatch> {
-    const { redis, config } = this.#options;
+    const { redis } = this.#options;
+    const config = this.#config;
     const batchId = `${this.#options.consumer}-${++this.#batchCounter}`;
     const startedAt = Date.now();
     const t0 = performance.now();
@@ -296,7 +309,8 @@ export class VersionConsumer {
   async runBatch(batch: PreparedBatch): Promise<void> {
     const { live, results, inputs, batchId, startedAt } = batch;
     if (live.length === 0) return;
-    const { redis, servable, config } = this.#options;
+    const { redis, servable } = this.#options;
+    const config = this.#config;
     const t0 = performance.now();
     const runnable = inputs.flatMap((input, index) => (results[index] ? [] : [{ index, input }]));
     const outputs = await predictWithSplit(

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, connectRedis, decode, encode, keys, parseEntry, runScript, type RawEntry, type StreamEntry } from '@inferline/shared';
+import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, connectRedis, decode, encode, keys, parseEntry, runScript, setAdmission, type RawEntry, type StreamEntry } from '@inferline/shared';
 import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
 import { reduceGroup, sweepAbandonedGroups, sweepReadyGroups } from '../src/aggregator.ts';
 import { reclaimPending } from '../src/reclaim.ts';
@@ -27,6 +27,7 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
   beforeEach(async () => {
     await server.flush();
     await ensureConsumerGroup(redis, stream);
+    await setAdmission(redis, MODEL, 1, 'open');
   });
 
   /** group-add.lua as the gateway calls it; returns its reply `[code, size, status, ready]`. */
@@ -36,9 +37,9 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     options: { create?: boolean; close?: boolean; start?: number; maxQueueSize?: number; onItemError?: 'fail' | 'skip'; reduce?: string } = {},
   ): Promise<[number, number, string, number]> {
     const { create = false, close = false, start = -1, maxQueueSize = 1000, onItemError = 'skip', reduce = 'mean' } = options;
-    return runScript(redis, 'group-add', [keys.group(groupId), stream, keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen()], [
+    return runScript(redis, 'group-add', [keys.group(groupId), stream, keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen(), keys.admission(MODEL)], [
       groupId, create ? 1 : 0, close ? 1 : 0, start, maxQueueSize, 0, Date.now(), JOB_EVENTS_CHANNEL,
-      MODEL, 1, reduce, 'embedding', onItemError, 60,
+      MODEL, 1, reduce, 'embedding', onItemError, 60, 1,
       ...inputs.map((input) => encode(input)),
     ]);
   }

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import {
+  settleJobs,
+  setAdmission,
   CONSUMER_GROUP,
   JOB_EVENTS_CHANNEL,
   InferlineError,
@@ -16,7 +18,7 @@ import {
 } from '@inferline/shared';
 import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
 import { reclaimPending } from '../src/reclaim.ts';
-import { settleBatch, type Settlement } from '../src/settle.ts';
+import { failWaiting, settleBatch, type Settlement } from '../src/settle.ts';
 import { ensureConsumerGroup } from '../src/version-consumer.ts';
 
 const MODEL = 'test-model';
@@ -37,6 +39,8 @@ describe('settle and reclaim against a real Redis', () => {
   beforeEach(async () => {
     await server.flush();
     await ensureConsumerGroup(redis, stream);
+    // A worker opens a version once it is AVAILABLE; enqueue.lua stores requests only for open versions.
+    await setAdmission(redis, MODEL, 1, 'open');
   });
 
   /** Enqueue through the real enqueue script, as the gateway does. */
@@ -130,6 +134,34 @@ describe('settle and reclaim against a real Redis', () => {
     await assert.rejects(enqueue('q2', 'x', 2), (error: unknown) => error instanceof InferlineError && error.code === 'queue_full');
     assert.equal(await redis.xlen(stream), 2);
     assert.equal(await redis.exists(keys.job('q2')), 0);
+  });
+
+  test('enqueue refuses a version that is not open (never opened, or closed to unload it) and stores nothing', async () => {
+    await redis.hdel(keys.admission(MODEL), '1');
+    await assert.rejects(enqueue('c0', 'x'), (error: unknown) => error instanceof InferlineError && error.code === 'model_unavailable');
+    await setAdmission(redis, MODEL, 1, 'closed');
+    await assert.rejects(enqueue('c1', 'x'), (error: unknown) => error instanceof InferlineError && error.code === 'model_unavailable');
+    assert.equal(await redis.xlen(stream), 0);
+    assert.equal(await redis.exists(keys.job('c0'), keys.job('c1')), 0);
+  });
+
+  test('failWaiting fails every request left in a stream, waiting or pending, once, and empties it', async () => {
+    for (const id of ['w0', 'w1', 'w2']) await enqueue(id, 'x');
+    // w0 is pending at a consumer (read, not settled); w1 already succeeded; w2 waits unread.
+    await redis.xreadgroup('GROUP', CONSUMER_GROUP, 'gone', 'COUNT', 1, 'STREAMS', stream, '>');
+    await settleJobs(redis, MODEL, 1, { inference_ms: 1, batch_size: 1, batch_id: 'b', result_ttl_s: 60 }, [
+      { jobId: 'w1', entryId: (await redis.hget(keys.job('w1'), 'entry')) ?? '', queue_ms: 1, result: { ok: true, output: Buffer.from('{}') } },
+    ]);
+    const outcome = await failWaiting(redis, { model: MODEL, version: 1, result_ttl_s: 60 }, 'version_unloaded', 'gone');
+    assert.equal(outcome.written, 2);
+    assert.deepEqual(await Promise.all(['w0', 'w1', 'w2'].map((id) => redis.hmget(keys.job(id), 'status', 'error_code'))), [
+      ['failed', 'version_unloaded'],
+      ['succeeded', null],
+      ['failed', 'version_unloaded'],
+    ]);
+    assert.equal(await redis.xlen(stream), 0);
+    const pending = (await redis.xpending(stream, CONSUMER_GROUP)) as [number, ...unknown[]];
+    assert.equal(pending[0], 0);
   });
 
   test('a bulk enqueue is all or nothing: too many for the queue, or one id taken, stores none', async () => {

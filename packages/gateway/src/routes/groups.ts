@@ -60,9 +60,10 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
   };
 
   app.post('/v1/groups', { schema: { body: GroupCreateBody, response: { 202: GroupView, ...Replies } } }, async (request, reply) => {
-    const { model, version, inputs, reduce, output, on_item_error: onItemError = 'fail' } = request.body;
+    const { model, version, label, inputs, reduce, output, on_item_error: onItemError = 'fail' } = request.body;
     request.logContext.model = model;
-    const target = ctx.models.resolve(model, version);
+    if (version !== undefined && label !== undefined) throw new InferlineError('invalid_input', 'body: give "version" or "label", not both');
+    const target = await ctx.models.resolve(model, { version, label });
     request.logContext.version = target.version;
     const outputName = resolveReduceOutput(target.config, reduce, output);
     const stored = inputs ? await readGroupInputs(target, inputs, reduce, 0) : [];
@@ -91,7 +92,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
       const group = await readGroup(redis, id, true);
       request.logContext.model = group.model;
       if (group.status !== 'open') throw new InferlineError('group_closed', `group "${id}" is ${group.status}: it takes no more inputs`, { status: group.status, size: group.size });
-      const target = ctx.models.resolve(group.model, group.version);
+      const target = await ctx.models.resolve(group.model, { version: group.version });
       request.logContext.version = target.version;
       const { inputs, start } = request.body;
       const stored = await readGroupInputs(target, inputs, group.reduce, group.size);
@@ -116,7 +117,10 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     request.logContext.model = group.model;
     // Closing twice (a retried close) answers the current state.
     if (group.status !== 'open') return group;
-    const target = ctx.models.resolve(group.model, group.version);
+    // A close stores no request: the group's version need not be loaded, or even served, any more.
+    const model = ctx.models.get(group.model);
+    if (!model) throw new InferlineError('model_not_found', `model "${group.model}" is not in the model repository`);
+    const target: ResolvedModel = { model, config: model.config, version: group.version };
     try {
       await addToGroup(redis, queue, settings, { groupId: id, target, inputs: [], close: true, keep_inputs: false });
     } catch (error) {

@@ -12,7 +12,7 @@ import {
   type JobRecord,
   type JobView as JobViewType,
 } from '@inferline/shared';
-import { checkBulkSize, enqueueJobs } from '../enqueue-jobs.ts';
+import { admitJobs, checkBulkSize } from '../enqueue-jobs.ts';
 import { jobListJson, jobViewJson, readJob, readJobRecord, sendJsonBytes } from '../job-view.ts';
 import { openEventStream } from '../event-stream.ts';
 import { requestSignal } from '../request-signal.ts';
@@ -63,16 +63,17 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       },
     },
     async (request, reply) => {
-      const { model, version, input, inputs } = request.body;
+      const { model, version, label, input, inputs } = request.body;
       request.logContext.model = model;
       if ((input === undefined) === (inputs === undefined)) {
         throw new InferlineError('invalid_input', 'body: exactly one of "input" (one request) or "inputs" (a list, one job each) is required');
       }
+      if (version !== undefined && label !== undefined) throw new InferlineError('invalid_input', 'body: give "version" or "label", not both');
       if (inputs) checkBulkSize(inputs.length, ctx.settings.max_bulk_inputs, 'inputs');
-      const target = ctx.models.resolve(model, version);
-      request.logContext.version = target.version;
+      // Fail fast on an unknown model before any id is made or any watch opened.
+      ctx.models.resolveNow(model, {}, { requireAvailable: false });
       const values = inputs ?? [input];
-      const ids = values.map(() => newJobId(target.config.name));
+      const ids = values.map(() => newJobId(model));
       if (inputs) request.logContext.jobs = ids.length;
       else request.logContext.job_id = ids[0];
       const preferred = preferredWaitS(request.headers.prefer);
@@ -81,7 +82,9 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       const watch = waitS > 0 ? ctx.events.watch(ids) : undefined;
       let records: JobRecord[];
       try {
-        records = await enqueueJobs(ctx.redis, ctx.metrics, target, values, ids);
+        const admitted = await admitJobs(ctx.models, ctx.redis, ctx.metrics, { model, selector: { version, label }, inputs: values, jobIds: ids });
+        request.logContext.version = admitted.target.version;
+        records = admitted.records;
         if (watch) records = await waitForJobs(ctx.redis, watch, waitS * 1000, requestSignal(reply, ctx.shutdown), records);
       } finally {
         watch?.close();

@@ -1,18 +1,9 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { ErrorReply, InferlineError, keys, type Redis, type RepositoryModel, type TensorSpec } from '@inferline/shared';
-import {
-  ModelList,
-  ModelMetadataReply,
-  ModelStatusReply,
-  VERSION_STATES,
-  type ModelSummary,
-  type VersionState,
-} from '../model-schemas.ts';
+import { ErrorReply, InferlineError, aggregateVersions, readLiveWorkers, type LiveVersion, type RepositoryModel, type TensorSpec } from '@inferline/shared';
+import type { VersionSelector } from '../model-catalog.ts';
+import { ModelList, ModelMetadataReply, ModelStatusReply, type ModelSummary } from '../model-schemas.ts';
 import type { RouteContext } from '../route-context.ts';
-
-/** A worker counts as alive for this many heartbeat periods after its last heartbeat. */
-const LIVE_HEARTBEATS = 3;
 
 /** TF Serving's signature key and method for a predict signature. */
 const SERVING_SIGNATURE = 'serving_default';
@@ -23,31 +14,38 @@ const TF_DTYPES: Record<TensorSpec['dtype'], string> = { string: 'DT_STRING', fl
 
 const NameParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
 const VersionParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), version: Type.Integer({ minimum: 1 }) });
+const LabelParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), label: Type.String({ minLength: 1, maxLength: 64 }) });
 const errors = { '4xx': ErrorReply, '5xx': ErrorReply };
 
 /**
- * Model routes: `GET /v1/models` (inferline's list), and TF Serving's `GET /v1/models/:name[/versions/:v]`
- * (model_version_status) and `.../metadata` (signature_def).
+ * Model routes: `GET /v1/models` (inferline's list), and TF Serving's
+ * `GET /v1/models/:name[/versions/:v|/labels/:label]` (model_version_status) and `.../metadata`
+ * (signature_def).
  *
- * A version's state is the one its workers publish in `keys.versionStatus(model)` (`{"state", ...}`
- * JSON per version), counted only while a worker heartbeats for the model; otherwise `START`: the
- * version is accepted (requests queue) but no worker has it loaded.
+ * A version's state is read from the announcements of the model's live workers (heartbeat within 3
+ * periods; `aggregateVersions`): AVAILABLE when one has it AVAILABLE, else LOADING, UNLOADING, or END
+ * with the error of a failed load. A version the policy selects that no live worker holds is `START`.
  */
 export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
-  const heartbeatWindowMs = LIVE_HEARTBEATS * ctx.settings.heartbeat_interval_ms;
+  const readLive = async (name: string): Promise<{ versions: Map<number, LiveVersion>; workers: number }> => {
+    const workers = await readLiveWorkers(ctx.redis, name, ctx.settings.heartbeat_interval_ms);
+    return { versions: aggregateVersions(workers), workers: workers.length };
+  };
 
   app.get('/v1/models', { schema: { response: { 200: ModelList, ...errors } } }, async () => {
     const models = ctx.models.list();
-    const live = await Promise.all(models.map((m) => readLiveStatus(ctx.redis, m.config.name, heartbeatWindowMs)));
+    const live = await Promise.all(models.map((m) => readLive(m.config.name)));
     return {
       models: models.map((m, i): ModelSummary => {
-        const { states, workers } = live[i] ?? { states: {}, workers: 0 };
+        const { versions, workers } = live[i] ?? { versions: new Map<number, LiveVersion>(), workers: 0 };
         return {
           name: m.config.name,
           ...(m.config.description === undefined ? {} : { description: m.config.description }),
           platform: m.config.platform,
-          versions: m.served.map((version) => ({ version, state: versionState(states[version], workers) })),
-          default_version: m.served.at(-1) ?? null,
+          versions: knownVersions(m, versions).map((version) => ({ version, state: versions.get(version)?.state ?? 'START' })),
+          default_version: defaultVersion(m, versions),
+          version_labels: m.config.version_labels,
+          ...(m.config.traffic === undefined ? {} : { traffic: m.config.traffic }),
           signature: m.config.signature,
           workers,
         };
@@ -55,25 +53,41 @@ export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     };
   });
 
-  const status = async (name: string, version?: number): Promise<ModelStatusReply> => {
-    const model = findModel(ctx, name, version);
-    const { states, workers } = await readLiveStatus(ctx.redis, name, heartbeatWindowMs);
-    const versions = version === undefined ? model.served : [version];
+  const status = async (name: string, selector: VersionSelector = {}): Promise<ModelStatusReply> => {
+    const model = findModel(ctx, name);
+    const { versions: live } = await readLive(name);
+    const known = knownVersions(model, live);
+    let versions = known;
+    if (selector.label !== undefined || selector.version !== undefined) {
+      const version = selector.label === undefined ? selector.version : labelVersion(model, selector.label);
+      if (version === undefined || !known.includes(version)) {
+        throw new InferlineError('version_not_found', `model "${name}" has no version ${version} (versions: ${known.join(', ') || 'none'})`);
+      }
+      versions = [version];
+    }
     return {
-      model_version_status: versions.map((v) => ({
-        version: String(v),
-        state: versionState(states[v], workers),
-        status: { error_code: 'OK', error_message: '' },
-      })),
+      model_version_status: versions.map((v) => {
+        const held = live.get(v);
+        const failed = held?.state === 'END' && held.error !== undefined;
+        return {
+          version: String(v),
+          state: held?.state ?? 'START',
+          status: failed ? { error_code: 'UNKNOWN', error_message: held.error ?? '' } : { error_code: 'OK', error_message: '' },
+        };
+      }),
     };
   };
-  app.get('/v1/models/:name', { schema: { params: NameParams, response: { 200: ModelStatusReply, ...errors } } }, (request) => status(request.params.name));
-  app.get('/v1/models/:name/versions/:version', { schema: { params: VersionParams, response: { 200: ModelStatusReply, ...errors } } }, (request) =>
-    status(request.params.name, request.params.version),
+  const statusSchema = { response: { 200: ModelStatusReply, ...errors } };
+  app.get('/v1/models/:name', { schema: { params: NameParams, ...statusSchema } }, (request) => status(request.params.name));
+  app.get('/v1/models/:name/versions/:version', { schema: { params: VersionParams, ...statusSchema } }, (request) =>
+    status(request.params.name, { version: request.params.version }),
+  );
+  app.get('/v1/models/:name/labels/:label', { schema: { params: LabelParams, ...statusSchema } }, (request) =>
+    status(request.params.name, { label: request.params.label }),
   );
 
-  const metadata = (name: string, version?: number): ModelMetadataReply => {
-    const { config, version: resolved } = ctx.models.resolve(name, version);
+  const metadata = (name: string, selector: VersionSelector = {}): ModelMetadataReply => {
+    const { config, version: resolved } = ctx.models.resolveNow(name, selector, { requireAvailable: false, ignoreTraffic: true });
     const tensors = (specs: TensorSpec[]) => Object.fromEntries(specs.map((s) => [s.name, tensorInfo(s)]));
     return {
       model_spec: { name, signature_name: '', version: String(resolved) },
@@ -86,50 +100,42 @@ export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
       },
     };
   };
-  app.get('/v1/models/:name/metadata', { schema: { params: NameParams, response: { 200: ModelMetadataReply, ...errors } } }, (request) =>
-    metadata(request.params.name),
+  const metadataSchema = { response: { 200: ModelMetadataReply, ...errors } };
+  app.get('/v1/models/:name/metadata', { schema: { params: NameParams, ...metadataSchema } }, (request) => metadata(request.params.name));
+  app.get('/v1/models/:name/versions/:version/metadata', { schema: { params: VersionParams, ...metadataSchema } }, (request) =>
+    metadata(request.params.name, { version: request.params.version }),
   );
-  app.get(
-    '/v1/models/:name/versions/:version/metadata',
-    { schema: { params: VersionParams, response: { 200: ModelMetadataReply, ...errors } } },
-    (request) => metadata(request.params.name, request.params.version),
+  app.get('/v1/models/:name/labels/:label/metadata', { schema: { params: LabelParams, ...metadataSchema } }, (request) =>
+    metadata(request.params.name, { label: request.params.label }),
   );
 
   done();
 };
 
 /**
- * The repository model of `name`, checking `version` (when given) is served.
- * @throws InferlineError `model_not_found`, `version_not_found`.
+ * The repository model of `name`.
+ * @throws InferlineError `model_not_found` (with the config error when its config is invalid).
  */
-function findModel(ctx: RouteContext, name: string, version?: number): RepositoryModel {
+function findModel(ctx: RouteContext, name: string): RepositoryModel {
   const model = ctx.models.get(name);
-  if (!model) throw new InferlineError('model_not_found', `model "${name}" is not in the model repository`);
-  if (version !== undefined) ctx.models.resolve(name, version);
-  return model;
+  if (model) return model;
+  const failure = ctx.models.failure(name);
+  throw new InferlineError('model_not_found', failure ? `model "${name}" cannot be served: ${failure.message}` : `model "${name}" is not in the model repository`);
 }
 
-/** Per-version status entries workers published for a model, and how many of its workers are alive. */
-async function readLiveStatus(redis: Redis, model: string, windowMs: number): Promise<{ states: Record<string, string>; workers: number }> {
-  const results = (await redis.pipeline().hgetall(keys.versionStatus(model)).zcount(keys.workers(model), Date.now() - windowMs, '+inf').exec()) ?? [];
-  for (const [error] of results) if (error) throw error;
-  return { states: (results[0]?.[1] ?? {}) as Record<string, string>, workers: Number(results[1]?.[1] ?? 0) };
+/** The version a label points to, or undefined. */
+function labelVersion(model: RepositoryModel, label: string): number | undefined {
+  return model.config.version_labels[label];
 }
 
-/**
- * TF Serving state of a version from the worker's status entry (`{"state": ...}` JSON). A stale
- * entry (no worker alive) reads as `START`; an unreadable or unknown one as `UNKNOWN`.
- */
-export function versionState(entry: string | undefined, liveWorkers: number): VersionState {
-  if (entry === undefined || liveWorkers === 0) return 'START';
-  let state: unknown;
-  try {
-    state = (JSON.parse(entry) as { state?: unknown }).state;
-  } catch {
-    return 'UNKNOWN';
-  }
-  const upper = typeof state === 'string' ? state.toUpperCase() : '';
-  return (VERSION_STATES as readonly string[]).includes(upper) ? (upper as VersionState) : 'UNKNOWN';
+/** Versions to show: those the policy selects and those a live worker still holds, ascending. */
+function knownVersions(model: RepositoryModel, live: ReadonlyMap<number, LiveVersion>): number[] {
+  return [...new Set([...model.served, ...live.keys()])].sort((a, b) => a - b);
+}
+
+/** Where a request naming no version goes without a traffic split: the highest selected AVAILABLE version, else the highest selected. */
+function defaultVersion(model: RepositoryModel, live: ReadonlyMap<number, LiveVersion>): number | null {
+  return model.served.filter((v) => live.get(v)?.state === 'AVAILABLE').at(-1) ?? model.served.at(-1) ?? null;
 }
 
 /** TF Serving TensorInfo of one signature tensor; the batch dimension comes first, as -1. */

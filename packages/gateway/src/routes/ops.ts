@@ -1,12 +1,15 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
-import { InferlineError } from '@inferline/shared';
+import { InferlineError, aggregateVersions, readLiveWorkers } from '@inferline/shared';
 import type { RouteContext } from '../route-context.ts';
 
 /**
  * Operations routes:
  * - `GET /healthz`: 200 while the process serves HTTP (liveness; never looks at Redis);
- * - `GET /readyz`: 200 when Redis answers PING and the job event subscription is active, else 503
- *   `unavailable` (readiness: a load balancer stops sending work to a gateway that cannot store it);
+ * - `GET /readyz`: 200 when Redis answers PING, the job event subscription is active, and every model
+ *   of the repository that has a version to serve has one AVAILABLE on a live worker; else 503
+ *   `unavailable` saying what is missing (readiness: a load balancer sends no work to a gateway whose
+ *   requests could not be stored or would not be served). Models whose config is invalid, or without
+ *   any version folder, are not waited for.
  * - `GET /metrics`: Prometheus text of the app's registry.
  */
 export const opsRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
@@ -15,7 +18,13 @@ export const opsRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
   app.get('/readyz', async () => {
     await ctx.redis.ping();
     if (!ctx.events.subscribed) throw new InferlineError('unavailable', 'job event subscription is not active');
-    return { status: 'ready' };
+    const models = ctx.models.list().filter((model) => model.served.length > 0);
+    const live = await Promise.all(models.map(async (model) => aggregateVersions(await readLiveWorkers(ctx.redis, model.config.name, ctx.settings.heartbeat_interval_ms))));
+    const waiting = models.filter((_model, i) => ![...(live[i]?.values() ?? [])].some((version) => version.state === 'AVAILABLE')).map((model) => model.config.name);
+    if (waiting.length > 0) {
+      throw new InferlineError('unavailable', `no live worker has a version AVAILABLE yet for: ${waiting.join(', ')}`, { models_unavailable: waiting });
+    }
+    return { status: 'ready', models: models.map((model) => model.config.name) };
   });
 
   app.get('/metrics', async (_request, reply) => {

@@ -2,7 +2,7 @@ import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebo
 import { Type, type Static } from '@sinclair/typebox';
 import { ERROR_STATUS, ErrorReply, InferlineError, TERMINAL_STATUSES, newJobId, type ErrorCode, type JobView, type ModelConfig, type TensorSpec } from '@inferline/shared';
 import { toJobView } from '../job-view.ts';
-import { checkBulkSize, enqueueJobs } from '../enqueue-jobs.ts';
+import { admitJobs, checkBulkSize } from '../enqueue-jobs.ts';
 import type { LogContext } from '../log-context.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
@@ -30,12 +30,16 @@ const PredictReply = Type.Object({
 });
 type PredictReply = Static<typeof PredictReply>;
 
-const PredictParams = Type.Object({ name: Type.String(), version: Type.Optional(Type.Integer({ minimum: 1 })) });
+const PredictParams = Type.Object({
+  name: Type.String(),
+  version: Type.Optional(Type.Integer({ minimum: 1 })),
+  label: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+});
 type PredictParams = Static<typeof PredictParams>;
 
 /**
  * TF Serving REST compatible, synchronous predict (DESIGN.md section 8):
- * `POST /v1/models/:name[/versions/:v]:predict` with `{"instances": [...]}` → `{"predictions": [...]}`
+ * `POST /v1/models/:name[/versions/:v|/labels/:label]:predict` with `{"instances": [...]}` → `{"predictions": [...]}`
  * or `{"inputs": [...]}` → `{"outputs": [...]}`. Each instance becomes one job (so the workers batch
  * them with everybody else's), the call waits for all of them (job events, at most
  * `settings.max_wait_s`) and answers in instance order. With one output tensor a prediction is its
@@ -46,7 +50,12 @@ type PredictParams = Static<typeof PredictParams>;
  */
 export const tfservingRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
   const schema = { body: PredictBody, params: PredictParams, response: { 200: PredictReply, '4xx': ErrorReply, '5xx': ErrorReply } };
-  for (const path of [`/v1/models/${NAME_PARAM}::predict`, `/v1/models/${NAME_PARAM}/versions/:version(^[0-9]+)::predict`]) {
+  const paths = [
+    `/v1/models/${NAME_PARAM}::predict`,
+    `/v1/models/${NAME_PARAM}/versions/:version(^[0-9]+)::predict`,
+    `/v1/models/${NAME_PARAM}/labels/:label(^[a-z][a-z0-9_-]*)::predict`,
+  ];
+  for (const path of paths) {
     app.post(path, { schema }, (request, reply) => predict(ctx, request.params, request.body, request.logContext, requestSignal(reply, ctx.shutdown)));
   }
   done();
@@ -55,7 +64,10 @@ export const tfservingRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app,
 /** Enqueue one job per instance, wait for all, answer their predictions in instance order. */
 async function predict(ctx: RouteContext, params: PredictParams, body: PredictBody, log: LogContext, signal: AbortSignal): Promise<PredictReply> {
   log.model = params.name;
-  const target = ctx.models.resolve(params.name, params.version);
+  const selector = { version: params.version, label: params.label };
+  // Resolved first for the signature the instances are read with; admitJobs resolves again (cheap, in
+  // memory) and retries once if the version closes meanwhile.
+  const target = await ctx.models.resolve(params.name, selector);
   log.version = target.version;
   const { instances, inputs } = body;
   if ((instances === undefined) === (inputs === undefined)) {
@@ -72,7 +84,8 @@ async function predict(ctx: RouteContext, params: PredictParams, body: PredictBo
   const watch = ctx.events.watch(ids);
   let views: JobView[];
   try {
-    const queued = await enqueueJobs(ctx.redis, ctx.metrics, target, values, ids);
+    const { target: admitted, records: queued } = await admitJobs(ctx.models, ctx.redis, ctx.metrics, { model: params.name, selector, inputs: values, jobIds: ids });
+    log.version = admitted.version;
     views = (await waitForJobs(ctx.redis, watch, ctx.settings.max_wait_s * 1000, signal, queued)).map(toJobView);
   } finally {
     watch.close();

@@ -15,6 +15,7 @@
     KEYS[3] group inputs hash   (il:{g:<id>}:inputs; written when keep_inputs is 1)
     KEYS[4] ready set           (il:groups:ready)
     KEYS[5] open set            (il:groups:open; an open group's score is the time of its last call)
+    KEYS[6] admission hash      (il:{m:<model>}:admission; inputs are taken only while field <version> is 'open')
 
     ARGV[1]  group id
     ARGV[2]  create             ('1': create the group, which must not exist; '0': it must exist and be open)
@@ -25,17 +26,18 @@
     ARGV[7]  now                (ms since epoch)
     ARGV[8]  events channel     (il:events)
     ARGV[9..14] on create: model, version, reduce, output_name, on_item_error, result_ttl_s
-    ARGV[15..] inputs           (MessagePack bytes, in index order)
+    ARGV[15] version            (the stream's, checked against KEYS[6])
+    ARGV[16..] inputs           (MessagePack bytes, in index order)
 
   Output:
     {code, size, status, ready}: code 0 = done, -1 = the stream is full (queue_full), -2 = expected
     start differs from size (index_conflict), -3 = no such group, -4 = the group is not open, -5 = the
-    group already exists; size and status as after the call; ready 1 when the close found every member
+    group already exists, -6 = the version is not open (closed to unload it); size and status as after the call; ready 1 when the close found every member
     settled (the caller adds the reduce job).
 ]]
 --- @include "mark-group-ready"
 local groupId = ARGV[1]
-local count = #ARGV - 14
+local count = #ARGV - 15
 local size = 0
 if ARGV[2] == '1' then
   if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -54,6 +56,9 @@ end
 if ARGV[4] ~= '-1' and tonumber(ARGV[4]) ~= size then
   return {-2, size, 'open', 0}
 end
+if count > 0 and redis.call('HGET', KEYS[6], ARGV[15]) ~= 'open' then
+  return {-6, size, 'open', 0}
+end
 if count > 0 and redis.call('XLEN', KEYS[2]) + count > tonumber(ARGV[5]) then
   return {-1, size, 'open', 0}
 end
@@ -64,9 +69,9 @@ if ARGV[2] == '1' then
 end
 for i = 1, count do
   local index = size + i - 1
-  redis.call('XADD', KEYS[2], '*', 'group', groupId, 'index', index, 'input', ARGV[14 + i])
+  redis.call('XADD', KEYS[2], '*', 'group', groupId, 'index', index, 'input', ARGV[15 + i])
   if ARGV[6] == '1' then
-    redis.call('HSET', KEYS[3], index, ARGV[14 + i])
+    redis.call('HSET', KEYS[3], index, ARGV[15 + i])
   end
 end
 if count > 0 then

@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { InferlineError } from '../errors.ts';
 import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys } from '../keys.ts';
 import { runScript } from '../scripts.ts';
-import { QUEUE_FULL_RETRY_AFTER_S } from './job-scripts.ts';
+import { QUEUE_FULL_RETRY_AFTER_S, versionClosedError } from './job-scripts.ts';
 
 /**
  * One typed function per aggregation-group script (group-add, start-members, settle-member,
@@ -24,6 +24,7 @@ const ADD_INDEX_CONFLICT = -2;
 const ADD_NO_GROUP = -3;
 const ADD_NOT_OPEN = -4;
 const ADD_EXISTS = -5;
+const ADD_VERSION_CLOSED = -6;
 
 /** What a new group is (stored in its record by group-add.lua, with the call's model and version). */
 export interface GroupCreate {
@@ -58,7 +59,8 @@ export interface GroupAddRequest {
  * @returns the group's size and status after the call, and `ready` when the close found every member
  *   settled (the caller adds the reduce job).
  * @throws InferlineError `queue_full` (429), `index_conflict` (409, with `size`), `group_not_found`,
- *   `group_closed` (409, with `status`), `internal` on an id collision.
+ *   `group_closed` (409, with `status`), `model_unavailable` (503) when inputs are added to a version
+ *   that is not open for admission, `internal` on an id collision.
  */
 export async function groupAdd(redis: Redis, add: GroupAddRequest): Promise<{ size: number; status: string; ready: boolean }> {
   const { groupId, create } = add;
@@ -66,8 +68,8 @@ export async function groupAdd(redis: Redis, add: GroupAddRequest): Promise<{ si
   const [code, size, status, ready] = await runScript<[number, number, string, number]>(
     redis,
     'group-add',
-    [keys.group(groupId), keys.requests(add.model, add.version), keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen()],
-    [groupId, create ? 1 : 0, add.close ? 1 : 0, add.start ?? -1, add.max_queue_size, add.keep_inputs ? 1 : 0, Date.now(), JOB_EVENTS_CHANNEL, ...meta, ...add.inputs],
+    [keys.group(groupId), keys.requests(add.model, add.version), keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen(), keys.admission(add.model)],
+    [groupId, create ? 1 : 0, add.close ? 1 : 0, add.start ?? -1, add.max_queue_size, add.keep_inputs ? 1 : 0, Date.now(), JOB_EVENTS_CHANNEL, ...meta, add.version, ...add.inputs],
   );
   switch (code) {
     case ADD_QUEUE_FULL:
@@ -82,6 +84,8 @@ export async function groupAdd(redis: Redis, add: GroupAddRequest): Promise<{ si
       throw new InferlineError('group_not_found', `group "${groupId}" does not exist or has expired`);
     case ADD_NOT_OPEN:
       throw new InferlineError('group_closed', `group "${groupId}" is ${status}: it takes no more inputs`, { status, size });
+    case ADD_VERSION_CLOSED:
+      throw versionClosedError(add.model, add.version);
     case ADD_EXISTS:
       throw new InferlineError('internal', `group id ${groupId} already exists`);
   }

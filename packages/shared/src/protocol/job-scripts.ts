@@ -13,6 +13,21 @@ import { runScript } from '../scripts.ts';
 /** Reply codes of enqueue.lua (see its header). */
 const ENQUEUE_QUEUE_FULL = -1;
 const ENQUEUE_ID_EXISTS = -2;
+const ENQUEUE_VERSION_CLOSED = -3;
+
+/** `Retry-After` (s) of a 503 `model_unavailable`: about a heartbeat, after which the gateway's view of the workers is fresh. */
+export const MODEL_UNAVAILABLE_RETRY_AFTER_S = 1;
+
+/**
+ * The error of a call refused because its version is not open for admission (`keys.admission`): no
+ * worker opened it, or one closed it to unload it. `details.version_closed` lets the gateway re-resolve.
+ */
+export function versionClosedError(model: string, version: number): InferlineError {
+  return new InferlineError('model_unavailable', `model "${model}" version ${version} takes no new requests (not loaded, or being unloaded); retry later`, {
+    retry_after_s: MODEL_UNAVAILABLE_RETRY_AFTER_S,
+    version_closed: true,
+  });
+}
 
 /** `Retry-After` (s) of a 429 `queue_full`: about how long a worker needs to drain some of a full queue. */
 export const QUEUE_FULL_RETRY_AFTER_S = 1;
@@ -34,11 +49,12 @@ export interface EnqueueJobsRequest {
  * and stream entry is written, or none is.
  * @returns the stream entry ids, in request order.
  * @throws InferlineError `queue_full` (429, `retry_after_s`) when the stream cannot take them all,
+ *   `model_unavailable` ({@link versionClosedError}) when the version is not open for admission,
  *   `internal` on a job id collision; a Redis failure is rethrown as is (the gateway answers 503).
  */
 export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<string[]> {
   const { model, version, jobs } = request;
-  const scriptKeys = [keys.requests(model, version)];
+  const scriptKeys = [keys.requests(model, version), keys.admission(model)];
   const args: (string | number | Buffer)[] = [request.max_queue_size, model, version, request.created_at];
   for (const job of jobs) {
     scriptKeys.push(keys.job(job.id));
@@ -53,6 +69,7 @@ export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Pr
       { retry_after_s: QUEUE_FULL_RETRY_AFTER_S },
     );
   }
+  if (reply === ENQUEUE_VERSION_CLOSED) throw versionClosedError(model, version);
   if (reply === ENQUEUE_ID_EXISTS || !Array.isArray(reply)) throw new InferlineError('internal', `a job id of model "${model}" already exists`);
   return reply;
 }
