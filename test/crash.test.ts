@@ -54,6 +54,9 @@ describe('a worker killed with SIGKILL while it holds a batch', () => {
       if (status !== 'running') terminal.set(id, [...(terminal.get(id) ?? []), status]);
     });
 
+    // The gateway admits requests only for a version a live worker has AVAILABLE: the victim first.
+    const victim = await startWorkerProcess(env);
+    workers.push(victim);
     const texts = loadMobyDickParagraphs().slice(0, JOBS);
     const ids = await Promise.all(
       texts.map(async (text) => {
@@ -67,8 +70,6 @@ describe('a worker killed with SIGKILL while it holds a batch', () => {
       }),
     );
 
-    const victim = await startWorkerProcess(env);
-    workers.push(victim);
     const redisClient = client(redis.url);
     const stream = keys.requests('glove-embed', 1);
     assert.equal(await waitForPending(redisClient, stream, JOBS), JOBS, 'the first worker holds every request, delivered and unsettled');

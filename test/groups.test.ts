@@ -233,12 +233,12 @@ describe('a worker killed with SIGKILL while it holds members of a group', () =>
     const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: repository };
     gateway = await startGatewayProcess(env);
     roles.push(await startAggregatorProcess(env));
+    // The gateway admits requests only for a version a live worker has AVAILABLE: the victim first.
+    const victim = await startWorkerProcess(env);
+    roles.push(victim);
     const texts = loadMobyDickParagraphs().slice(0, MEMBERS);
     const created = await call(gateway.url, 'POST', '/v1/groups', { model: 'glove-embed', inputs: texts, reduce: 'mean' });
     assert.equal(created.status, 202);
-
-    const victim = await startWorkerProcess(env);
-    roles.push(victim);
     const stream = keys.requests('glove-embed', 1);
     assert.equal(await waitForPending(probe, stream, MEMBERS), MEMBERS, 'the first worker holds every member, delivered and unsettled');
     await victim.kill('SIGKILL');

@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createLogger, InferlineError, loadSettings } from '@inferline/shared';
+import { createLogger, InferlineError, loadSettings, type Logger } from '@inferline/shared';
 import { buildModels } from '../models/build-models.ts';
 import { startRedisServer, type RedisServer } from '../redis-server.ts';
 import { aborted, FORCED_EXIT_CODE, trapStopSignals } from '../signals.ts';
@@ -17,7 +17,8 @@ const MAIN_PATH = fileURLToPath(new URL('../main.ts', import.meta.url));
 /**
  * `inferline start`: everything on one machine. Builds missing models, starts a private redis-server
  * under `<state_dir>/redis` when `REDIS_URL` is unset, forks one gateway, `WORKERS` workers (0 = one
- * per core) and one aggregator (the reducers of aggregation groups), and restarts any that dies. The
+ * per core) and one aggregator (the reducers of aggregation groups), and restarts any that dies; it
+ * prints "inferline is running" once the gateway's /readyz answers 200 (the models are loaded). The
  * first SIGINT/SIGTERM stops the children (SIGTERM, SIGKILL after {@link STOP_GRACE_MS}) and then the
  * private Redis; a second one kills everything at once.
  * @throws InferlineError when a step of the start fails (models, Redis, gateway not listening).
@@ -73,6 +74,8 @@ export async function runStart(): Promise<void> {
     const address = await Promise.race([ready, aborted(signal)]);
     if (address === undefined) return;
     gateway.restart = true;
+    // "running" only once the gateway is ready: Redis answers and every model has a version AVAILABLE.
+    if (!(await gatewayServing(address, signal, logger))) return;
     const port = new URL(address).port;
     process.stdout.write(
       [
@@ -93,6 +96,31 @@ export async function runStart(): Promise<void> {
       logger.info('private redis-server stopped');
     }
   }
+}
+
+/** How often `inferline start` asks the gateway's /readyz while the workers load their models, ms. */
+const READY_POLL_MS = 250;
+
+/**
+ * Poll the gateway's `/readyz` until it answers 200 (every model of the repository has a version
+ * AVAILABLE on a live worker), logging what it waits for whenever that changes.
+ * @returns true once ready, false when `signal` aborted first.
+ */
+async function gatewayServing(address: string, signal: AbortSignal, logger: Logger): Promise<boolean> {
+  let last = '';
+  while (!signal.aborted) {
+    const answer = await fetch(`${address}/readyz`, { signal }).then(
+      async (response) => ({ ok: response.ok, body: await response.text() }),
+      (error: unknown) => ({ ok: false, body: error instanceof Error ? error.message : String(error) }),
+    );
+    if (answer.ok) return true;
+    if (answer.body !== last) {
+      last = answer.body;
+      logger.info({ readyz: answer.body }, 'waiting for the workers to load the models');
+    }
+    await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
+  }
+  return false;
 }
 
 /**

@@ -1,9 +1,8 @@
-import { stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import {
   InferlineError,
-  MODEL_MANIFEST,
   aggregateVersions,
   announceWorker,
   connectRedis,
@@ -71,7 +70,7 @@ interface FollowedModel {
   /** Versions the policy selects now, ascending. */
   selected: number[];
   held: Map<number, HeldVersion>;
-  /** Versions whose load failed, with the error and the `model.json` mtime it failed with (retried when it changes). */
+  /** Versions whose load failed, with the error and the folder's newest mtime it failed with (retried when it changes). */
   failed: Map<number, { error: string; stamp: number }>;
 }
 
@@ -83,7 +82,7 @@ interface FollowedModel {
  *
  * 1. **Load** each selected version it does not hold: LOADING → load → warm up at every allowed batch
  *    size → start its consumer → AVAILABLE (the heartbeat then opens it for admission). A load that
- *    fails leaves the version END with its error; it is retried when its `model.json` changes. The
+ *    fails leaves the version END with its error; it is retried when a file of its folder changes. The
  *    other versions keep serving.
  * 2. **Retire** each AVAILABLE version the policy no longer selects, once a selected version is
  *    AVAILABLE here (or none is selected): UNLOADING → close admission (from then on enqueue.lua
@@ -397,12 +396,19 @@ export function warmupSizes(config: ModelConfig): number[] {
   return allowed_batch_sizes.length > 0 ? allowed_batch_sizes : [...new Set([1, max_batch_size])];
 }
 
-/** mtime of a version's `model.json` (ms), or -1 when it is missing: a failed load is retried when it changes. */
+/**
+ * Newest mtime (ms) of the files of a version folder, or -1 when it cannot be read: a failed load is
+ * retried when it changes (a copy completed, a file fixed).
+ */
 async function manifestStamp(model: FollowedModel, version: number): Promise<number> {
-  return stat(join(model.dir, String(version), MODEL_MANIFEST)).then(
-    (info) => info.mtimeMs,
-    () => -1,
-  );
+  const dir = join(model.dir, String(version));
+  try {
+    const names = await readdir(dir);
+    const times = await Promise.all(names.map((name) => stat(join(dir, name)).then((info) => info.mtimeMs, () => -1)));
+    return Math.max(-1, ...times);
+  } catch {
+    return -1;
+  }
 }
 
 /** Run a consumer until `signal` aborts, restarting its loop after a failure (Redis away at its start). */
