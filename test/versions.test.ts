@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { callGateway } from './harness/gateway-http.ts';
 import { startTestRedis, type TestRedis } from './harness/redis.ts';
@@ -118,6 +119,34 @@ describe('a new version rolled out under load, with health that tells the truth'
     assert.ok((unloaded?.after.rss_bytes ?? Infinity) <= (unloaded?.before.rss_bytes ?? 0) * 1.1, `RSS grew while unloading: ${JSON.stringify(unloaded)}`);
   });
 
+  test('a broken version 3/ fails alone, its error in the status, while v2 keeps serving; a batching change applies without a restart', async () => {
+    assert.ok(worker);
+    const role = worker;
+    await mkdir(join(repository, 'glove-embed', '3'));
+    await writeFile(join(repository, 'glove-embed', '3', 'model.json'), '{"weightsManifest": "not a list"}');
+    await waitUntil('v3 failed to load', async () => (await states(gateway.url))['3'] === 'END');
+    const { json } = await callGateway<{ model_version_status: { version: string; state: string; status: { error_message: string } }[] }>(gateway.url, 'GET', '/v1/models/glove-embed/versions/3');
+    assert.notEqual(json.model_version_status[0]?.status.error_message, '', 'the status carries the load error');
+    assert.deepEqual(await states(gateway.url), { 2: 'AVAILABLE', 3: 'END' });
+    const served = await run(gateway.url, { model: 'glove-embed', input: RARE_TEXT });
+    assert.equal(served.status, 200);
+    assert.equal(served.view.version, 2);
+
+    await editGloveConfig(repository, { batching: { max_batch_size: 2, batch_timeout_ms: 5, allowed_batch_sizes: [], max_queue_size: 100_000 } });
+    await waitUntil('the worker took the new config', () => Promise.resolve(logLines(role, 'model config changed; applied to the versions being served').length > 0));
+    const response = await fetch(`${gateway.url}/v1/jobs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', prefer: 'wait=30' },
+      body: JSON.stringify({ model: 'glove-embed', inputs: Array.from({ length: 64 }, (_, i) => `whale ${i}`) }),
+    });
+    const { jobs } = (await response.json()) as { jobs: (JobView & { timings: { batch_size: number } })[] };
+    assert.equal(response.status, 200);
+    assert.ok(jobs.every((job) => job.status === 'succeeded' && job.timings.batch_size <= 2), JSON.stringify(jobs.map((job) => job.timings.batch_size)));
+
+    await rm(join(repository, 'glove-embed', '3'), { recursive: true });
+    await waitUntil('v3 is gone from the status', async () => !('3' in (await states(gateway.url))));
+  });
+
   test('a worker killed leaves the model unavailable (503, readyz 503) instead of queueing for nobody', async () => {
     assert.ok(worker);
     await worker.kill();
@@ -127,7 +156,7 @@ describe('a new version rolled out under load, with health that tells the truth'
     await new Promise((resolve) => setTimeout(resolve, 600));
     const refused = await callGateway<{ error: { code: string } }>(gateway.url, 'POST', '/v1/jobs', { model: 'glove-embed', input: 'hello' });
     assert.equal(refused.status, 503);
-    assert.deepEqual(await states(gateway.url), { 2: 'START' });
+    assert.deepEqual(await states(gateway.url), { 2: 'START' }, 'v2 is still selected, and no live worker holds it');
   });
 });
 

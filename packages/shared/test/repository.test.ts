@@ -59,6 +59,29 @@ describe('scanRepository', () => {
     assert.match(failures.misnamed ?? '', /field \/name: "other-name" differs from its folder "misnamed"/);
     assert.match(failures.notjson ?? '', /not JSON/);
   });
+
+  test('a label or a traffic entry that points to a version the policy does not serve is a config error naming the field', async () => {
+    const root = await repository({
+      'labelled/config.json': config('labelled', { version_labels: { stable: 1, canary: 3 } }),
+      'labelled/1/model.json': '{}',
+      'labelled/2/model.json': '{}',
+      'split/config.json': config('split', { version_policy: { all: {} }, traffic: { 1: 50, 4: 50 } }),
+      'split/1/model.json': '{}',
+      'unknown-label/config.json': config('unknown-label', { traffic: { beta: 100 } }),
+      'unknown-label/1/model.json': '{}',
+      'fine/config.json': config('fine', { version_policy: { all: {} }, version_labels: { stable: 1, canary: 2 }, traffic: { stable: 90, canary: 10 } }),
+      'fine/1/model.json': '{}',
+      'fine/2/model.json': '{}',
+    });
+    const scan = await scanRepository(root);
+    assert.deepEqual(scan.models.map((m) => m.config.name), ['fine']);
+    const messages = Object.fromEntries(scan.failures.map((f) => [f.name, f.message]));
+    // latest{1} over [1, 2] serves only 2: both labels are checked, the first wrong one is named.
+    assert.match(messages.labelled ?? '', /field \/version_labels\/stable: version 1 is not served \(served: 2\)/);
+    assert.match(messages.split ?? '', /field \/traffic\/4: version 4 is not served/);
+    assert.match(messages['unknown-label'] ?? '', /field \/traffic\/beta: no such label in version_labels/);
+  });
+
 });
 
 describe('selectVersions (TF Serving version_policy)', () => {

@@ -91,11 +91,15 @@ export class VersionConsumer {
 
   /**
    * Take a changed `config.json` of the model: its batching (max_batch_size, batch_timeout_ms,
-   * allowed_batch_sizes) and queue options apply from the next batch formed; max_inflight_batches from
-   * the next pipeline start. Preprocessing and signature changes need a new version.
+   * allowed_batch_sizes) and queue options apply from the next batch formed (an idle read is ended so
+   * that it is formed at once); max_inflight_batches from the next pipeline start. Preprocessing and signature changes need a new version.
    */
   updateConfig(config: ModelConfig): void {
     this.#config = config;
+    // An idle read still waits with the old COUNT: end it, so the next batch is formed with the new config.
+    if (this.#readerId >= 0) {
+      this.#options.redis.client('UNBLOCK', this.#readerId).catch((error: unknown) => this.#log.warn({ err: error }, 'CLIENT UNBLOCK after a config change failed'));
+    }
   }
 
   /** Run until `signal` aborts; the batch in hand is finished and settled first. */
