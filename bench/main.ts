@@ -3,6 +3,8 @@
  * topology) against a hand-built BullMQ queue and a naive in-handler server, with CPU per request per
  * process (bench/compare.ts).
  *
+ * `npm run bench -- --version-memory [--model glove-embed --rounds 3]`: a version's memory through
+ * load → warm up → unload (bench/version-memory.ts).
  * `npm run bench -- --group 100000 [--model glove-embed --workers 1 --chunk-size 1000]`: one
  * aggregation group of that many texts instead (bench/group.ts).
  *
@@ -26,6 +28,7 @@ import { TEST_IMAGES_DIR } from '../test/harness/fetch-test-data.ts';
 import { ROOT, startGatewayProcess, startWorkerProcess } from '../test/harness/processes.ts';
 import { loadMobyDickParagraphs } from './corpus.ts';
 import { COMPARE_MODEL, runCompare } from './compare.ts';
+import { benchVersionMemory } from './version-memory.ts';
 import { benchEndToEnd } from './end-to-end.ts';
 import { benchGroup } from './group.ts';
 import { benchInProcess } from './in-process.ts';
@@ -39,6 +42,8 @@ const options = new Command()
   .option('--skip-in-process', 'only the end-to-end runs')
   .option('--group <n>', 'instead: one aggregation group of n texts, reduce mean (bench/group.ts)')
   .option('--chunk-size <n>', 'with --group: inputs per request', '1000')
+  .option('--version-memory', 'instead: load and unload version 1 of --model a few times, printing tf.memory() and RSS (bench/version-memory.ts)')
+  .option('--rounds <n>', 'with --version-memory: load/unload rounds', '3')
   .option('--compare', `instead: inferline vs a BullMQ baseline vs a naive server on ${COMPARE_MODEL} (bench/compare.ts)`)
   .parse()
   .opts<{
@@ -51,9 +56,13 @@ const options = new Command()
     group?: string;
     chunkSize: string;
     compare?: boolean;
+    versionMemory?: boolean;
+    rounds: string;
   }>();
 
-if (options.compare) {
+if (options.versionMemory) {
+  await benchVersionMemory({ repository: join(ROOT, 'models'), model: options.model, rounds: Number(options.rounds) });
+} else if (options.compare) {
   if (options.model !== COMPARE_MODEL) throw new Error(`--compare measures ${COMPARE_MODEL} only`);
   const durationS = Number(options.durationS);
   const concurrency = (options.concurrency ?? '1,32,256').split(',').map(Number);
