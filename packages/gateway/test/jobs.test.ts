@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { decode, keys, type JobView } from '@inferline/shared';
-import { fakeWorker, MODEL, postJob, readEvents, settleJob, startFixture, startJob, type Fixture, type SseEvent, storedKeys } from './fixture.ts';
+import { announceWorker, decode, keys, setAdmission, type JobView } from '@inferline/shared';
+import { fakeWorker, MODEL, postJob, readEvents, settleJob, STAND_IN_WORKER, startFixture, startJob, type Fixture, type SseEvent, storedKeys } from './fixture.ts';
 
 describe('routes/jobs', () => {
   let f: Fixture;
@@ -298,3 +298,38 @@ async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void>
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+describe('routes/jobs and routes/groups: versions and labels', () => {
+  let f: Fixture;
+  before(async () => {
+    f = await startFixture({ versions: [1, 2], versionPolicy: { all: {} }, versionLabels: { stable: 1, canary: 2 }, traffic: { stable: 100 } });
+  });
+  after(async () => {
+    await f.close();
+  });
+
+  it('a label picks its version for a job and a group; version and label together are refused; a version being unloaded is refused without storing', async () => {
+    const stable = await postJob(f.app, { model: MODEL, label: 'stable', input: 'x' });
+    assert.equal(stable.statusCode, 202);
+    assert.equal(stable.json<{ version: number }>().version, 1);
+    assert.equal(await f.redis.xlen(keys.requests(MODEL, 1)), 1);
+    const group = await f.app.inject({ method: 'POST', url: '/v1/groups', payload: { model: MODEL, label: 'canary', reduce: 'mean', inputs: ['a'] } });
+    assert.equal(group.statusCode, 202);
+    assert.equal(group.json<{ version: number }>().version, 2);
+    const both = await postJob(f.app, { model: MODEL, version: 1, label: 'stable', input: 'x' });
+    assert.equal(both.statusCode, 400);
+
+    // traffic sends everything to stable (v1). The worker closed v1 (it is draining) but this gateway
+    // has not re-read the workers yet: the enqueue is refused atomically, the gateway reads again, and
+    // the request goes to the latest AVAILABLE version instead.
+    await setAdmission(f.redis, MODEL, 1, 'closed');
+    await announceWorker(f.redis, MODEL, { consumer: STAND_IN_WORKER, backend: 'cpu', versions: { 1: { state: 'UNLOADING' }, 2: { state: 'AVAILABLE' } } }, [2], f.settings.heartbeat_interval_ms);
+    const rerouted = await postJob(f.app, { model: MODEL, input: 'x' });
+    assert.equal(rerouted.statusCode, 202);
+    assert.equal(rerouted.json<{ version: number }>().version, 2);
+    const pinned = await postJob(f.app, { model: MODEL, version: 1, input: 'x' });
+    assert.equal(pinned.statusCode, 503);
+    assert.equal(pinned.headers['retry-after'], '1');
+    assert.equal(await f.redis.xlen(keys.requests(MODEL, 1)), 1, 'nothing more reached the closed version');
+  });
+});
