@@ -9,11 +9,17 @@ import type {} from './log-context.ts';
  * - body over `bodyLimit` → 413 `payload_too_large`; a content type without parser → 415 `unsupported_media_type`;
  * - Redis unreachable (`isConnectionError`, or any ioredis failure while the command connection is not
  *   `ready`) → 503 `unavailable`;
+ * - an error raised while a multipart body is read (before the route's preValidation) → 400 `invalid_input`;
  * - any other client error fastify raises (4xx) → 400 `invalid_input`, 404 → `not_found`;
  * - anything else → 500 `internal`, with a message that reveals nothing.
  */
-export function toInferlineError(error: unknown, redis: Redis, maxBodyBytes: number): InferlineError {
+export function toInferlineError(error: unknown, redis: Redis, maxBodyBytes: number, request?: FastifyRequest): InferlineError {
   if (isInferlineError(error)) return error;
+  // busboy's errors ("Boundary not found", "Part terminated early", "Malformed part header", ...)
+  // carry no status: any error raised while a multipart body is read is the body's fault.
+  if (request?.isMultipart() === true && !request.bodyRead && !(error as Partial<FastifyError>).code?.startsWith('FST_')) {
+    return new InferlineError('invalid_input', `malformed multipart/form-data body: ${(error as Error).message}`);
+  }
   const fastifyError = error as Partial<FastifyError>;
   if (fastifyError.validation && fastifyError.validation.length > 0) {
     const first = fastifyError.validation[0];
@@ -50,7 +56,7 @@ export function toInferlineError(error: unknown, redis: Redis, maxBodyBytes: num
  */
 export function createErrorHandler(redis: Redis, maxBodyBytes: number) {
   return (error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply => {
-    const mapped = toInferlineError(error, redis, maxBodyBytes);
+    const mapped = toInferlineError(error, redis, maxBodyBytes, request);
     if (mapped.code === 'unavailable') request.log.warn({ code: mapped.code, cause: (error as Error).message, ...request.logContext }, 'request refused: Redis unreachable');
     else if (mapped.statusCode >= 500) request.log.error({ err: error, code: mapped.code, ...request.logContext }, 'request failed');
     else request.log.debug({ code: mapped.code, message: mapped.message, ...request.logContext }, 'request rejected');

@@ -17,5 +17,10 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Fields added to this request's log line; see {@link LogContext}. */
     logContext: LogContext;
+    /**
+     * Set once the route's own preValidation runs, i.e. after @fastify/multipart has read the body:
+     * an error raised before that point on a multipart request is the body's fault (400).
+     */
+    bodyRead: boolean;
   }
 }

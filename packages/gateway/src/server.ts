@@ -85,6 +85,7 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
 
   // A reference-type default would be shared by every request: set a fresh object per request instead.
   app.decorateRequest('logContext', null as unknown as LogContext);
+  app.decorateRequest('bodyRead', false);
   app.addHook('onRequest', (request, _reply, done) => {
     request.logContext = {};
     done();

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { connectRedis, keys, type ErrorReply } from '@inferline/shared';
@@ -76,6 +77,28 @@ describe('error-handler: every error answers {"error":{"code","message"}} with i
 
   it('body over max_body_bytes → 413 payload_too_large', async () => {
     assertError(await postJob(f.app, { model: MODEL, input: 'x'.repeat(4096) }), 413, 'payload_too_large', /2048 bytes/);
+    await assertNothingStored();
+  });
+
+  it('a malformed multipart body (no boundary; a file part cut short) → 400 invalid_input, not 500, storing nothing', async () => {
+    const noBoundary = await f.app.inject({ method: 'POST', url: '/v1/jobs', headers: { 'content-type': 'multipart/form-data' }, payload: 'whatever' });
+    assertError(noBoundary, 400, 'invalid_input', /malformed multipart\/form-data body: .*Boundary not found/);
+    // Over a socket, as a client whose upload was cut: the closing boundary never comes.
+    const body = '--XX\r\nContent-Disposition: form-data; name="model"\r\n\r\nglove-embed\r\n--XX\r\n' +
+      'Content-Disposition: form-data; name="input"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8\xff';
+    // The app keeps listening until the fixture closes it; the other tests use inject.
+    const address = await f.app.listen({ port: 0, host: '127.0.0.1' });
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const request = httpRequest(`${address}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'multipart/form-data; boundary=XX', 'content-length': Buffer.byteLength(body) } }, (response) => {
+        let text = '';
+        response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, body: text }));
+      });
+      request.on('error', reject);
+      request.end(body);
+    });
+    assert.equal(answer.status, 400, answer.body);
+    assert.match(answer.body, /"code":"invalid_input".*Part terminated early/);
     await assertNothingStored();
   });
 

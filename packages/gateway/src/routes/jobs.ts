@@ -57,6 +57,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       },
       // A multipart form's fields are text: `version` becomes a number before the schema sees it.
       preValidation: (request, _reply, done) => {
+        request.bodyRead = true;
         const body = request.body as Record<string, unknown> | undefined;
         if (request.isMultipart() && typeof body?.version === 'string' && /^[0-9]+$/.test(body.version)) body.version = Number(body.version);
         done();
