@@ -1,11 +1,9 @@
 import sharp from 'sharp';
 import { InferlineError, type ImagePreprocessConfig, type ModelConfig } from '@inferline/shared';
+import { decodeBase64 } from './base64.ts';
 
 /** Encoded formats an image model accepts (what the workers' sharp/libvips decodes). */
 export const IMAGE_FORMATS: ReadonlySet<string> = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff']);
-
-/** Standard base64 (RFC 4648 section 4), padding optional; whitespace is removed before the check. */
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /**
  * Accept one image input for an image model, before anything is stored: `{"b64": "<base64>"}` in JSON
@@ -23,9 +21,7 @@ export async function readImageInput(config: ModelConfig, spec: ImagePreprocessC
   if (Buffer.isBuffer(input)) {
     bytes = input;
   } else if (typeof input === 'object' && input !== null && !Array.isArray(input) && typeof (input as { b64?: unknown }).b64 === 'string') {
-    const text = (input as { b64: string }).b64.replace(/\s+/g, '');
-    if (!BASE64.test(text)) throw new InferlineError('invalid_input', 'field "input.b64": not standard base64');
-    bytes = Buffer.from(text, 'base64');
+    bytes = decodeBase64((input as { b64: string }).b64, 'input.b64');
   } else {
     throw new InferlineError('invalid_input', `field "input": model "${config.name}" takes an image as {"b64": "<base64>"} or a multipart file field "input"`);
   }

@@ -35,6 +35,24 @@ describe('routes/tfserving: POST /v1/models/:name[/versions/:v]:predict', () => 
     assert.equal(f.events.watchedJobs, 0);
   });
 
+  it('{"b64"} text that is not standard base64 or not UTF-8 → 400 invalid_input naming the instance, storing nothing', async () => {
+    for (const [b64, message] of [
+      ['!!', /instances\[1\]\.b64": not standard base64/],
+      ['abcde', /instances\[1\]\.b64": not standard base64/], // 4n + 1 characters
+      ['ab=c', /instances\[1\]\.b64": not standard base64/],
+      [Buffer.from([0xff, 0xfe, 0x41]).toString('base64'), /instances\[1\]\.b64": the decoded bytes are not valid UTF-8/],
+    ] as const) {
+      const res = await predict({ instances: ['fine', { b64 }] });
+      assert.equal(res.statusCode, 400, res.body);
+      const error = res.json<{ error: { code: string; message: string } }>().error;
+      assert.equal(error.code, 'invalid_input');
+      assert.match(error.message, message);
+    }
+    const columnar = await predict({ inputs: [{ b64: '!!' }] });
+    assert.match(columnar.json<{ error: { message: string } }>().error.message, /inputs\[0\]\.b64/);
+    assert.deepEqual(await storedKeys(f.redis), []);
+  });
+
   it('columnar inputs → outputs; the versions path selects the version', async () => {
     worker = fakeWorker(f.server.url);
     const res = await predict({ inputs: ['xyz', 'x'] }, `/v1/models/${MODEL}/versions/1:predict`);

@@ -1,6 +1,7 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
 import { ERROR_STATUS, ErrorReply, InferlineError, TERMINAL_STATUSES, newJobId, type ErrorCode, type JobView, type ModelConfig, type TensorSpec } from '@inferline/shared';
+import { decodeBase64Text } from '../base64.ts';
 import { toJobView } from '../job-view.ts';
 import { admitJobs, checkBulkSize } from '../enqueue-jobs.ts';
 import type { LogContext } from '../log-context.ts';
@@ -75,7 +76,7 @@ async function predict(ctx: RouteContext, params: PredictParams, body: PredictBo
   }
   const spec = target.config.signature.inputs[0] as TensorSpec;
   const isImage = target.config.preprocess?.type === 'image';
-  const values = instances ? instances.map((instance) => unwrapInstance(instance, spec, isImage)) : columnarValues(inputs, spec, isImage);
+  const values = instances ? instances.map((instance, i) => unwrapInstance(instance, spec, isImage, `instances[${i}]`)) : columnarValues(inputs, spec, isImage);
   checkBulkSize(values.length, ctx.settings.max_bulk_inputs, 'instances');
   const ids = values.map(() => newJobId(target.config.name));
   log.jobs = ids.length;
@@ -96,13 +97,13 @@ async function predict(ctx: RouteContext, params: PredictParams, body: PredictBo
 
 /**
  * One row-format instance: the value itself, or `{"<input name>": value}`. `{"b64": ...}` is decoded to
- * text for a text input, and kept as it is for an image model (the image path decodes and checks it).
+ * text for a text input (strict base64 and UTF-8: 400 `invalid_input` otherwise), and kept as it is for an image model (the image path decodes and checks it).
  */
-function unwrapInstance(instance: unknown, spec: TensorSpec, isImage: boolean): unknown {
+function unwrapInstance(instance: unknown, spec: TensorSpec, isImage: boolean, field: string): unknown {
   let value = instance;
   if (isObject(value) && Object.keys(value).length === 1 && spec.name in value) value = value[spec.name];
   if (!isImage && spec.dtype === 'string' && isObject(value) && typeof value.b64 === 'string' && Object.keys(value).length === 1) {
-    return Buffer.from(value.b64, 'base64').toString('utf8');
+    return decodeBase64Text(value.b64, `${field}.b64`);
   }
   return value;
 }
@@ -113,7 +114,7 @@ function columnarValues(inputs: unknown, spec: TensorSpec, isImage: boolean): un
   if (!Array.isArray(column) || column.length === 0) {
     throw new InferlineError('invalid_input', `field "inputs": expected a non-empty list of "${spec.name}" values`);
   }
-  return column.map((value) => unwrapInstance(value, spec, isImage));
+  return column.map((value, i) => unwrapInstance(value, spec, isImage, `inputs[${i}]`));
 }
 
 /**
