@@ -59,15 +59,13 @@ export async function startGateway(settings: Settings & { redis_url: string }, l
   }
 }
 
-/** Longest time between two reads of the workers' version states by a gateway, ms. */
-export const LIVE_REFRESH_MS = 1_000;
-
 /**
  * Feed a catalog the workers' announcements from Redis (`readLiveWorkers`, aggregated per version),
- * re-read every heartbeat period, at most {@link LIVE_REFRESH_MS}.
+ * re-read every heartbeat period: a version that became AVAILABLE is also seen at once, because a
+ * request that would be refused 503 re-reads first; a version closed since is caught by enqueue.lua.
  */
 export function followWorkers(models: ModelCatalog, redis: Redis, heartbeatIntervalMs: number): void {
-  models.followWorkers(async (name) => aggregateVersions(await readLiveWorkers(redis, name, heartbeatIntervalMs)), Math.min(LIVE_REFRESH_MS, heartbeatIntervalMs));
+  models.followWorkers(async (name) => aggregateVersions(await readLiveWorkers(redis, name, heartbeatIntervalMs)), heartbeatIntervalMs);
 }
 
 /**

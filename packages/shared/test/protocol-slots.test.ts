@@ -4,6 +4,7 @@ import calculateSlot from 'cluster-key-slot';
 import type { Redis } from 'ioredis';
 import { deadLetterJob, enqueueJobs, settleJobs, startJobs } from '../src/protocol/job-scripts.ts';
 import { keys, newJobId, jobIdModel } from '../src/keys.ts';
+import { announceWorker, withdrawWorker } from '../src/protocol/version-status.ts';
 
 /**
  * A stand-in connection that records each script call (`il_<script>(numkeys, ...keys, ...args)`) and
@@ -48,6 +49,16 @@ describe('protocol: every key of one job script call is in one Redis Cluster slo
         const slots = new Set(call.keys.map((key) => calculateSlot(key)));
         assert.equal(slots.size, 1, `${call.script} of ${model} spans slots ${[...slots].join(', ')}`);
       }
+    }
+  });
+
+  it('a worker heartbeat (heartbeat.lua) passes keys of the model slot only, as enqueue does with the admission key', async () => {
+    for (const model of models) {
+      const { redis, calls } = recorder({ il_heartbeat: 0 });
+      await announceWorker(redis, model, { consumer: 'w', backend: 'cpu', versions: { 1: { state: 'AVAILABLE' } } }, [1], 1_000);
+      await withdrawWorker(redis, model, 'w', 1_000);
+      for (const call of calls) assert.deepEqual(new Set(call.keys.map((key) => calculateSlot(key))), new Set([calculateSlot(keys.requests(model, 1))]), call.script);
+      assert.equal(calculateSlot(keys.admission(model)), calculateSlot(keys.requests(model, 1)));
     }
   });
 });

@@ -26,6 +26,11 @@ import { reclaimPending } from './reclaim.ts';
 import type { Servable } from './runtime/servable.ts';
 import { dropEntries, settleBatch, type Settlement } from './settle.ts';
 
+/**
+ * Looks for stale pending entries per visibility_timeout_ms: an entry idle for visibility_timeout_ms is
+ * claimed at the next pass, so within visibility_timeout_ms × (1 + 1 / this) of its delivery.
+ */
+export const RECLAIM_PASSES_PER_TIMEOUT = 4;
 /** Pause after a Redis error before the loop tries again, ms. */
 const ERROR_BACKOFF_MS = 500;
 /** Shortest XREADGROUP BLOCK, ms (BLOCK 0 would wait forever). */
@@ -69,7 +74,8 @@ export interface VersionConsumerOptions {
 /**
  * Serves one model version: reads its request stream through the consumer group, forms batches
  * ({@link collectBatch}), runs each as one forward pass, and settles every request. Every
- * `visibility_timeout_ms` (and at start) it first takes over entries a dead consumer left pending.
+ * `visibility_timeout_ms / RECLAIM_PASSES_PER_TIMEOUT` (and at start) it first takes over entries a
+ * dead consumer left pending for `visibility_timeout_ms`.
  */
 export class VersionConsumer {
   readonly #options: VersionConsumerOptions;
@@ -230,7 +236,7 @@ export class VersionConsumer {
   async #reclaim(): Promise<void> {
     const { redis, consumer, servable } = this.#options;
     const config = this.#config;
-    this.#nextReclaimAt = Date.now() + config.queue.visibility_timeout_ms;
+    this.#nextReclaimAt = Date.now() + config.queue.visibility_timeout_ms / RECLAIM_PASSES_PER_TIMEOUT;
     for (;;) {
       const { claimed, deadLettered, readyGroups } = await reclaimPending(redis, {
         model: config.name,
