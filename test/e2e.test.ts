@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -110,6 +111,9 @@ describe('gateway + 2 worker processes + real Redis serve glove-embed', () => {
 
     // The workers' own metrics agree with the jobs: 300 requests run, one forward pass per batch id.
     const batchIds = new Set(jobs.map((job) => job.timings?.batch_id));
+    // A batch id names its worker's consumer, not the worker's host or process.
+    for (const id of batchIds) assert.match(id ?? '', /^worker-[A-Za-z0-9_-]{11}-\d+$/);
+    assert.ok(![...batchIds].some((id) => id?.includes(hostname()) === true), 'no host name in a batch id');
     let inferences = 0;
     let executions = 0;
     for (const port of metricsPorts) {

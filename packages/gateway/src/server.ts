@@ -23,6 +23,9 @@ export type GatewayApp = FastifyInstance<Server, IncomingMessage, ServerResponse
   metrics: GatewayMetrics;
 };
 
+/** How often Node checks open connections against headers_timeout_ms and request_timeout_ms, ms. */
+const CONNECTIONS_CHECK_MS = 1_000;
+
 /** Time in-flight requests get to finish once the app closes, before every connection is cut, ms. */
 export const SHUTDOWN_GRACE_MS = 2_000;
 /** Text fields a multipart `POST /v1/jobs` may carry (`model`, `version`, a text `input`). */
@@ -46,7 +49,15 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
     // One line per request, written by the onResponse hook below with the job context.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.settings.max_body_bytes,
+    // Slow clients: headers within headers_timeout_ms, the whole request within request_timeout_ms,
+    // checked every CONNECTIONS_CHECK_MS (Node's default check runs only every 30 s).
+    requestTimeout: Math.max(deps.settings.request_timeout_ms, deps.settings.headers_timeout_ms),
+    http: {
+      headersTimeout: deps.settings.headers_timeout_ms,
+      connectionsCheckingInterval: Math.min(CONNECTIONS_CHECK_MS, deps.settings.headers_timeout_ms),
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  if (deps.settings.max_connections > 0) app.server.maxConnections = deps.settings.max_connections;
   app.setValidatorCompiler(validatorCompiler);
   app.removeContentTypeParser('text/plain');
   // multipart/form-data (POST /v1/jobs with an uploaded file): fields become body values, the file's

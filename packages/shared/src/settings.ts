@@ -27,6 +27,19 @@ export const Settings = Type.Object({
    * Lua call, which blocks Redis while it runs.
    */
   max_bulk_inputs: Type.Integer({ minimum: 1, default: 1_000 }),
+  /**
+   * Longest time a client may take to send a request's headers, ms (Node's `headersTimeout`): a
+   * connection that trickles its headers (slowloris) is answered 408 and closed.
+   */
+  headers_timeout_ms: Type.Integer({ minimum: 100, default: 10_000 }),
+  /**
+   * Longest time a client may take to send a whole request, body included, ms (Node's
+   * `requestTimeout`; waiting for an answer, as a long-poll does, does not count). Must be at least
+   * headers_timeout_ms.
+   */
+  request_timeout_ms: Type.Integer({ minimum: 100, default: 60_000 }),
+  /** Most open connections a gateway accepts; further ones are refused at once (Node's `maxConnections`). 0 = no limit. */
+  max_connections: Type.Integer({ minimum: 0, default: 10_000 }),
   /** Longest `?wait=` of a long-poll and `Prefer: wait=` of a submission, seconds. */
   max_wait_s: Type.Number({ minimum: 0, default: 60 }),
   /**

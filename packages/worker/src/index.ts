@@ -1,4 +1,5 @@
 export { startAggregator, reduceGroup, sweepAbandonedGroups, sweepReadyGroups, type AggregatorOptions } from './aggregator.ts';
+import { hostname } from 'node:os';
 import { connectRedis, createReduceQueue, enqueueReduce, type Logger, type Settings } from '@inferline/shared';
 import { initBackend } from './runtime/backend.ts';
 import { WorkerMetrics, serveMetrics } from './metrics.ts';
@@ -31,6 +32,7 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
   const metricsServer = settings.metrics_port > 0 ? await serveMetrics(metrics.registry, settings.metrics_port, settings.host) : undefined;
   if (metricsServer) logger.info({ port: settings.metrics_port }, 'worker metrics on /metrics');
   const consumer = consumerName();
+  logger.info({ consumer, host: hostname(), pid: process.pid }, 'worker consumer');
   const redis = connectRedis(settings.redis_url, { name: `worker:${consumer}`, enableAutoPipelining: true });
   redis.on('error', (error: Error) => logger.warn({ err: error }, 'redis connection error'));
   const reduceQueue = createReduceQueue(redis, (error) => logger.debug({ err: error }, 'reduce queue: redis connection error'));
