@@ -1,6 +1,7 @@
 import { TERMINAL_STATUSES, settledRecord, type JobRecord, type Redis } from '@inferline/shared';
 import type { JobWatch } from './job-events.ts';
 import { readJobRecord } from './job-view.ts';
+import { whenRedisReady } from './redis-ready.ts';
 
 /**
  * Wait until every job of `watch` is terminal, or `waitMs` passed, or `signal` aborted; answer their
@@ -10,7 +11,8 @@ import { readJobRecord } from './job-view.ts';
  * records are read once now; a terminal event of settle.lua carries the result, which completes the
  * record without a read; a job is read again only on a terminal event without one (dead-letter), after
  * a re-subscription (`resync`), and once at the deadline. No Redis polling in between. On abort the last
- * records read are returned without another read.
+ * records read are returned without another read. A re-read that finds the command connection still
+ * reconnecting (after a Redis outage) waits for it, up to the deadline.
  *
  * @param known records the caller already holds for these ids (e.g. just stored: `queued`), which
  *   spares the first read
@@ -36,7 +38,8 @@ export async function waitForJobs(redis: Redis, watch: JobWatch, waitMs: number,
       continue;
     }
     const reread = 'jobId' in event ? [event.jobId] : open;
-    const fresh = await readRecords(redis, reread);
+    // After a re-subscription the command connection may still be reconnecting: wait for it.
+    const fresh = await whenRedisReady(redis, () => readRecords(redis, reread), deadline, signal);
     reread.forEach((id, i) => {
       const index = position.get(id);
       const record = fresh[i];

@@ -15,6 +15,7 @@ import {
 import { admitJobs, checkBulkSize } from '../enqueue-jobs.ts';
 import { jobListJson, jobViewJson, readJob, readJobRecord, sendJsonBytes } from '../job-view.ts';
 import { openEventStream } from '../event-stream.ts';
+import { whenRedisReady } from '../redis-ready.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
 import { waitForJobs } from '../wait-for-jobs.ts';
@@ -142,7 +143,8 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
             res.write(': heartbeat\n\n');
             continue;
           }
-          const next = await readJob(ctx.redis, id);
+          // After a re-subscription the command connection may still be reconnecting: wait for it.
+          const next = await whenRedisReady(ctx.redis, () => readJob(ctx.redis, id), Date.now() + ctx.settings.max_wait_s * 1000, signal);
           if (next.status !== view.status) writeEvent(res, next);
           view = next;
         }
