@@ -14,7 +14,7 @@ export const IMAGE_FORMATS: ReadonlySet<string> = new Set(['jpeg', 'png', 'webp'
  * @returns the encoded image bytes, stored once in the request's stream entry.
  * @throws InferlineError `invalid_input` (not b64 / not bytes), `payload_too_large` (over
  *   `max_image_bytes`), `invalid_image` (unreadable header, unsupported format, more than
- *   `max_input_pixels` pixels).
+ *   `max_input_pixels` pixels, a side longer than `max_image_side`).
  */
 export async function readImageInput(config: ModelConfig, spec: ImagePreprocessConfig, input: unknown): Promise<Buffer> {
   let bytes: Buffer;
@@ -44,6 +44,9 @@ export async function readImageInput(config: ModelConfig, spec: ImagePreprocessC
   if (!width || !height) throw new InferlineError('invalid_image', 'the image header has no size');
   if (width * height > spec.max_input_pixels) {
     throw new InferlineError('invalid_image', `the image is ${width}×${height} = ${width * height} pixels, more than the ${spec.max_input_pixels} model "${config.name}" accepts (max_input_pixels)`);
+  }
+  if (Math.max(width, height) > spec.max_image_side) {
+    throw new InferlineError('invalid_image', `the image is ${width}×${height}: a side longer than the ${spec.max_image_side} pixels model "${config.name}" accepts (max_image_side)`);
   }
   return bytes;
 }

@@ -110,6 +110,8 @@ describe('image inputs at the gateway', () => {
     const cases: [unknown, number, string, RegExp][] = [
       [{ b64: Buffer.from('this is a text file, not an image\n').toString('base64') }, 400, 'invalid_image', /not a readable image/],
       [{ b64: pngHeaderOnly(30_000, 30_000).toString('base64') }, 400, 'invalid_image', /30000×30000 = 900000000 pixels/],
+      // Few pixels, one enormous row: within max_input_pixels, yet seconds of decode; refused by its side.
+      [{ b64: pngHeaderOnly(100_000, 1).toString('base64') }, 400, 'invalid_image', /100000×1: a side longer than the 16384 pixels .*max_image_side/],
       [{ b64: (await png(1200, 1000)).toString('base64') }, 400, 'invalid_image', /1200×1000 = 1200000 pixels.*max_input_pixels/],
       [{ b64: Buffer.alloc(300_000, 1).toString('base64') }, 413, 'payload_too_large', /max_image_bytes/],
       [{ b64: 'not base64!' }, 400, 'invalid_input', /not standard base64/],

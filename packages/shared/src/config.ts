@@ -98,6 +98,12 @@ export const ImagePreprocessConfig = Type.Object(
     max_image_bytes: Type.Integer({ minimum: 1, default: 10_485_760 }),
     /** Largest decoded image, width × height pixels (sharp `limitInputPixels`); above it `invalid_image`. */
     max_input_pixels: Type.Integer({ minimum: 1, default: 40_000_000 }),
+    /**
+     * Longest side of an accepted image, pixels; above it `invalid_image`. Bounds what one decode may
+     * cost where the pixel count does not: a 1 × 40,000,000 PNG is within max_input_pixels but takes
+     * seconds of libvips time, since its resize runs over one enormous row.
+     */
+    max_image_side: Type.Integer({ minimum: 1, default: 16_384 }),
   },
   { additionalProperties: false },
 );

@@ -48,6 +48,13 @@ describe('decodeImage', () => {
     const big = await sharp({ create: { width: 100, height: 100, channels: 3, background: 'white' } }).png().toBuffer();
     await assert.rejects(decodeImage(big, spec({ max_input_pixels: 9_999 })), isInvalidImage);
   });
+
+  it('fails with invalid_image, before decoding, on a side longer than max_image_side even within max_input_pixels', async () => {
+    const row = await sharp({ create: { width: 20_000, height: 1, channels: 3, background: 'white' } }).png().toBuffer();
+    await assert.rejects(decodeImage(row, spec({ max_image_side: 16_384 })), (error: unknown) => isInvalidImage(error) && /max_image_side/.test((error as Error).message));
+    const fine = await decodeImage(row, spec({ max_image_side: 20_000 }));
+    assert.equal(fine.sourceWidth, 20_000);
+  });
 });
 
 describe('imagesToTensor', () => {

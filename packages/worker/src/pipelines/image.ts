@@ -18,8 +18,8 @@ export interface DecodedImage {
  * orientation applied, alpha removed (flattened on black), resized to `spec.width`×`spec.height`
  * (stretched, no crop), 8-bit sRGB. Runs on libvips' thread pool, off the event loop.
  *
- * @throws InferlineError `invalid_image` when the bytes are not a readable image, or it holds more than
- *   `spec.max_input_pixels` pixels.
+ * @throws InferlineError `invalid_image` when the bytes are not a readable image, it holds more than
+ *   `spec.max_input_pixels` pixels, or a side is longer than `spec.max_image_side`.
  */
 export async function decodeImage(bytes: Uint8Array, spec: ImagePreprocessConfig): Promise<DecodedImage> {
   try {
@@ -27,6 +27,8 @@ export async function decodeImage(bytes: Uint8Array, spec: ImagePreprocessConfig
     const { width: rawWidth = 0, height: rawHeight = 0, orientation = 1 } = await image.metadata();
     // EXIF orientations 5-8 swap width and height.
     const [sourceWidth, sourceHeight] = orientation >= 5 ? [rawHeight, rawWidth] : [rawWidth, rawHeight];
+    // The gateway checks this on the header; a stream entry written by something else is checked here too.
+    if (Math.max(rawWidth, rawHeight) > spec.max_image_side) throw new Error(`a side of ${rawWidth}×${rawHeight} is longer than max_image_side ${spec.max_image_side}`);
     const { data, info } = await image
       .removeAlpha()
       .toColourspace('srgb')
