@@ -1,7 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { Redis } from 'ioredis';
+import { connectRedis } from '../../packages/shared/src/redis.ts';
 import { startRedisServer } from '../../packages/cli/src/redis-server.ts';
 import { CONSUMER_GROUP } from '../../packages/shared/src/keys.ts';
 
@@ -31,6 +33,36 @@ export async function startTestRedis(): Promise<TestRedis> {
     stop: async () => {
       await server.stop();
       await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * For one `describe` block: start a test Redis ({@link startTestRedis}) and a connection to it
+ * (`connectRedis`, scripts defined) before its tests, and stop both after them. Read `server` and
+ * `redis` from the returned object inside hooks and tests (they are set once `before` ran).
+ */
+export function useTestRedis(): { readonly server: TestRedis; readonly redis: Redis } {
+  let server: TestRedis | undefined;
+  let redis: Redis | undefined;
+  before(async () => {
+    server = await startTestRedis();
+    redis = connectRedis(server.url, { name: 'test' });
+  });
+  after(async () => {
+    redis?.disconnect();
+    await server?.stop();
+  });
+  const need = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('useTestRedis: read inside a hook or a test, after before() ran');
+    return value;
+  };
+  return {
+    get server() {
+      return need(server);
+    },
+    get redis() {
+      return need(redis);
     },
   };
 }

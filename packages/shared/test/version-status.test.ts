@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
+import { describe, it } from 'node:test';
+import { useTestRedis } from '../../../test/harness/redis.ts';
 import { keys } from '../src/keys.ts';
-import { connectRedis, type Redis } from '../src/redis.ts';
 import { aggregateVersions, announceWorker, readAdmission, readLiveWorkers, setAdmission, withdrawWorker } from '../src/protocol/version-status.ts';
 
 describe('aggregateVersions', () => {
@@ -21,34 +20,25 @@ describe('aggregateVersions', () => {
 });
 
 describe('worker heartbeats (heartbeat.lua) against a real Redis', () => {
-  let server: TestRedis;
-  let redis: Redis;
-  before(async () => {
-    server = await startTestRedis();
-    redis = connectRedis(server.url, { name: 'test' });
-  });
-  after(async () => {
-    redis.disconnect();
-    await server.stop();
-  });
+  const db = useTestRedis();
   const PERIOD = 1_000;
 
   it('records live workers with their versions, prunes silent ones with their announcement, opens the versions served, and withdraws', async () => {
     const now = Date.now();
-    await announceWorker(redis, 'm', { consumer: 'old', backend: 'cpu', versions: { 1: { state: 'AVAILABLE' } } }, [1], PERIOD, now - 20 * PERIOD);
-    await announceWorker(redis, 'm', { consumer: 'quiet', backend: 'cpu', versions: { 1: { state: 'AVAILABLE' } } }, [], PERIOD, now - 5 * PERIOD);
-    await announceWorker(redis, 'm', { consumer: 'w', backend: 'wasm', versions: { 2: { state: 'LOADING' } } }, [2], PERIOD, now);
+    await announceWorker(db.redis, 'm', { consumer: 'old', backend: 'cpu', versions: { 1: { state: 'AVAILABLE' } } }, [1], PERIOD, now - 20 * PERIOD);
+    await announceWorker(db.redis, 'm', { consumer: 'quiet', backend: 'cpu', versions: { 1: { state: 'AVAILABLE' } } }, [], PERIOD, now - 5 * PERIOD);
+    await announceWorker(db.redis, 'm', { consumer: 'w', backend: 'wasm', versions: { 2: { state: 'LOADING' } } }, [2], PERIOD, now);
     // "old" (20 periods ago) is pruned with its announcement; "quiet" (5 ago) is kept but not live (3).
-    assert.deepEqual(await redis.zrange(keys.workers('m'), 0, -1), ['quiet', 'w']);
-    assert.deepEqual(Object.keys(await redis.hgetall(keys.versionStatus('m'))).sort(), ['quiet', 'w']);
-    const live = await readLiveWorkers(redis, 'm', PERIOD, now);
+    assert.deepEqual(await db.redis.zrange(keys.workers('m'), 0, -1), ['quiet', 'w']);
+    assert.deepEqual(Object.keys(await db.redis.hgetall(keys.versionStatus('m'))).sort(), ['quiet', 'w']);
+    const live = await readLiveWorkers(db.redis, 'm', PERIOD, now);
     assert.deepEqual(live, [{ consumer: 'w', backend: 'wasm', versions: { 2: { state: 'LOADING' } } }]);
-    assert.deepEqual(Object.fromEntries(await readAdmission(redis, 'm')), { 1: 'open', 2: 'open' });
+    assert.deepEqual(Object.fromEntries(await readAdmission(db.redis, 'm')), { 1: 'open', 2: 'open' });
 
-    await setAdmission(redis, 'm', 1, 'closed');
-    assert.equal((await readAdmission(redis, 'm')).get(1), 'closed');
-    await withdrawWorker(redis, 'm', 'w', PERIOD, now);
-    assert.deepEqual(await readLiveWorkers(redis, 'm', PERIOD, now), []);
-    assert.equal(await redis.hexists(keys.versionStatus('m'), 'w'), 0);
+    await setAdmission(db.redis, 'm', 1, 'closed');
+    assert.equal((await readAdmission(db.redis, 'm')).get(1), 'closed');
+    await withdrawWorker(db.redis, 'm', 'w', PERIOD, now);
+    assert.deepEqual(await readLiveWorkers(db.redis, 'm', PERIOD, now), []);
+    assert.equal(await db.redis.hexists(keys.versionStatus('m'), 'w'), 0);
   });
 });

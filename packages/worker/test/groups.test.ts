@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, test } from 'node:test';
-import { Redis } from 'ioredis';
-import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, connectRedis, decode, encode, keys, parseEntry, runScript, setAdmission, type RawEntry, type StreamEntry } from '@inferline/shared';
-import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
+import { beforeEach, describe, test } from 'node:test';
+import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, decode, encode, keys, parseEntry, runScript, setAdmission, type RawEntry, type StreamEntry } from '@inferline/shared';
+import { useTestRedis } from '../../../test/harness/redis.ts';
 import { reduceGroup, sweepAbandonedGroups, sweepReadyGroups } from '../src/aggregator.ts';
 import { reclaimPending } from '../src/reclaim.ts';
 import { settleBatch, type Settlement } from '../src/settle.ts';
@@ -13,21 +12,11 @@ const stream = keys.requests(MODEL, 1);
 const FIGURES = { inference_ms: 2, batch_size: 3, batch_id: 'b1', result_ttl_s: 60 };
 
 describe('group protocol (group-add, start-members, settle-member, group-finish, group-cancel) against a real Redis', () => {
-  let server: TestRedis;
-  let redis: Redis;
-
-  before(async () => {
-    server = await startTestRedis();
-    redis = connectRedis(server.url, { name: 'test' });
-  });
-  after(async () => {
-    await redis.quit();
-    await server.stop();
-  });
+  const db = useTestRedis();
   beforeEach(async () => {
-    await server.flush();
-    await ensureConsumerGroup(redis, stream);
-    await setAdmission(redis, MODEL, 1, 'open');
+    await db.server.flush();
+    await ensureConsumerGroup(db.redis, stream);
+    await setAdmission(db.redis, MODEL, 1, 'open');
   });
 
   /** group-add.lua as the gateway calls it; returns its reply `[code, size, status, ready]`. */
@@ -37,7 +26,7 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     options: { create?: boolean; close?: boolean; start?: number; maxQueueSize?: number; onItemError?: 'fail' | 'skip'; reduce?: string } = {},
   ): Promise<[number, number, string, number]> {
     const { create = false, close = false, start = -1, maxQueueSize = 1000, onItemError = 'skip', reduce = 'mean' } = options;
-    return runScript(redis, 'group-add', [keys.group(groupId), stream, keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen(), keys.admission(MODEL)], [
+    return runScript(db.redis, 'group-add', [keys.group(groupId), stream, keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen(), keys.admission(MODEL)], [
       groupId, create ? 1 : 0, close ? 1 : 0, start, maxQueueSize, 0, Date.now(), JOB_EVENTS_CHANNEL,
       MODEL, 1, reduce, 'embedding', onItemError, 60, 1,
       ...inputs.map((input) => encode(input)),
@@ -45,7 +34,7 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
   }
 
   async function readAs(consumer: string, count: number): Promise<StreamEntry[]> {
-    const reply = (await redis.callBuffer('XREADGROUP', 'GROUP', CONSUMER_GROUP, consumer, 'COUNT', count, 'STREAMS', stream, '>')) as
+    const reply = (await db.redis.callBuffer('XREADGROUP', 'GROUP', CONSUMER_GROUP, consumer, 'COUNT', count, 'STREAMS', stream, '>')) as
       | [Buffer, RawEntry[]][]
       | null;
     return (reply?.[0]?.[1] ?? []).map((raw) => parseEntry(raw) as StreamEntry);
@@ -54,7 +43,7 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
   const ok = (entry: StreamEntry, values: number[]): Settlement => ({ entry, result: { ok: true, output: { embedding: new Float32Array(values) } }, queue_ms: 1 });
   const bad = (entry: StreamEntry): Settlement => ({ entry, result: { ok: false, code: 'invalid_input', message: 'no tokens' }, queue_ms: 1 });
   const startMembers = (groupId: string, indexes: number[]): Promise<number[]> =>
-    runScript(redis, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], indexes);
+    runScript(db.redis, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], indexes);
 
   test('members are stream entries tagged with group and index; chunks append in order and close once', async () => {
     assert.deepEqual(await add('g1', [], { create: true }), [0, 0, 'open', 0]);
@@ -76,8 +65,8 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
   test('a chunk that does not fit in max_queue_size stores nothing', async () => {
     await add('g1', ['a'], { create: true });
     assert.deepEqual(await add('g1', ['b', 'c', 'd'], { maxQueueSize: 3 }), [-1, 1, 'open', 0]);
-    assert.equal(await redis.xlen(stream), 1);
-    assert.equal(await redis.hget(keys.group('g1'), 'size'), '1');
+    assert.equal(await db.redis.xlen(stream), 1);
+    assert.equal(await db.redis.hget(keys.group('g1'), 'size'), '1');
   });
 
   test('each member counts once: a redelivery writes nothing, and only the last first-settle makes the group ready', async () => {
@@ -85,58 +74,58 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     const [a, b, c] = await readAs('c1', 10);
     assert.ok(a && b && c);
     assert.deepEqual(await startMembers('g1', [0, 1, 2]), [1, 1, 1]);
-    assert.deepEqual(await settleBatch(redis, MODEL, 1, FIGURES, [ok(a, [1, 2]), bad(b)]), { written: 2, readyGroups: [] });
+    assert.deepEqual(await settleBatch(db.redis, MODEL, 1, FIGURES, [ok(a, [1, 2]), bad(b)]), { written: 2, readyGroups: [] });
     assert.deepEqual(await startMembers('g1', [0, 1, 2]), [0, 0, 1], 'settled members are not run again');
-    assert.deepEqual(await settleBatch(redis, MODEL, 1, FIGURES, [ok(a, [9, 9])]), { written: 0, readyGroups: [] }, 'redelivery');
-    assert.deepEqual(await settleBatch(redis, MODEL, 1, FIGURES, [ok(c, [3, 4])]), { written: 1, readyGroups: ['g1'] });
-    assert.deepEqual(await settleBatch(redis, MODEL, 1, FIGURES, [ok(c, [3, 4])]), { written: 0, readyGroups: [] }, 'ready once');
+    assert.deepEqual(await settleBatch(db.redis, MODEL, 1, FIGURES, [ok(a, [9, 9])]), { written: 0, readyGroups: [] }, 'redelivery');
+    assert.deepEqual(await settleBatch(db.redis, MODEL, 1, FIGURES, [ok(c, [3, 4])]), { written: 1, readyGroups: ['g1'] });
+    assert.deepEqual(await settleBatch(db.redis, MODEL, 1, FIGURES, [ok(c, [3, 4])]), { written: 0, readyGroups: [] }, 'ready once');
 
-    const group = await redis.hgetall(keys.group('g1'));
+    const group = await db.redis.hgetall(keys.group('g1'));
     assert.equal(group.status, 'reducing');
     assert.equal(group.completed, '2');
     assert.equal(group.failed, '1');
     assert.equal(group.remaining, '0');
-    assert.deepEqual(await redis.zrange(keys.groupsReady(), 0, -1), ['g1']);
-    assert.equal(await redis.xlen(stream), 0, 'every entry acknowledged and deleted');
+    assert.deepEqual(await db.redis.zrange(keys.groupsReady(), 0, -1), ['g1']);
+    assert.equal(await db.redis.xlen(stream), 0, 'every entry acknowledged and deleted');
 
     // The reduce reads results in index order, skips the failed member, and writes once.
-    const outcome = await reduceGroup(redis, 'g1', 2);
+    const outcome = await reduceGroup(db.redis, 'g1', 2);
     assert.deepEqual(outcome, { reduced: true, size: 3, failed_indexes: [1] });
-    const done = await redis.hgetallBuffer(keys.group('g1'));
+    const done = await db.redis.hgetallBuffer(keys.group('g1'));
     assert.equal(done.status?.toString(), 'succeeded');
     assert.deepEqual(decode(done.output as Buffer), { embedding: [2, 3] });
     assert.deepEqual(decode(done.failed_indexes as Buffer), [1]);
     assert.equal(done.reduce_runs?.toString(), '1');
-    assert.equal(await redis.exists(keys.groupResults('g1'), keys.groupErrors('g1')), 0, 'member results dropped');
-    assert.deepEqual(await redis.zrange(keys.groupsReady(), 0, -1), [], 'out of the ready set');
-    assert.ok((await redis.ttl(keys.group('g1'))) > 0, 'the record expires after result_ttl_s');
-    assert.deepEqual(await reduceGroup(redis, 'g1', 2), { reduced: false, reason: 'group is succeeded' }, 'a second run writes nothing');
+    assert.equal(await db.redis.exists(keys.groupResults('g1'), keys.groupErrors('g1')), 0, 'member results dropped');
+    assert.deepEqual(await db.redis.zrange(keys.groupsReady(), 0, -1), [], 'out of the ready set');
+    assert.ok((await db.redis.ttl(keys.group('g1'))) > 0, 'the record expires after result_ttl_s');
+    assert.deepEqual(await reduceGroup(db.redis, 'g1', 2), { reduced: false, reason: 'group is succeeded' }, 'a second run writes nothing');
   });
 
   test('on_item_error "fail": the first failed member fails the group and the rest are dropped unrun', async () => {
     await add('g1', ['a', 'b', 'c'], { create: true, close: true, onItemError: 'fail' });
     const [a, b, c] = await readAs('c1', 10);
     assert.ok(a && b && c);
-    await settleBatch(redis, MODEL, 1, FIGURES, [ok(a, [1]), bad(b)]);
-    const group = await redis.hgetall(keys.group('g1'));
+    await settleBatch(db.redis, MODEL, 1, FIGURES, [ok(a, [1]), bad(b)]);
+    const group = await db.redis.hgetall(keys.group('g1'));
     assert.equal(group.status, 'failed');
     assert.equal(group.error_code, 'member_failed');
     assert.match(group.error_message ?? '', /^input 1 failed \(invalid_input\): no tokens$/);
     assert.deepEqual(await startMembers('g1', [2]), [0]);
-    assert.deepEqual(await settleBatch(redis, MODEL, 1, FIGURES, [ok(c, [1])]), { written: 0, readyGroups: [] });
-    assert.equal(await redis.exists(keys.groupResults('g1')), 0);
+    assert.deepEqual(await settleBatch(db.redis, MODEL, 1, FIGURES, [ok(c, [1])]), { written: 0, readyGroups: [] });
+    assert.equal(await db.redis.exists(keys.groupResults('g1')), 0);
   });
 
   test('cancel: members still queued are dropped; cancelling twice or an unknown group says so', async () => {
     await add('g1', ['a', 'b'], { create: true, close: true });
     const cancel = (id: string): Promise<number> =>
-      runScript(redis, 'group-cancel', [keys.group(id), keys.groupResults(id), keys.groupErrors(id), keys.groupInputs(id), keys.groupsReady()], [
+      runScript(db.redis, 'group-cancel', [keys.group(id), keys.groupResults(id), keys.groupErrors(id), keys.groupInputs(id), keys.groupsReady()], [
         Date.now(), JOB_EVENTS_CHANNEL, id, 'cancelled',
       ]);
     assert.equal(await cancel('g1'), 1);
     assert.equal(await cancel('g1'), 0);
     assert.equal(await cancel('nope'), -1);
-    assert.equal(await redis.hget(keys.group('g1'), 'status'), 'cancelled');
+    assert.equal(await db.redis.hget(keys.group('g1'), 'status'), 'cancelled');
     assert.deepEqual(await startMembers('g1', [0, 1]), [0, 0]);
   });
 
@@ -147,8 +136,8 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
       added.push(id);
       return Promise.resolve();
     };
-    assert.equal(await sweepReadyGroups(redis, record, 60_000), 0, 'too recent for the sweep');
-    assert.equal(await sweepReadyGroups(redis, record, 0), 1);
+    assert.equal(await sweepReadyGroups(db.redis, record, 60_000), 0, 'too recent for the sweep');
+    assert.equal(await sweepReadyGroups(db.redis, record, 0), 1);
     assert.deepEqual(added, ['g1']);
   });
 
@@ -156,28 +145,28 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     await add('idle', ['a'], { create: true });
     await add('done', ['b'], { create: true });
     await add('done', [], { close: true });
-    assert.deepEqual(await redis.zrange(keys.groupsOpen(), 0, -1), ['idle']);
-    assert.deepEqual(await sweepAbandonedGroups(redis, 60_000), [], 'not idle long enough');
+    assert.deepEqual(await db.redis.zrange(keys.groupsOpen(), 0, -1), ['idle']);
+    assert.deepEqual(await sweepAbandonedGroups(db.redis, 60_000), [], 'not idle long enough');
     await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.deepEqual(await sweepAbandonedGroups(redis, 10), ['idle']);
-    const group = await redis.hgetall(keys.group('idle'));
+    assert.deepEqual(await sweepAbandonedGroups(db.redis, 10), ['idle']);
+    const group = await db.redis.hgetall(keys.group('idle'));
     assert.equal(group.status, 'cancelled');
     assert.match(group.error_message ?? '', /^abandoned: /);
-    assert.deepEqual(await redis.zrange(keys.groupsOpen(), 0, -1), []);
+    assert.deepEqual(await db.redis.zrange(keys.groupsOpen(), 0, -1), []);
     assert.deepEqual(await startMembers('idle', [0]), [0], 'its queued member is dropped unrun');
-    assert.equal(await redis.hget(keys.group('done'), 'status'), 'queued');
+    assert.equal(await db.redis.hget(keys.group('done'), 'status'), 'queued');
   });
 
   test('a member delivered more than max_deliveries times is dead-lettered and fails in its group', async () => {
     await add('g1', ['a', 'b'], { create: true, close: true });
     const [a, b] = await readAs('c1', 10);
     assert.ok(a && b);
-    await settleBatch(redis, MODEL, 1, FIGURES, [ok(a, [1])]);
+    await settleBatch(db.redis, MODEL, 1, FIGURES, [ok(a, [1])]);
     const options = { model: MODEL, version: 1, consumer: 'c2', visibility_timeout_ms: 0, max_deliveries: 0, count: 10, result_ttl_s: 60 };
-    const reclaimed = await reclaimPending(redis, options);
+    const reclaimed = await reclaimPending(db.redis, options);
     assert.deepEqual(reclaimed.deadLettered, ['g1/1']);
     assert.deepEqual(reclaimed.readyGroups, ['g1'], 'the poison member was the last one');
-    assert.equal(await redis.hget(keys.groupErrors('g1'), '1'), 'poison\tdelivered 2 times (max_deliveries 0) without a result');
-    assert.equal(await redis.xlen(keys.deadLetter(MODEL, 1)), 1);
+    assert.equal(await db.redis.hget(keys.groupErrors('g1'), '1'), 'poison\tdelivered 2 times (max_deliveries 0) without a result');
+    assert.equal(await db.redis.xlen(keys.deadLetter(MODEL, 1)), 1);
   });
 });

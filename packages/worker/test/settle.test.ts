@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, test } from 'node:test';
+import { beforeEach, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import {
   settleJobs,
@@ -7,7 +7,6 @@ import {
   CONSUMER_GROUP,
   JOB_EVENTS_CHANNEL,
   InferlineError,
-  connectRedis,
   decode,
   encode,
   enqueueJobs,
@@ -16,7 +15,7 @@ import {
   type RawEntry,
   type StreamEntry,
 } from '@inferline/shared';
-import { startTestRedis, type TestRedis } from '../../../test/harness/redis.ts';
+import { useTestRedis } from '../../../test/harness/redis.ts';
 import { reclaimPending } from '../src/reclaim.ts';
 import { failWaiting, settleBatch, type Settlement } from '../src/settle.ts';
 import { ensureConsumerGroup } from '../src/version-consumer.ts';
@@ -25,33 +24,23 @@ const MODEL = 'test-model';
 const stream = keys.requests(MODEL, 1);
 
 describe('settle and reclaim against a real Redis', () => {
-  let server: TestRedis;
-  let redis: Redis;
-
-  before(async () => {
-    server = await startTestRedis();
-    redis = connectRedis(server.url, { name: 'test' });
-  });
-  after(async () => {
-    await redis.quit();
-    await server.stop();
-  });
+  const db = useTestRedis();
   beforeEach(async () => {
-    await server.flush();
-    await ensureConsumerGroup(redis, stream);
+    await db.server.flush();
+    await ensureConsumerGroup(db.redis, stream);
     // A worker opens a version once it is AVAILABLE; enqueue.lua stores requests only for open versions.
-    await setAdmission(redis, MODEL, 1, 'open');
+    await setAdmission(db.redis, MODEL, 1, 'open');
   });
 
   /** Enqueue through the real enqueue script, as the gateway does. */
   async function enqueue(id: string, input: unknown, maxQueueSize = 1000): Promise<string[]> {
-    return enqueueJobs(redis, { model: MODEL, version: 1, max_queue_size: maxQueueSize, created_at: Date.now(), jobs: [{ id, input: encode(input) }] });
+    return enqueueJobs(db.redis, { model: MODEL, version: 1, max_queue_size: maxQueueSize, created_at: Date.now(), jobs: [{ id, input: encode(input) }] });
   }
   const figures = { inference_ms: 2, batch_size: 1, batch_id: 'b1', result_ttl_s: 60 };
-  const settle = (settlements: Settlement[]): Promise<{ written: number }> => settleBatch(redis, MODEL, 1, figures, settlements);
+  const settle = (settlements: Settlement[]): Promise<{ written: number }> => settleBatch(db.redis, MODEL, 1, figures, settlements);
 
   async function readAs(consumer: string, count: number): Promise<StreamEntry[]> {
-    const reply = (await redis.callBuffer('XREADGROUP', 'GROUP', CONSUMER_GROUP, consumer, 'COUNT', count, 'STREAMS', stream, '>')) as
+    const reply = (await db.redis.callBuffer('XREADGROUP', 'GROUP', CONSUMER_GROUP, consumer, 'COUNT', count, 'STREAMS', stream, '>')) as
       | [Buffer, RawEntry[]][]
       | null;
     return (reply?.[0]?.[1] ?? []).map((raw) => parseEntry(raw) as StreamEntry);
@@ -66,7 +55,7 @@ describe('settle and reclaim against a real Redis', () => {
   }
 
   test('writes the result, acknowledges and deletes the entry, and publishes once; a redelivery writes nothing', async () => {
-    const events = new Redis(server.url);
+    const events = new Redis(db.server.url);
     const seen: string[] = [];
     await events.subscribe(JOB_EVENTS_CHANNEL);
     events.on('message', (_channel: string, message: string) => seen.push(message));
@@ -78,14 +67,14 @@ describe('settle and reclaim against a real Redis', () => {
     assert.equal((await settle([success(entry, 1)])).written, 1);
     assert.equal((await settle([success(entry, 2)])).written, 0, 'second settle of the same request writes nothing');
 
-    const job = await redis.hgetallBuffer(keys.job('job-1'));
+    const job = await db.redis.hgetallBuffer(keys.job('job-1'));
     assert.equal(job.status?.toString(), 'succeeded');
     assert.deepEqual(JSON.parse(job.output?.toString() ?? ''), { embedding: [1, 1] }, 'first result kept, as JSON text');
     assert.equal(job.queue_ms?.toString(), '1.000');
     assert.equal(job.batch_id?.toString(), 'b1');
-    assert.ok((await redis.ttl(keys.job('job-1'))) > 0, 'terminal record expires after result_ttl_s');
-    assert.equal(await redis.xlen(stream), 0);
-    assert.equal(Number(((await redis.xpending(stream, CONSUMER_GROUP)) as [number])[0]), 0);
+    assert.ok((await db.redis.ttl(keys.job('job-1'))) > 0, 'terminal record expires after result_ttl_s');
+    assert.equal(await db.redis.xlen(stream), 0);
+    assert.equal(Number(((await db.redis.xpending(stream, CONSUMER_GROUP)) as [number])[0]), 0);
     await new Promise((resolve) => setTimeout(resolve, 100));
     events.disconnect();
     assert.deepEqual(seen, ['job-1\tsucceeded\t1.000\t2.000\t1\tb1\t{"embedding":[1,1]}'], 'announced once, with what was written');
@@ -97,13 +86,13 @@ describe('settle and reclaim against a real Redis', () => {
     assert.equal((await readAs('dead-consumer', 10)).length, 2);
     const options = { model: MODEL, version: 1, consumer: 'survivor', visibility_timeout_ms: 100, max_deliveries: 5, count: 10, result_ttl_s: 60 };
 
-    const early = await reclaimPending(redis, options);
+    const early = await reclaimPending(db.redis, options);
     assert.deepEqual(early.claimed, [], 'not idle long enough yet');
     await new Promise((resolve) => setTimeout(resolve, 150));
-    const late = await reclaimPending(redis, options);
+    const late = await reclaimPending(db.redis, options);
     assert.deepEqual(late.claimed.map((entry) => (entry.kind === 'job' ? entry.jobId : '')), ['job-a', 'job-b']);
     assert.deepEqual(late.claimed.map((entry) => decode(entry.input)), ['a', 'b'], 'inputs survive as bytes');
-    const owners = (await redis.xpending(stream, CONSUMER_GROUP, '-', '+', 10)) as [string, string, number, number][];
+    const owners = (await db.redis.xpending(stream, CONSUMER_GROUP, '-', '+', 10)) as [string, string, number, number][];
     assert.deepEqual(owners.map((row) => row[1]), ['survivor', 'survivor']);
   });
 
@@ -112,17 +101,17 @@ describe('settle and reclaim against a real Redis', () => {
     await readAs('c1', 1);
     const options = { model: MODEL, version: 1, consumer: 'c2', visibility_timeout_ms: 10, max_deliveries: 2, count: 10, result_ttl_s: 60 };
     await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.equal((await reclaimPending(redis, options)).claimed.length, 1, 'second delivery: run again');
+    assert.equal((await reclaimPending(db.redis, options)).claimed.length, 1, 'second delivery: run again');
     await new Promise((resolve) => setTimeout(resolve, 20));
-    const third = await reclaimPending(redis, options);
+    const third = await reclaimPending(db.redis, options);
     assert.deepEqual(third.claimed, []);
     assert.deepEqual(third.deadLettered, ['job-p']);
 
-    const job = await redis.hgetall(keys.job('job-p'));
+    const job = await db.redis.hgetall(keys.job('job-p'));
     assert.equal(job.status, 'failed');
     assert.equal(job.error_code, 'poison');
-    assert.equal(await redis.xlen(stream), 0);
-    const dead = await redis.xrangeBuffer(keys.deadLetter(MODEL, 1), '-', '+');
+    assert.equal(await db.redis.xlen(stream), 0);
+    const dead = await db.redis.xrangeBuffer(keys.deadLetter(MODEL, 1), '-', '+');
     assert.equal(dead.length, 1);
     const deadEntry = parseEntry(dead[0] as RawEntry);
     assert.equal(deadEntry?.kind === 'job' ? deadEntry.jobId : undefined, 'job-p');
@@ -132,50 +121,50 @@ describe('settle and reclaim against a real Redis', () => {
   test('enqueue refuses beyond max_queue_size and stores nothing', async () => {
     for (let i = 0; i < 2; i++) await enqueue(`q${i}`, 'x', 2);
     await assert.rejects(enqueue('q2', 'x', 2), (error: unknown) => error instanceof InferlineError && error.code === 'queue_full');
-    assert.equal(await redis.xlen(stream), 2);
-    assert.equal(await redis.exists(keys.job('q2')), 0);
+    assert.equal(await db.redis.xlen(stream), 2);
+    assert.equal(await db.redis.exists(keys.job('q2')), 0);
   });
 
   test('enqueue refuses a version that is not open (never opened, or closed to unload it) and stores nothing', async () => {
-    await redis.hdel(keys.admission(MODEL), '1');
+    await db.redis.hdel(keys.admission(MODEL), '1');
     await assert.rejects(enqueue('c0', 'x'), (error: unknown) => error instanceof InferlineError && error.code === 'model_unavailable');
-    await setAdmission(redis, MODEL, 1, 'closed');
+    await setAdmission(db.redis, MODEL, 1, 'closed');
     await assert.rejects(enqueue('c1', 'x'), (error: unknown) => error instanceof InferlineError && error.code === 'model_unavailable');
-    assert.equal(await redis.xlen(stream), 0);
-    assert.equal(await redis.exists(keys.job('c0'), keys.job('c1')), 0);
+    assert.equal(await db.redis.xlen(stream), 0);
+    assert.equal(await db.redis.exists(keys.job('c0'), keys.job('c1')), 0);
   });
 
   test('failWaiting fails every request left in a stream, waiting or pending, once, and empties it', async () => {
     for (const id of ['w0', 'w1', 'w2']) await enqueue(id, 'x');
     // w0 is pending at a consumer (read, not settled); w1 already succeeded; w2 waits unread.
-    await redis.xreadgroup('GROUP', CONSUMER_GROUP, 'gone', 'COUNT', 1, 'STREAMS', stream, '>');
-    await settleJobs(redis, MODEL, 1, { inference_ms: 1, batch_size: 1, batch_id: 'b', result_ttl_s: 60 }, [
-      { jobId: 'w1', entryId: (await redis.hget(keys.job('w1'), 'entry')) ?? '', queue_ms: 1, result: { ok: true, output: Buffer.from('{}') } },
+    await db.redis.xreadgroup('GROUP', CONSUMER_GROUP, 'gone', 'COUNT', 1, 'STREAMS', stream, '>');
+    await settleJobs(db.redis, MODEL, 1, { inference_ms: 1, batch_size: 1, batch_id: 'b', result_ttl_s: 60 }, [
+      { jobId: 'w1', entryId: (await db.redis.hget(keys.job('w1'), 'entry')) ?? '', queue_ms: 1, result: { ok: true, output: Buffer.from('{}') } },
     ]);
-    const outcome = await failWaiting(redis, { model: MODEL, version: 1, result_ttl_s: 60 }, 'version_unloaded', 'gone');
+    const outcome = await failWaiting(db.redis, { model: MODEL, version: 1, result_ttl_s: 60 }, 'version_unloaded', 'gone');
     assert.equal(outcome.written, 2);
-    assert.deepEqual(await Promise.all(['w0', 'w1', 'w2'].map((id) => redis.hmget(keys.job(id), 'status', 'error_code'))), [
+    assert.deepEqual(await Promise.all(['w0', 'w1', 'w2'].map((id) => db.redis.hmget(keys.job(id), 'status', 'error_code'))), [
       ['failed', 'version_unloaded'],
       ['succeeded', null],
       ['failed', 'version_unloaded'],
     ]);
-    assert.equal(await redis.xlen(stream), 0);
-    const pending = (await redis.xpending(stream, CONSUMER_GROUP)) as [number, ...unknown[]];
+    assert.equal(await db.redis.xlen(stream), 0);
+    const pending = (await db.redis.xpending(stream, CONSUMER_GROUP)) as [number, ...unknown[]];
     assert.equal(pending[0], 0);
   });
 
   test('a bulk enqueue is all or nothing: too many for the queue, or one id taken, stores none', async () => {
     const jobs = (ids: string[]) => ids.map((id) => ({ id, input: encode(id) }));
-    const request = (ids: string[], max: number) => enqueueJobs(redis, { model: MODEL, version: 1, max_queue_size: max, created_at: Date.now(), jobs: jobs(ids) });
+    const request = (ids: string[], max: number) => enqueueJobs(db.redis, { model: MODEL, version: 1, max_queue_size: max, created_at: Date.now(), jobs: jobs(ids) });
     await assert.rejects(request(['b0', 'b1', 'b2'], 2), (error: unknown) => error instanceof InferlineError && error.code === 'queue_full');
-    assert.equal(await redis.xlen(stream), 0);
-    assert.equal(await redis.exists(keys.job('b0'), keys.job('b1')), 0);
+    assert.equal(await db.redis.xlen(stream), 0);
+    assert.equal(await db.redis.exists(keys.job('b0'), keys.job('b1')), 0);
 
     const entries = await request(['b0', 'b1'], 10);
     assert.equal(entries.length, 2);
     await assert.rejects(request(['b2', 'b1'], 10), (error: unknown) => error instanceof InferlineError && error.code === 'internal');
-    assert.equal(await redis.xlen(stream), 2, 'the call with a taken id added nothing');
-    assert.equal(await redis.exists(keys.job('b2')), 0);
+    assert.equal(await db.redis.xlen(stream), 2, 'the call with a taken id added nothing');
+    assert.equal(await db.redis.exists(keys.job('b2')), 0);
     const read = await readAs('c1', 10);
     assert.deepEqual(read.map((entry) => [entry.entryId, entry.kind === 'job' ? entry.jobId : '', decode(entry.input)]), [
       [entries[0], 'b0', 'b0'],
@@ -190,10 +179,10 @@ describe('settle and reclaim against a real Redis', () => {
     assert.ok(a && b);
     const outcome = await settle([success(a, 0.5), { entry: b, result: { ok: false, code: 'invalid_input', message: 'bad\ttab' }, queue_ms: 3 }]);
     assert.equal(outcome.written, 2);
-    const [one, two] = await Promise.all([redis.hgetall(keys.job('s1')), redis.hgetall(keys.job('s2'))]);
+    const [one, two] = await Promise.all([db.redis.hgetall(keys.job('s1')), db.redis.hgetall(keys.job('s2'))]);
     assert.equal(one?.status, 'succeeded');
     assert.deepEqual(JSON.parse(one?.output ?? ''), { embedding: [0.5, 0.5] });
     assert.deepEqual([two?.status, two?.error_code, two?.error_message, two?.output], ['failed', 'invalid_input', 'bad\ttab', undefined]);
-    assert.equal(await redis.xlen(stream), 0);
+    assert.equal(await db.redis.xlen(stream), 0);
   });
 });
