@@ -87,10 +87,17 @@ export async function admitJobs(
   models: ModelCatalog,
   redis: Redis,
   metrics: GatewayMetrics,
-  request: { model: string; selector: VersionSelector; inputs: readonly unknown[]; jobIds: readonly string[] },
+  request: {
+    model: string;
+    selector: VersionSelector;
+    inputs: readonly unknown[];
+    jobIds: readonly string[];
+    /** The caller's resolution of `model` + `selector`, when it already made one (it is not made again). */
+    target?: ResolvedModel;
+  },
 ): Promise<{ target: ResolvedModel; records: JobRecord[] }> {
   const { model, selector, inputs, jobIds } = request;
-  let target = await models.resolve(model, selector);
+  let target = request.target ?? (await models.resolve(model, selector));
   try {
     return { target, records: await enqueueJobs(redis, metrics, target, inputs, jobIds) };
   } catch (error) {

@@ -1,4 +1,4 @@
-import { aggregateVersions, connectRedis, readLiveWorkers, type Logger, type Redis, type Settings } from '@inferline/shared';
+import { connectRedis, readLiveVersions, type Logger, type Redis, type Settings } from '@inferline/shared';
 import { JobEvents } from './job-events.ts';
 import { ModelCatalog } from './model-catalog.ts';
 import { buildApp } from './server.ts';
@@ -60,12 +60,12 @@ export async function startGateway(settings: Settings & { redis_url: string }, l
 }
 
 /**
- * Feed a catalog the workers' announcements from Redis (`readLiveWorkers`, aggregated per version),
+ * Feed a catalog the workers' announcements from Redis (`readLiveVersions`),
  * re-read every heartbeat period: a version that became AVAILABLE is also seen at once, because a
  * request that would be refused 503 re-reads first; a version closed since is caught by enqueue.lua.
  */
 export function followWorkers(models: ModelCatalog, redis: Redis, heartbeatIntervalMs: number): void {
-  models.followWorkers(async (name) => aggregateVersions(await readLiveWorkers(redis, name, heartbeatIntervalMs)), heartbeatIntervalMs);
+  models.followWorkers(async (name) => (await readLiveVersions(redis, name, heartbeatIntervalMs)).versions, heartbeatIntervalMs);
 }
 
 /**

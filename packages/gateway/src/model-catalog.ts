@@ -141,14 +141,21 @@ export class ModelCatalog {
     return this.#models.get(name);
   }
 
-  /** The config error of a model folder that cannot be served, or undefined. */
-  failure(name: string): RepositoryFailure | undefined {
-    return this.#failures.get(name);
+  /**
+   * One model by name.
+   * @throws InferlineError `model_not_found`, with its config error when its folder cannot be served.
+   */
+  require(name: string): RepositoryModel {
+    const model = this.#models.get(name);
+    if (model) return model;
+    const failure = this.#failures.get(name);
+    if (failure) throw new InferlineError('model_not_found', `model "${name}" cannot be served: ${failure.message}`);
+    throw new InferlineError('model_not_found', `model "${name}" is not in the model repository`);
   }
 
   /**
    * Attach the workers' announcements: `read(model)` gives a model's versions as its live workers hold
-   * them (`aggregateVersions(readLiveWorkers(...))`). They are re-read every `refreshMs`, and at once
+   * them (`readLiveVersions(...).versions`). They are re-read every `refreshMs`, and at once
    * (at most one read in flight) when a request would be refused for want of an AVAILABLE version.
    */
   followWorkers(read: (model: string) => Promise<ReadonlyMap<number, LiveVersion>>, refreshMs: number): void {
@@ -209,12 +216,7 @@ export class ModelCatalog {
    *   (label unknown, version not selected), `model_unavailable` (503 + `retry_after_s`).
    */
   resolveNow(name: string, selector: VersionSelector = {}, options: { requireAvailable?: boolean; ignoreTraffic?: boolean } = {}): ResolvedModel {
-    const model = this.#models.get(name);
-    if (!model) {
-      const failure = this.#failures.get(name);
-      if (failure) throw new InferlineError('model_not_found', `model "${name}" cannot be served: ${failure.message}`);
-      throw new InferlineError('model_not_found', `model "${name}" is not in the model repository`);
-    }
+    const model = this.require(name);
     const requireAvailable = options.requireAvailable ?? true;
     const live = this.live(name);
     const isAvailable = (version: number): boolean => !requireAvailable || live.get(version)?.state === 'AVAILABLE';

@@ -73,7 +73,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       if (version !== undefined && label !== undefined) throw new InferlineError('invalid_input', 'body: give "version" or "label", not both');
       if (inputs) checkBulkSize(inputs.length, ctx.settings.max_bulk_inputs, 'inputs');
       // Fail fast on an unknown model before any id is made or any watch opened.
-      ctx.models.resolveNow(model, {}, { requireAvailable: false });
+      ctx.models.require(model);
       const values = inputs ?? [input];
       const ids = values.map(() => newJobId(model));
       if (inputs) request.logContext.jobs = ids.length;

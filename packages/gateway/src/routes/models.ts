@@ -1,6 +1,6 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { ErrorReply, InferlineError, aggregateVersions, readLiveWorkers, type LiveVersion, type RepositoryModel, type TensorSpec } from '@inferline/shared';
+import { ErrorReply, InferlineError, readLiveVersions, type LiveVersion, type RepositoryModel, type TensorSpec } from '@inferline/shared';
 import type { VersionSelector } from '../model-catalog.ts';
 import { ModelList, ModelMetadataReply, ModelStatusReply, type ModelSummary } from '../model-schemas.ts';
 import type { RouteContext } from '../route-context.ts';
@@ -27,10 +27,7 @@ const errors = { '4xx': ErrorReply, '5xx': ErrorReply };
  * with the error of a failed load. A version the policy selects that no live worker holds is `START`.
  */
 export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
-  const readLive = async (name: string): Promise<{ versions: Map<number, LiveVersion>; workers: number }> => {
-    const workers = await readLiveWorkers(ctx.redis, name, ctx.settings.heartbeat_interval_ms);
-    return { versions: aggregateVersions(workers), workers: workers.length };
-  };
+  const readLive = (name: string) => readLiveVersions(ctx.redis, name, ctx.settings.heartbeat_interval_ms);
 
   app.get('/v1/models', { schema: { response: { 200: ModelList, ...errors } } }, async () => {
     const models = ctx.models.list();
@@ -54,7 +51,7 @@ export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
   });
 
   const status = async (name: string, selector: VersionSelector = {}): Promise<ModelStatusReply> => {
-    const model = findModel(ctx, name);
+    const model = ctx.models.require(name);
     const { versions: live } = await readLive(name);
     const known = knownVersions(model, live);
     let versions = known;
@@ -111,17 +108,6 @@ export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
 
   done();
 };
-
-/**
- * The repository model of `name`.
- * @throws InferlineError `model_not_found` (with the config error when its config is invalid).
- */
-function findModel(ctx: RouteContext, name: string): RepositoryModel {
-  const model = ctx.models.get(name);
-  if (model) return model;
-  const failure = ctx.models.failure(name);
-  throw new InferlineError('model_not_found', failure ? `model "${name}" cannot be served: ${failure.message}` : `model "${name}" is not in the model repository`);
-}
 
 /** The version a label points to, or undefined. */
 function labelVersion(model: RepositoryModel, label: string): number | undefined {

@@ -1,5 +1,5 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
-import { InferlineError, aggregateVersions, readLiveWorkers } from '@inferline/shared';
+import { InferlineError, readLiveVersions } from '@inferline/shared';
 import type { RouteContext } from '../route-context.ts';
 
 /**
@@ -19,8 +19,8 @@ export const opsRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
     await ctx.redis.ping();
     if (!ctx.events.subscribed) throw new InferlineError('unavailable', 'job event subscription is not active');
     const models = ctx.models.list().filter((model) => model.served.length > 0);
-    const live = await Promise.all(models.map(async (model) => aggregateVersions(await readLiveWorkers(ctx.redis, model.config.name, ctx.settings.heartbeat_interval_ms))));
-    const waiting = models.filter((_model, i) => ![...(live[i]?.values() ?? [])].some((version) => version.state === 'AVAILABLE')).map((model) => model.config.name);
+    const live = await Promise.all(models.map((model) => readLiveVersions(ctx.redis, model.config.name, ctx.settings.heartbeat_interval_ms)));
+    const waiting = models.filter((_model, i) => ![...(live[i]?.versions.values() ?? [])].some((version) => version.state === 'AVAILABLE')).map((model) => model.config.name);
     if (waiting.length > 0) {
       throw new InferlineError('unavailable', `no live worker has a version AVAILABLE yet for: ${waiting.join(', ')}`, { models_unavailable: waiting });
     }

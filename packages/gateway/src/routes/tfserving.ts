@@ -66,8 +66,8 @@ export const tfservingRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app,
 async function predict(ctx: RouteContext, params: PredictParams, body: PredictBody, log: LogContext, signal: AbortSignal): Promise<PredictReply> {
   log.model = params.name;
   const selector = { version: params.version, label: params.label };
-  // Resolved first for the signature the instances are read with; admitJobs resolves again (cheap, in
-  // memory) and retries once if the version closes meanwhile.
+  // Resolved first for the signature the instances are read with; admitJobs takes this resolution and
+  // resolves again only if the version closes meanwhile.
   const target = await ctx.models.resolve(params.name, selector);
   log.version = target.version;
   const { instances, inputs } = body;
@@ -85,7 +85,7 @@ async function predict(ctx: RouteContext, params: PredictParams, body: PredictBo
   const watch = ctx.events.watch(ids);
   let views: JobView[];
   try {
-    const { target: admitted, records: queued } = await admitJobs(ctx.models, ctx.redis, ctx.metrics, { model: params.name, selector, inputs: values, jobIds: ids });
+    const { target: admitted, records: queued } = await admitJobs(ctx.models, ctx.redis, ctx.metrics, { model: params.name, selector, inputs: values, jobIds: ids, target });
     log.version = admitted.version;
     views = (await waitForJobs(ctx.redis, watch, ctx.settings.max_wait_s * 1000, signal, queued)).map(toJobView);
   } finally {

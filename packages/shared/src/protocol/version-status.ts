@@ -138,6 +138,15 @@ export function aggregateVersions(workers: readonly WorkerAnnouncement[]): Map<n
   return versions;
 }
 
+/**
+ * A model's versions over its live workers ({@link readLiveWorkers}, then {@link aggregateVersions}),
+ * and how many live workers it has.
+ */
+export async function readLiveVersions(redis: Redis, model: string, heartbeatIntervalMs: number): Promise<{ versions: Map<number, LiveVersion>; workers: number }> {
+  const workers = await readLiveWorkers(redis, model, heartbeatIntervalMs);
+  return { versions: aggregateVersions(workers), workers: workers.length };
+}
+
 /** Admission of one version: `open` (requests are stored) or `closed`. */
 export type Admission = 'open' | 'closed';
 

@@ -3,15 +3,15 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import {
   InferlineError,
-  aggregateVersions,
   announceWorker,
   connectRedis,
   keys,
   readAdmission,
-  readLiveWorkers,
+  readLiveVersions,
   scanRepository,
   setAdmission,
   withdrawWorker,
+  type LiveVersion,
   type Logger,
   type ModelConfig,
   type Redis,
@@ -201,7 +201,7 @@ export class RepositoryFollower {
     }
     followed.selected = model.served;
     for (const [version, failure] of followed.failed) {
-      if ((await manifestStamp(followed, version)) !== failure.stamp) followed.failed.delete(version);
+      if ((await folderStamp(followed, version)) !== failure.stamp) followed.failed.delete(version);
     }
     await this.#reconcile(followed);
   }
@@ -243,7 +243,7 @@ export class RepositoryFollower {
       const started = performance.now();
       let servable: Servable | undefined;
       try {
-        const stamp = await manifestStamp(model, version);
+        const stamp = await folderStamp(model, version);
         try {
           servable = await loadServable(model.config, join(model.dir, String(version)), version);
           await servable.warmup(warmupSizes(model.config));
@@ -317,14 +317,14 @@ export class RepositoryFollower {
   async #sweep(model: FollowedModel): Promise<void> {
     const { redis, settings } = this.#options;
     const admission = await readAdmission(redis, model.name);
-    let live: ReturnType<typeof aggregateVersions> | undefined;
+    let live: Map<number, LiveVersion> | undefined;
     for (const [version, state] of admission) {
       if (model.held.has(version)) continue;
       const willLoad = model.selected.includes(version) && !model.failed.has(version);
       if (willLoad) continue;
       const queued = await redis.xlen(keys.requests(model.name, version));
       if (state === 'closed' && queued === 0) continue;
-      live ??= aggregateVersions(await readLiveWorkers(redis, model.name, settings.heartbeat_interval_ms));
+      live ??= (await readLiveVersions(redis, model.name, settings.heartbeat_interval_ms)).versions;
       const holder = live.get(version);
       if (holder && holder.state !== 'END') continue;
       if (state === 'open') await setAdmission(redis, model.name, version, 'closed');
@@ -400,7 +400,7 @@ export function warmupSizes(config: ModelConfig): number[] {
  * Newest mtime (ms) of the files of a version folder, or -1 when it cannot be read: a failed load is
  * retried when it changes (a copy completed, a file fixed).
  */
-async function manifestStamp(model: FollowedModel, version: number): Promise<number> {
+async function folderStamp(model: FollowedModel, version: number): Promise<number> {
   const dir = join(model.dir, String(version));
   try {
     const names = await readdir(dir);
