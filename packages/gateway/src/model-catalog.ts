@@ -183,7 +183,7 @@ export class ModelCatalog {
   }
 
   /** A model's versions as its live workers hold them (last view read); absent = START. */
-  live(name: string): ReadonlyMap<number, LiveVersion> {
+  #liveOf(name: string): ReadonlyMap<number, LiveVersion> {
     return this.#live.get(name) ?? NO_VERSIONS;
   }
 
@@ -218,7 +218,7 @@ export class ModelCatalog {
   resolveNow(name: string, selector: VersionSelector = {}, options: { requireAvailable?: boolean; ignoreTraffic?: boolean } = {}): ResolvedModel {
     const model = this.require(name);
     const requireAvailable = options.requireAvailable ?? true;
-    const live = this.live(name);
+    const live = this.#liveOf(name);
     const isAvailable = (version: number): boolean => !requireAvailable || live.get(version)?.state === 'AVAILABLE';
     const served = model.served;
     const resolved = (version: number): ResolvedModel => ({ model, config: model.config, version });
