@@ -13,7 +13,8 @@ import {
   NANODET_WEIGHTS_FILE,
 } from '../packages/cli/src/models/build-coco-detect.ts';
 import { fetchNpmPackage } from '../packages/cli/src/models/fetch-package.ts';
-import { decodeImage, imagesToTensor, type DecodedImage } from '../packages/worker/src/pipelines/image.ts';
+import { decodeImage } from '../packages/worker/src/pipelines/image.ts';
+import { imagesToTensor, type DecodedImage } from '../packages/worker/src/pipelines/image-tensor.ts';
 import { decodeNanodet, readHeadOutputs, type Detection } from '../packages/worker/src/postprocess/nanodet.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { readModelArtifacts } from '../packages/worker/src/runtime/model-artifacts.ts';

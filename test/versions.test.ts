@@ -112,11 +112,10 @@ describe('a new version rolled out under load, with health that tells the truth'
     assert.ok(after.every((r) => r.view.version === 2), 'every request sent after v1 unloaded is served by v2');
     assert.deepEqual(await states(gateway.url), { 2: 'AVAILABLE' });
 
-    // v1's 50,000 × 100 float32 table (20 MB) leaves TF.js memory.
-    const [unloaded] = logLines(role, 'model version unloaded') as { version: number; before: { tensor_bytes: number; rss_bytes: number }; after: { tensor_bytes: number; rss_bytes: number } }[];
+    // v1's instance thread ends, and with it its 50,000 × 100 float32 table (20 MB) in its wasm heap.
+    const [unloaded] = logLines(role, 'model version unloaded') as { version: number; before: { rss_bytes: number }; after: { rss_bytes: number } }[];
     assert.equal(unloaded?.version, 1);
-    assert.ok((unloaded?.before.tensor_bytes ?? 0) - (unloaded?.after.tensor_bytes ?? 0) >= 20_000_000, JSON.stringify(unloaded));
-    assert.ok((unloaded?.after.rss_bytes ?? Infinity) <= (unloaded?.before.rss_bytes ?? 0) * 1.1, `RSS grew while unloading: ${JSON.stringify(unloaded)}`);
+    assert.ok((unloaded?.before.rss_bytes ?? 0) - (unloaded?.after.rss_bytes ?? 0) >= 20_000_000, `RSS did not fall by the table's size: ${JSON.stringify(unloaded)}`);
   });
 
   test('a broken version 3/ fails alone, its error in the status, while v2 keeps serving; a batching change applies without a restart', async () => {

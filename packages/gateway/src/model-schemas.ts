@@ -22,6 +22,20 @@ export const ModelSummary = Type.Object({
   signature: Type.Object({ inputs: Type.Array(TensorSpec), outputs: Type.Array(TensorSpec) }),
   /** Workers heartbeating for this model within 3 heartbeat periods. */
   workers: Type.Integer(),
+  /**
+   * What each of those workers holds: version → its state there, and `loaded` (false for a version a
+   * worker under MODEL_MEMORY_BUDGET_MB serves on demand but has not loaded, or evicted).
+   */
+  worker_versions: Type.Array(
+    Type.Object({
+      consumer: Type.String(),
+      backend: Type.String(),
+      versions: Type.Record(
+        Type.String(),
+        Type.Object({ state: Type.String(), loaded: Type.Optional(Type.Boolean()), loaded_at: Type.Optional(Type.String()), error: Type.Optional(Type.String()) }),
+      ),
+    }),
+  ),
 });
 export type ModelSummary = Static<typeof ModelSummary>;
 

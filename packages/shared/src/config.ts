@@ -37,14 +37,31 @@ export const BatchingConfig = Type.Object(
     /** Requests waiting or in flight in the stream beyond which the gateway answers 429 `queue_full`. */
     max_queue_size: Type.Integer({ minimum: 1, default: 100_000 }),
     /**
-     * Batches a worker holds at once (pipelining depth): with 2, batch n+1 is fetched and preprocessed
-     * (images decoded) while batch n runs. 1 = one batch at a time.
+     * Batches of the version a worker holds at once (fetched, decoding or running): with 2 and one
+     * instance, batch n+1 is fetched and preprocessed (images decoded) while batch n runs. 1 = one
+     * batch at a time. Absent = instance_group.count + 1 (every instance busy, one more being prepared).
      */
-    max_inflight_batches: Type.Integer({ minimum: 1, maximum: 8, default: 1 }),
+    max_inflight_batches: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
   },
   { additionalProperties: false },
 );
 export type BatchingConfig = Static<typeof BatchingConfig>;
+
+/**
+ * Model instances per worker (Triton's `instance_group`,
+ * https://github.com/triton-inference-server/server/blob/main/docs/user_guide/model_configuration.md#instance-groups):
+ * each instance is its own worker thread with its own TF.js backend and its own copy of the weights, so
+ * a worker runs up to `count` forward passes of a version at once, and no pass ever blocks the
+ * worker's event loop (Redis I/O, batching, decoding and settling stay on the main thread).
+ */
+export const InstanceGroupConfig = Type.Object(
+  {
+    /** Instances of each version a worker serves; each holds the weights once more. */
+    count: Type.Integer({ minimum: 1, maximum: 64 }),
+  },
+  { additionalProperties: false },
+);
+export type InstanceGroupConfig = Static<typeof InstanceGroupConfig>;
 
 /** Queue and delivery options of a model's request stream (DESIGN.md section 4). */
 export const QueueConfig = Type.Object(
@@ -188,6 +205,13 @@ export const ModelConfig = Type.Object(
     postprocess: Type.Optional(Type.Union([NanodetPostprocessConfig, ClassifierPostprocessConfig])),
     batching: Type.Optional(BatchingConfig),
     queue: Type.Optional(QueueConfig),
+    /** Absent = the worker's INSTANCE_COUNT (1 by default; `inferline start` sets it to the number of cores). */
+    instance_group: Type.Optional(InstanceGroupConfig),
+    /**
+     * Under a worker's MODEL_MEMORY_BUDGET_MB, load the served versions at start instead of on the first
+     * request (without a budget every served version is loaded at start anyway).
+     */
+    preload: Type.Optional(Type.Boolean({ default: false })),
     version_policy: Type.Optional(VersionPolicy),
     /** Label → version (`{"stable": 1, "canary": 2}`); a label may point only to a served version. */
     version_labels: Type.Optional(Type.Record(Type.String({ pattern: LABEL_PATTERN }), Type.Integer({ minimum: 1 }))),
@@ -207,6 +231,7 @@ export type ModelConfigInput = Static<typeof ModelConfig>;
 export type ModelConfig = ModelConfigInput & {
   batching: BatchingConfig;
   queue: QueueConfig;
+  preload: boolean;
   version_policy: VersionPolicy;
   version_labels: Record<string, number>;
 };
@@ -219,6 +244,7 @@ export function parseModelConfig(raw: unknown, source = 'config.json'): ModelCon
   const withDefaults = Value.Default(ModelConfig, structuredClone(raw)) as Record<string, unknown>;
   withDefaults.batching = Value.Default(BatchingConfig, withDefaults.batching ?? {});
   withDefaults.queue = Value.Default(QueueConfig, withDefaults.queue ?? {});
+  withDefaults.preload ??= false;
   withDefaults.version_policy ??= { latest: { num_versions: 1 } };
   withDefaults.version_labels ??= {};
   // Sections that are a union by `type` are checked against their own schema first, so that an error

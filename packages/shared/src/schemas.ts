@@ -32,10 +32,13 @@ export type ErrorReply = Static<typeof ErrorReply>;
 /** Per-job timings, ms. */
 export const JobTimings = Type.Object({
   queue_ms: Type.Number({ description: 'From acceptance to the start of its batch.' }),
+  load_ms: Type.Optional(Type.Number({ description: 'Part of queue_ms spent waiting for its version to load (a version loaded on demand under MODEL_MEMORY_BUDGET_MB); absent when it did not wait.' })),
   inference_ms: Type.Number({ description: 'Preprocessing + forward pass + postprocessing of its whole batch.' }),
   batch_size: Type.Integer({ description: 'Requests in the forward pass that served it.' }),
   batch_id: Type.String({ description: 'The batch that served it (`<worker consumer>-<n>`), as in the worker log.' }),
 });
+
+export type JobTimings = Static<typeof JobTimings>;
 
 /** `GET /v1/jobs/:id` reply (and the `202` reply of `POST /v1/jobs`, without output). */
 export const JobView = Type.Object({

@@ -66,6 +66,18 @@ export const Settings = Type.Object({
    */
   idle_block_ms: Type.Integer({ minimum: 10, default: 10_000 }),
   /**
+   * Worker: megabytes of model weights it may hold (a version counts its folder's size once per
+   * instance); 0 = no budget, every served version loaded at start. With a budget, a version loads on
+   * its first request (or at start with `preload: true`), and the least recently used idle versions are
+   * unloaded to make room.
+   */
+  model_memory_budget_mb: Type.Number({ minimum: 0, default: 0 }),
+  /**
+   * Worker: instances (threads) of each version it serves, for models whose config.json sets no
+   * `instance_group`. `inferline start` sets it to the number of cores unless it is set.
+   */
+  instance_count: Type.Integer({ minimum: 1, maximum: 64, default: 1 }),
+  /**
    * After a stop request, how long a worker may take to finish and settle its batch, ms. Past it (say,
    * Redis is unreachable) it drops its connections and exits; its unacknowledged requests stay pending
    * and another worker claims them after visibility_timeout_ms.
@@ -76,7 +88,7 @@ export const Settings = Type.Object({
    * Under `inferline start`, worker n listens on metrics_port + n - 1.
    */
   metrics_port: Type.Integer({ minimum: 0, maximum: 65535, default: 0 }),
-  /** Worker processes `inferline start` runs; 0 = one per core. */
+  /** Worker processes `inferline start` runs; 0 = one (its instance threads use the cores, INSTANCE_COUNT). */
   workers: Type.Integer({ minimum: 0, default: 0 }),
   /**
    * Most inputs in one group request (`POST /v1/groups`, `POST /v1/groups/:id/inputs`); each request is

@@ -25,7 +25,8 @@ describe('parseModelConfig', () => {
     const config = parseModelConfig({ ...base, preprocess: { type: 'image', width: 4, height: 2 }, postprocess: { type: 'nanodet', heads } });
     assert.deepEqual(config.postprocess, { type: 'nanodet', heads, score_threshold: 0.4, iou_threshold: 0.5, labels_file: 'labels.txt' });
     assert.equal(config.preprocess?.type === 'image' && config.preprocess.layout, 'nhwc');
-    assert.equal(config.batching.max_inflight_batches, 1);
+    // Absent: the worker holds instance_group.count + 1 batches.
+    assert.equal(config.batching.max_inflight_batches, undefined);
     const classifier = parseModelConfig({ ...base, postprocess: { type: 'classifier', embedding_layer: 'flatten_1' } });
     assert.deepEqual(classifier.postprocess, { type: 'classifier', embedding_layer: 'flatten_1', labels_file: 'labels.txt' });
   });

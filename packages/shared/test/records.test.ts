@@ -6,7 +6,7 @@ const known: JobRecord = { id: 'm~a', model: 'm', version: 2, status: 'running',
 
 describe('settledRecord (the detail of settle.lua terminal events)', () => {
   it('a success carries timings and the output bytes, and keeps what was known', () => {
-    const record = settledRecord(known, 'succeeded', '1.500\t0.250\t8\tw-1-3\t{"embedding":[0.5,1]}');
+    const record = settledRecord(known, 'succeeded', '1.500\t\t0.250\t8\tw-1-3\t{"embedding":[0.5,1]}');
     assert.deepEqual(record, {
       ...known,
       status: 'succeeded',
@@ -16,9 +16,14 @@ describe('settledRecord (the detail of settle.lua terminal events)', () => {
   });
 
   it('a failure splits code and message at the first tab only (messages may hold tabs)', () => {
-    const record = settledRecord(known, 'failed', '1\t2\t1\tb\tinvalid_input\ttext\twith\ttabs');
+    const record = settledRecord(known, 'failed', '1\t\t2\t1\tb\tinvalid_input\ttext\twith\ttabs');
     assert.deepEqual(record?.error, { code: 'invalid_input', message: 'text\twith\ttabs' });
     assert.equal(record?.output, undefined);
+  });
+
+  it('a job that waited for its version to load carries load_ms', () => {
+    const record = settledRecord(known, 'succeeded', '900\t850.5\t2\t4\tw-1-1\t{}');
+    assert.deepEqual(record?.timings, { queue_ms: 900, load_ms: 850.5, inference_ms: 2, batch_size: 4, batch_id: 'w-1-1' });
   });
 
   it('a detail of another shape is not a settle event', () => {

@@ -17,6 +17,9 @@ export class WorkerMetrics {
   readonly #queueDuration: Histogram<'model' | 'version'>;
   readonly #computeDuration: Histogram<'model' | 'version'>;
   readonly #batchSize: Histogram<'model' | 'version'>;
+  readonly #loads: Counter<'model' | 'version'>;
+  readonly #evictions: Counter<'model' | 'version'>;
+  readonly #weightBytes: Gauge;
 
   /** @param backend the TF.js backend in use, exported as `inferline_backend_info{backend} 1`. */
   constructor(backend: string) {
@@ -52,7 +55,30 @@ export class WorkerMetrics {
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
       registers,
     });
+    this.#loads = new Counter({ name: 'inferline_model_loads_total', help: 'Model versions loaded and warmed up by this worker (at start, on demand, or again after an eviction).', labelNames, registers });
+    this.#evictions = new Counter({
+      name: 'inferline_model_evictions_total',
+      help: 'Model versions unloaded to make room under MODEL_MEMORY_BUDGET_MB (least recently used first).',
+      labelNames,
+      registers,
+    });
+    this.#weightBytes = new Gauge({ name: 'inferline_model_weights_bytes', help: 'Weights this worker holds, as the memory budget counts them (version folder size × instances).', registers });
     new Gauge({ name: 'inferline_backend_info', help: 'The TF.js backend this worker runs on.', labelNames: ['backend'] as const, registers }).set({ backend }, 1);
+  }
+
+  /** Count a version loaded (and warmed up). */
+  observeLoad(model: string, version: number): void {
+    this.#loads.inc({ model, version: String(version) });
+  }
+
+  /** Count a version unloaded to make room under the memory budget. */
+  observeEviction(model: string, version: number): void {
+    this.#evictions.inc({ model, version: String(version) });
+  }
+
+  /** Set the weights held now, bytes. */
+  setWeightBytes(bytes: number): void {
+    this.#weightBytes.set(bytes);
   }
 
   /** Record one settled batch: its results, each request's queue time (ms) and the batch's compute time (ms). */

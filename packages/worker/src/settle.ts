@@ -20,6 +20,8 @@ export interface Settlement {
   entry: StreamEntry;
   result: ItemResult;
   queue_ms: number;
+  /** Part of queue_ms it waited for its version to load, ms; absent when it did not. */
+  load_ms?: number;
 }
 
 /** What {@link settleBatch} did. */
@@ -39,10 +41,10 @@ export interface SettleOutcome {
  * @throws Error when Redis fails; the entries then stay pending and are reclaimed later.
  */
 export async function settleBatch(redis: Redis, model: string, version: number, batch: BatchFigures, settlements: readonly Settlement[]): Promise<SettleOutcome> {
-  const jobs: { entry: JobEntry; result: ItemResult; queue_ms: number }[] = [];
+  const jobs: { entry: JobEntry; result: ItemResult; queue_ms: number; load_ms?: number }[] = [];
   const members: { entry: MemberEntry; result: ItemResult }[] = [];
   for (const s of settlements) {
-    if (s.entry.kind === 'job') jobs.push({ entry: s.entry, result: s.result, queue_ms: s.queue_ms });
+    if (s.entry.kind === 'job') jobs.push({ entry: s.entry, result: s.result, queue_ms: s.queue_ms, ...(s.load_ms === undefined ? {} : { load_ms: s.load_ms }) });
     else members.push({ entry: s.entry, result: s.result });
   }
   const [jobsWritten, memberOutcomes] = await Promise.all([
@@ -51,10 +53,11 @@ export async function settleBatch(redis: Redis, model: string, version: number, 
       model,
       version,
       batch,
-      jobs.map(({ entry, result, queue_ms }) => ({
+      jobs.map(({ entry, result, queue_ms, load_ms }) => ({
         jobId: entry.jobId,
         entryId: entry.entryId,
         queue_ms,
+        ...(load_ms === undefined ? {} : { load_ms }),
         result: result.ok ? { ok: true, output: outputToJson(result.output) } : result,
       })),
     ),

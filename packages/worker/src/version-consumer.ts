@@ -23,7 +23,6 @@ import type { WorkerMetrics } from './metrics.ts';
 import { decodeImage } from './pipelines/image.ts';
 import { predictWithSplit, type ItemResult } from './predict-with-split.ts';
 import { reclaimPending } from './reclaim.ts';
-import type { Servable } from './runtime/servable.ts';
 import { dropEntries, settleBatch, type Settlement } from './settle.ts';
 
 /**
@@ -35,8 +34,6 @@ export const RECLAIM_PASSES_PER_TIMEOUT = 4;
 const ERROR_BACKOFF_MS = 500;
 /** Shortest XREADGROUP BLOCK, ms (BLOCK 0 would wait forever). */
 const MIN_BLOCK_MS = 1;
-/** With a batch ready to run, how long the pipeline waits for the next fetch to return first, ms. */
-const PIPELINE_FETCH_WAIT_MS = 1;
 
 /**
  * A unique consumer name for this process: `worker-<11 random base64url characters>` (64 bits). It prefixes every
@@ -56,10 +53,30 @@ export async function ensureConsumerGroup(redis: Redis, stream: string): Promise
   }
 }
 
+/** What a consumer runs its batches on: the instances of one version (runtime/instance-pool.ts). */
+export interface BatchRunner {
+  readonly version: number;
+  /** Batches it runs at once (instance_group.count); more wait for a free instance. */
+  readonly instances: number;
+  /**
+   * One batched forward pass: one output object per decoded input, in order (`Servable.predict`).
+   * @throws any error, which fails the whole batch (it is then split and retried).
+   */
+  predict(inputs: readonly unknown[]): Promise<Record<string, unknown>[]>;
+}
+
+/** The load that made a version servable (ms since epoch): requests accepted before it ended waited for it. */
+export interface LoadWindow {
+  started_at: number;
+  finished_at: number;
+}
+
 /** Dependencies and options of a {@link VersionConsumer}. */
 export interface VersionConsumerOptions {
   config: ModelConfig;
-  servable: Servable;
+  runner: BatchRunner;
+  /** Set when the version was loaded on demand: jobs that waited for the load report `load_ms`. */
+  load?: LoadWindow;
   /** Command connection (scripts, pipelines). */
   redis: Redis;
   /** Connection reserved for this consumer's blocking XREADGROUP. */
@@ -89,14 +106,28 @@ export class VersionConsumer {
   readonly #log: Logger;
   #batchCounter = 0;
   #nextReclaimAt = 0;
+  /** Batches fetched and not yet settled. */
+  #inHand = 0;
+  /** When a batch last came in, ms since epoch (0 = never): least recently used versions are unloaded first. */
+  #lastUsedAt = 0;
   /** CLIENT ID of the reader connection (changes when it reconnects). */
   #readerId = -1;
 
   constructor(options: VersionConsumerOptions) {
     this.#options = options;
     this.#config = options.config;
-    this.#stream = keys.requests(options.config.name, options.servable.version);
-    this.#log = options.logger.child({ model: options.config.name, version: options.servable.version });
+    this.#stream = keys.requests(options.config.name, options.runner.version);
+    this.#log = options.logger.child({ model: options.config.name, version: options.runner.version });
+  }
+
+  /** Batches fetched and not yet settled (a version with one is never unloaded to make room). */
+  get inHand(): number {
+    return this.#inHand;
+  }
+
+  /** When a batch last came in, ms since epoch (0 = never). */
+  get lastUsedAt(): number {
+    return this.#lastUsedAt;
   }
 
   /**
@@ -141,7 +172,7 @@ export class VersionConsumer {
     );
     while (!signal.aborted) {
       try {
-        await this.#pipeline(fetch, this.#config.batching.max_inflight_batches, signal);
+        await this.#pipeline(fetch, signal);
       } catch (error) {
         if (signal.aborted) break;
         if (error instanceof Error && error.message.startsWith('NOGROUP')) {
@@ -159,35 +190,42 @@ export class VersionConsumer {
 
   /**
    * The batch pipeline (DESIGN.md section 3, `max_inflight_batches`): up to `depth` batches are in the
-   * worker's hands at once: while batch n runs, batch n+1 has been fetched, marked running and its
-   * inputs decoded (images on libvips' threads). A forward pass on wasm or cpu blocks the event loop,
-   * so batch n+1 must be fetched before n's pass starts: when a batch is ready to run, the next fetch
-   * gets at most {@link PIPELINE_FETCH_WAIT_MS} to return before the run starts anyway. Returns when
-   * `signal` aborts, after every batch fetched has been run and settled.
+   * worker's hands at once, fetched one after another from the one reader connection, each prepared
+   * (marked running, inputs decoded: images on libvips' threads) and run on the version's instances as
+   * soon as it is fetched. With N instances, N batches run at once; the next one is fetched and
+   * decoded meanwhile. `depth` is max_inflight_batches, by default instance_group.count + 1. Returns when
+   * `signal` aborts, after every batch fetched has been run and settled; a batch that fails (Redis
+   * error) ends the pipeline with its error once the others are settled, its entries stay pending.
    */
-  async #pipeline(fetch: () => Promise<ReadEntry[]>, depth: number, signal: AbortSignal): Promise<void> {
-    const prepared: Promise<PreparedBatch>[] = [];
-    let fetching: Promise<ReadEntry[]> | undefined;
+  async #pipeline(fetch: () => Promise<ReadEntry[]>, signal: AbortSignal): Promise<void> {
+    const inHand = new Set<Promise<void>>();
+    let failure: { error: unknown } | undefined;
     try {
-      for (;;) {
-        while (prepared.length < depth && (!signal.aborted || fetching)) {
-          fetching ??= fetch();
-          const entries = prepared.length === 0 ? await fetching : await Promise.race([fetching, delay(PIPELINE_FETCH_WAIT_MS)]);
-          if (entries === undefined) break;
-          fetching = undefined;
-          if (entries.length > 0) prepared.push(this.prepareBatch(entries));
-          else if (prepared.length > 0) break;
+      while (!signal.aborted && !failure) {
+        const depth = this.#config.batching.max_inflight_batches ?? this.#options.runner.instances + 1;
+        if (inHand.size >= depth) {
+          await Promise.race(inHand);
+          continue;
         }
-        const head = prepared.shift();
-        if (!head) return;
-        await this.runBatch(await head);
+        const entries = await fetch();
+        // Entries read are this consumer's to settle, even when a stop came during the read.
+        if (entries.length === 0) continue;
+        this.#lastUsedAt = Date.now();
+        this.#inHand++;
+        const batch: Promise<void> = this.processBatch(entries)
+          .catch((error: unknown) => {
+            failure ??= { error };
+          })
+          .finally(() => {
+            this.#inHand--;
+            inHand.delete(batch);
+          });
+        inHand.add(batch);
       }
     } finally {
-      // After an error, the batches still in hand are abandoned: their entries stay pending and are
-      // reclaimed. Their promises may still reject; that must not become an unhandled rejection.
-      for (const batch of prepared) batch.catch(() => undefined);
-      fetching?.catch(() => undefined);
+      await Promise.all(inHand);
     }
+    if (failure) throw failure.error;
   }
 
   /**
@@ -238,13 +276,13 @@ export class VersionConsumer {
 
   /** Take over entries left pending by dead consumers; run them in batches of max_batch_size. */
   async #reclaim(): Promise<void> {
-    const { redis, consumer, servable } = this.#options;
+    const { redis, consumer, runner } = this.#options;
     const config = this.#config;
     this.#nextReclaimAt = Date.now() + config.queue.visibility_timeout_ms / RECLAIM_PASSES_PER_TIMEOUT;
     for (;;) {
       const { claimed, deadLettered, readyGroups } = await reclaimPending(redis, {
         model: config.name,
-        version: servable.version,
+        version: runner.version,
         consumer,
         visibility_timeout_ms: config.queue.visibility_timeout_ms,
         max_deliveries: config.queue.max_deliveries,
@@ -323,29 +361,31 @@ export class VersionConsumer {
   async runBatch(batch: PreparedBatch): Promise<void> {
     const { live, results, inputs, batchId, startedAt } = batch;
     if (live.length === 0) return;
-    const { redis, servable } = this.#options;
+    const { redis, runner, load } = this.#options;
     const config = this.#config;
     const t0 = performance.now();
     const runnable = inputs.flatMap((input, index) => (results[index] ? [] : [{ index, input }]));
     const outputs = await predictWithSplit(
       runnable.map((item) => item.input),
-      (items) => predictPadded(items, config.batching.allowed_batch_sizes, (padded) => servable.predict(padded)),
+      (items) => predictPadded(items, config.batching.allowed_batch_sizes, (padded) => runner.predict(padded)),
       (error, size) => this.#log.warn({ err: error, batch_id: batchId, size }, 'batch failed; retrying in halves'),
     );
     runnable.forEach((item, i) => (results[item.index] = outputs[i]));
     const computeMs = performance.now() - t0;
     const inferenceMs = batch.prepareMs + computeMs;
 
-    const settlements: Settlement[] = live.map((entry, i) => ({
-      entry,
-      result: results[i] as ItemResult,
-      queue_ms: Math.max(0, startedAt - acceptedAt(entry.entryId)),
-    }));
+    const settlements: Settlement[] = live.map((entry, i) => {
+      const accepted = acceptedAt(entry.entryId);
+      const settlement: Settlement = { entry, result: results[i] as ItemResult, queue_ms: Math.max(0, startedAt - accepted) };
+      // A request accepted before its version finished loading waited for the load.
+      if (load && accepted < load.finished_at) settlement.load_ms = load.finished_at - Math.max(accepted, load.started_at);
+      return settlement;
+    });
     const figures = { inference_ms: inferenceMs, batch_size: live.length, batch_id: batchId, result_ttl_s: config.queue.result_ttl_s };
-    const { written, readyGroups } = await settleBatch(redis, config.name, servable.version, figures, settlements);
+    const { written, readyGroups } = await settleBatch(redis, config.name, runner.version, figures, settlements);
     this.#groupsReady(readyGroups);
     const settled = settlements.map((s) => s.result);
-    this.#options.metrics.observeBatch(config.name, servable.version, settled, settlements.map((s) => s.queue_ms), computeMs);
+    this.#options.metrics.observeBatch(config.name, runner.version, settled, settlements.map((s) => s.queue_ms), computeMs);
     this.#log.info(
       {
         batch_id: batchId,
@@ -423,8 +463,4 @@ async function startEntries(redis: Redis, batch: readonly StreamEntry[], started
     });
   });
   return runnable;
-}
-
-function delay(ms: number): Promise<undefined> {
-  return new Promise((resolve) => setTimeout(() => resolve(undefined), ms));
 }

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { InferlineError, parseModelConfig, type ImagePreprocessConfig } from '@inferline/shared';
-import { decodeImage, imagesToTensor, type DecodedImage } from '../src/pipelines/image.ts';
+import { decodeImage } from '../src/pipelines/image.ts';
+import { imagesToTensor, type DecodedImage } from '../src/pipelines/image-tensor.ts';
 import { initBackend } from '../src/runtime/backend.ts';
 
 /** The image preprocessing of a config, with the schema's defaults applied. */

@@ -77,7 +77,17 @@ describe('settle and reclaim against a real Redis', () => {
     assert.equal(Number(((await db.redis.xpending(stream, CONSUMER_GROUP)) as [number])[0]), 0);
     await new Promise((resolve) => setTimeout(resolve, 100));
     events.disconnect();
-    assert.deepEqual(seen, ['job-1\tsucceeded\t1.000\t2.000\t1\tb1\t{"embedding":[1,1]}'], 'announced once, with what was written');
+    assert.deepEqual(seen, ['job-1\tsucceeded\t1.000\t\t2.000\t1\tb1\t{"embedding":[1,1]}'], 'announced once, with what was written');
+  });
+
+  test('a job that waited for its version to load records load_ms; one that did not has none', async () => {
+    await enqueue('job-l', 'loaded');
+    await enqueue('job-n', 'not');
+    const [waited, other] = await readAs('c1', 10);
+    assert.ok(waited && other);
+    await settle([{ ...success(waited, 1), load_ms: 812.5 }, success(other, 1)]);
+    assert.equal((await db.redis.hget(keys.job('job-l'), 'load_ms')) ?? '', '812.500');
+    assert.equal(await db.redis.hget(keys.job('job-n'), 'load_ms'), null);
   });
 
   test('reclaim takes over entries another consumer left pending past visibility_timeout_ms', async () => {

@@ -16,8 +16,8 @@ const MAIN_PATH = fileURLToPath(new URL('../main.ts', import.meta.url));
 
 /**
  * `inferline start`: everything on one machine. Builds missing models, starts a private redis-server
- * under `<state_dir>/redis` when `REDIS_URL` is unset, forks one gateway, `WORKERS` workers (0 = one
- * per core) and one aggregator (the reducers of aggregation groups), and restarts any that dies; it
+ * under `<state_dir>/redis` when `REDIS_URL` is unset, forks one gateway, `WORKERS` workers (0 = one,
+ * each running `INSTANCE_COUNT` instance threads per model version, by default one per core) and one aggregator (the reducers of aggregation groups), and restarts any that dies; it
  * prints "inferline is running" once the gateway's /readyz answers 200 (the models are loaded). The
  * first SIGINT/SIGTERM stops the children (SIGTERM, SIGKILL after {@link STOP_GRACE_MS}) and then the
  * private Redis; a second one kills everything at once.
@@ -54,13 +54,15 @@ export async function runStart(): Promise<void> {
     }
     if (signal.aborted) return;
 
-    const common = { modulePath: MAIN_PATH, execArgv: childExecArgv(), env: { ...process.env, REDIS_URL: redisUrl }, restart: true, logger };
+    // One worker process whose instances use every core (instance threads), unless told otherwise.
+    const instanceCount = process.env.INSTANCE_COUNT ?? String(availableParallelism());
+    const common = { modulePath: MAIN_PATH, execArgv: childExecArgv(), env: { ...process.env, REDIS_URL: redisUrl, INSTANCE_COUNT: instanceCount }, restart: true, logger };
     // The gateway is restarted only once it has listened: a gateway that cannot start (port in use) is fatal.
     const gateway = new SupervisedChild({ ...common, name: 'gateway', args: ['gateway'], restart: false });
     children.push(gateway);
     const ready = gatewayReady(gateway);
     gateway.start();
-    const workerCount = settings.workers || availableParallelism();
+    const workerCount = settings.workers || 1;
     for (let i = 1; i <= workerCount; i++) {
       const metricsPort = settings.metrics_port > 0 ? String(settings.metrics_port + i - 1) : '0';
       const worker = new SupervisedChild({ ...common, env: { ...common.env, METRICS_PORT: metricsPort }, name: `worker-${i}`, args: ['worker'] });
@@ -82,7 +84,7 @@ export async function runStart(): Promise<void> {
         '',
         `inferline is running: http://localhost:${port}`,
         `  redis:   ${redis ? `${redisUrl} (private redis-server, data in ${join(settings.state_dir, 'redis')})` : `${redisUrl} (REDIS_URL)`}`,
-        `  workers: ${workerCount}, models from ${settings.model_repository}; one aggregator`,
+        `  workers: ${workerCount} × ${instanceCount} instance(s) per model version (INSTANCE_COUNT), models from ${settings.model_repository}; one aggregator`,
         '  stop:    Ctrl-C',
         '',
         '',

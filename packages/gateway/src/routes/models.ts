@@ -1,6 +1,6 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { ErrorReply, InferlineError, readLiveVersions, type LiveVersion, type RepositoryModel, type TensorSpec } from '@inferline/shared';
+import { ErrorReply, InferlineError, aggregateVersions, readLiveVersions, readLiveWorkers, type LiveVersion, type RepositoryModel, type TensorSpec } from '@inferline/shared';
 import type { VersionSelector } from '../model-catalog.ts';
 import { ModelList, ModelMetadataReply, ModelStatusReply, type ModelSummary } from '../model-schemas.ts';
 import type { RouteContext } from '../route-context.ts';
@@ -31,10 +31,11 @@ export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
 
   app.get('/v1/models', { schema: { response: { 200: ModelList, ...errors } } }, async () => {
     const models = ctx.models.list();
-    const live = await Promise.all(models.map((m) => readLive(m.config.name)));
+    const live = await Promise.all(models.map((m) => readLiveWorkers(ctx.redis, m.config.name, ctx.settings.heartbeat_interval_ms)));
     return {
       models: models.map((m, i): ModelSummary => {
-        const { versions, workers } = live[i] ?? { versions: new Map<number, LiveVersion>(), workers: 0 };
+        const announcements = live[i] ?? [];
+        const versions = aggregateVersions(announcements);
         return {
           name: m.config.name,
           ...(m.config.description === undefined ? {} : { description: m.config.description }),
@@ -44,7 +45,8 @@ export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
           version_labels: m.config.version_labels,
           ...(m.config.traffic === undefined ? {} : { traffic: m.config.traffic }),
           signature: m.config.signature,
-          workers,
+          workers: announcements.length,
+          worker_versions: announcements,
         };
       }),
     };

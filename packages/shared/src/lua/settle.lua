@@ -17,11 +17,12 @@
     then 6 values per request, in the order of KEYS[2..]:
       job id, stream entry id, status ('succeeded' | 'failed'),
       output (JSON text, '' when failed) or error (`<code>\t<message>`, '' when succeeded),
-      queue_ms
+      queue_ms,
+      load_ms                        (how long it waited for its version to load; '' when it did not)
 
   Each result written is announced on the events channel with what it wrote, so a waiting gateway
   answers without reading the record back:
-    <job id>\t<status>\t<queue_ms>\t<inference_ms>\t<batch_size>\t<batch_id>\t<output or code\tmessage>
+    <job id>\t<status>\t<queue_ms>\t<load_ms>\t<inference_ms>\t<batch_size>\t<batch_id>\t<output or code\tmessage>
 
   Output:
     array of n: 1 when this call wrote that result, 0 when the job was already terminal or missing
@@ -30,8 +31,8 @@ local written = {}
 local entryIds = {}
 local ttl = tonumber(ARGV[6])
 for i = 2, #KEYS do
-  local at = 8 + (i - 2) * 5
-  local jobId, entryId, status, value, queueMs = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  local at = 8 + (i - 2) * 6
+  local jobId, entryId, status, value, queueMs, loadMs = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5]
   entryIds[i - 1] = entryId
   written[i - 1] = 0
   local current = redis.call('HGET', KEYS[i], 'status')
@@ -45,8 +46,9 @@ for i = 2, #KEYS do
         'inference_ms', ARGV[3], 'batch_size', ARGV[4], 'batch_id', ARGV[5],
         'error_code', string.sub(value, 1, tab - 1), 'error_message', string.sub(value, tab + 1))
     end
+    if loadMs ~= '' then redis.call('HSET', KEYS[i], 'load_ms', loadMs) end
     redis.call('EXPIRE', KEYS[i], ttl)
-    redis.call('PUBLISH', ARGV[7], table.concat({ jobId, status, queueMs, ARGV[3], ARGV[4], ARGV[5], value }, '\t'))
+    redis.call('PUBLISH', ARGV[7], table.concat({ jobId, status, queueMs, loadMs, ARGV[3], ARGV[4], ARGV[5], value }, '\t'))
     written[i - 1] = 1
   end
 end

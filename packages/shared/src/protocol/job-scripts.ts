@@ -107,6 +107,8 @@ export interface JobSettlement {
   result: JobResult;
   /** From acceptance to the start of its batch, ms. */
   queue_ms: number;
+  /** Part of queue_ms spent waiting for its version to load (a lazily loaded version), ms; absent when it did not wait. */
+  load_ms?: number;
 }
 
 /**
@@ -121,9 +123,9 @@ export async function settleJobs(redis: Redis, model: string, version: number, b
   const args: (string | number | Buffer)[] = [
     CONSUMER_GROUP, Date.now(), batch.inference_ms.toFixed(3), batch.batch_size, batch.batch_id, batch.result_ttl_s, JOB_EVENTS_CHANNEL,
   ];
-  for (const { jobId, entryId, result, queue_ms } of settlements) {
+  for (const { jobId, entryId, result, queue_ms, load_ms } of settlements) {
     scriptKeys.push(keys.job(jobId));
-    args.push(jobId, entryId, result.ok ? 'succeeded' : 'failed', result.ok ? result.output : `${result.code}\t${result.message}`, queue_ms.toFixed(3));
+    args.push(jobId, entryId, result.ok ? 'succeeded' : 'failed', result.ok ? result.output : `${result.code}\t${result.message}`, queue_ms.toFixed(3), load_ms === undefined ? '' : load_ms.toFixed(3));
   }
   const written = await runScript<number[]>(redis, 'settle', scriptKeys, args);
   return written.map((flag) => Number(flag) === 1);

@@ -3,6 +3,7 @@
  * exactly one) and the job hash. The Lua scripts write these fields (enqueue.lua, group-add.lua,
  * start.lua, settle.lua, dead-letter.lua); this file is the one place that reads them.
  */
+import type { JobTimings } from '../schemas.ts';
 
 /** A stream entry of a single job (written by enqueue.lua: fields `job`, `input`). */
 export interface JobEntry {
@@ -69,7 +70,7 @@ export function acceptedAt(entryId: string): number {
  * A job hash (`keys.job(id)`) as HGETALL returns it with buffers. Fields, by the script that writes them:
  * - enqueue.lua: `id`, `model`, `version`, `status` ('queued'), `created_at` (ms), `entry` (stream entry id);
  * - start.lua: `status` ('running'), `started_at` (ms);
- * - settle.lua: `status` ('succeeded' | 'failed'), `finished_at`, `queue_ms`, `inference_ms`,
+ * - settle.lua: `status` ('succeeded' | 'failed'), `finished_at`, `queue_ms`, `load_ms` (when it waited for a load), `inference_ms`,
  *   `batch_size`, `batch_id`, and `output` (JSON text, see `json-output.ts`) or `error_code` +
  *   `error_message`;
  * - dead-letter.lua: `status` 'failed', `finished_at`, `error_code` 'poison', `error_message`.
@@ -88,18 +89,18 @@ export interface JobRecord {
   output?: Buffer;
   error?: { code: string; message: string };
   /** Present once a result was written by settle.lua. */
-  timings?: { queue_ms: number; inference_ms: number; batch_size: number; batch_id: string };
+  timings?: JobTimings;
 }
 
 /**
  * The record a terminal event of settle.lua describes (`<status>` and the detail after it:
- * `<queue_ms>\t<inference_ms>\t<batch_size>\t<batch_id>\t<output or code\tmessage>`), merged into
+ * `<queue_ms>\t<load_ms>\t<inference_ms>\t<batch_size>\t<batch_id>\t<output or code\tmessage>`), merged into
  * what was known of the job before; undefined when the detail is not of that shape.
  */
 export function settledRecord(known: JobRecord, status: string, detail: string): JobRecord | undefined {
   const fields: string[] = [];
   let at = 0;
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < 5; i++) {
     const tab = detail.indexOf('\t', at);
     if (tab < 0) return undefined;
     fields.push(detail.slice(at, tab));
@@ -109,7 +110,13 @@ export function settledRecord(known: JobRecord, status: string, detail: string):
   const record: JobRecord = {
     ...known,
     status,
-    timings: { queue_ms: Number(fields[0]), inference_ms: Number(fields[1]), batch_size: Number(fields[2]), batch_id: fields[3] ?? '' },
+    timings: {
+      queue_ms: Number(fields[0]),
+      ...(fields[1] ? { load_ms: Number(fields[1]) } : {}),
+      inference_ms: Number(fields[2]),
+      batch_size: Number(fields[3]),
+      batch_id: fields[4] ?? '',
+    },
   };
   if (status === 'succeeded') {
     record.output = Buffer.from(value);
@@ -136,6 +143,7 @@ export function parseJobRecord(record: RawJobRecord): JobRecord | undefined {
   if (record.queue_ms && record.inference_ms && record.batch_size) {
     parsed.timings = {
       queue_ms: Number(record.queue_ms.toString()),
+      ...(record.load_ms ? { load_ms: Number(record.load_ms.toString()) } : {}),
       inference_ms: Number(record.inference_ms.toString()),
       batch_size: Number(record.batch_size.toString()),
       batch_id: record.batch_id?.toString() ?? '',

@@ -30,6 +30,11 @@ export interface WorkerVersion {
   error?: string;
   /** When it became AVAILABLE, ISO 8601. */
   loaded_at?: string;
+  /**
+   * Whether its weights are in memory on this worker. A worker with MODEL_MEMORY_BUDGET_MB serves a
+   * version AVAILABLE but not loaded on demand: its requests are admitted and wait for the load.
+   */
+  loaded?: boolean;
 }
 
 /** One worker's announcement for one model. */

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { InferlineError } from '@inferline/shared';
+import { InferlineError } from '@inferline/shared/errors';
 
 /**
  * The `glove-tokenizer` preprocessing of text models (config `preprocess.type`): lower-case, split into

@@ -1,4 +1,4 @@
-import { InferlineError } from '@inferline/shared';
+import { InferlineError } from '@inferline/shared/errors';
 
 /**
  * Output decoding of a classifier (`postprocess.type: "classifier"`): per request, the class

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { InferlineError } from '@inferline/shared';
+import { InferlineError } from '@inferline/shared/errors';
 
 /**
  * Read a labels file: one class name per line (a final newline is optional; CRLF accepted).

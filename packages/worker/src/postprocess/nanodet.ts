@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { InferlineError, type NanodetHead } from '@inferline/shared';
+import { InferlineError } from '@inferline/shared/errors';
+import type { NanodetHead } from '@inferline/shared';
 
 /**
  * Decoding of NanoDet's detection heads (Generalized Focal Loss, https://arxiv.org/abs/2006.04388; head

@@ -1,6 +1,5 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
 import {
   InferlineError,
   announceWorker,
@@ -21,14 +20,22 @@ import {
   type WorkerVersion,
 } from '@inferline/shared';
 import type { WorkerMetrics } from '../metrics.ts';
-import { loadServable, type Servable } from '../runtime/servable.ts';
+import { InstancePool } from '../runtime/instance-pool.ts';
 import { failWaiting } from '../settle.ts';
-import { VersionConsumer } from '../version-consumer.ts';
+import { VersionConsumer, ensureConsumerGroup, type LoadWindow } from '../version-consumer.ts';
 
 /** While a version drains, how often its stream length is checked, ms. */
 const DRAIN_POLL_MS = 100;
 /** Pause before a version consumer whose loop failed (Redis away at its start) runs again, ms. */
 const CONSUMER_RESTART_MS = 1_000;
+/**
+ * Longest wait of the demand watcher's XREAD on the streams of versions not loaded, ms: it bounds how
+ * late a version that just became one to watch is seen, should its wake-up cross the read in flight.
+ */
+const DEMAND_BLOCK_MS = 1_000;
+/** Pause before the demand watcher retries after a Redis error, ms. */
+const DEMAND_RETRY_MS = 500;
+const MB = 1024 * 1024;
 
 /** Dependencies and options of a {@link RepositoryFollower}. */
 export interface FollowerOptions {
@@ -47,11 +54,17 @@ export interface FollowerOptions {
   onGroupReady: (groupId: string) => Promise<void>;
 }
 
-/** A version this worker holds: loading, serving, or draining before it unloads. */
+/**
+ * A version this worker holds: loading, serving, or draining before it unloads; under a memory budget
+ * also STANDBY: served on demand but not loaded (announced AVAILABLE with `loaded: false`, admission
+ * open; its stream is watched, and the first request loads it).
+ */
 interface HeldVersion {
   version: number;
-  state: 'LOADING' | 'AVAILABLE' | 'UNLOADING';
-  servable?: Servable;
+  state: 'STANDBY' | 'LOADING' | 'AVAILABLE' | 'UNLOADING';
+  /** A STANDBY version whose load on demand is queued or running (it stays announced AVAILABLE). */
+  demanded?: { since: number };
+  pool?: InstancePool;
   consumer?: VersionConsumer;
   reader?: Redis;
   /** Aborted to stop its consumer. */
@@ -60,6 +73,8 @@ interface HeldVersion {
   running?: Promise<void>;
   /** When it became AVAILABLE, ms since epoch. */
   loadedAt?: number;
+  /** What the memory budget counts for it while loaded: its folder's bytes × instances. */
+  footprint?: number;
 }
 
 /** One model as this worker follows it. */
@@ -110,10 +125,18 @@ export class RepositoryFollower {
   #stopping = false;
   /** Config errors already logged, by model (logged again only when they change). */
   readonly #configErrors = new Map<string, string>();
+  /** MODEL_MEMORY_BUDGET_MB in bytes; 0 = no budget (every served version loaded at start). */
+  readonly #budgetBytes: number;
+  /** Ends the demand watcher's wait: the set of STANDBY versions changed. */
+  #wakeWatcher: () => void = () => undefined;
+  /** CLIENT ID of the demand watcher's connection, for CLIENT UNBLOCK (-1 = none). */
+  #watcherId = -1;
+  #watcher?: Redis;
 
   constructor(options: FollowerOptions) {
     this.#options = options;
     this.#log = options.logger;
+    this.#budgetBytes = options.settings.model_memory_budget_mb * MB;
   }
 
   /**
@@ -132,6 +155,7 @@ export class RepositoryFollower {
     }
     await this.#apply(scan);
     void this.#loads.then(() => onReady?.());
+    const watching = this.#budgetBytes > 0 ? this.#watchDemand() : Promise.resolve();
     const poll = setInterval(() => void this.sync(), settings.poll_interval_ms);
     const beat = setInterval(() => void this.#announceAll(), settings.heartbeat_interval_ms);
     try {
@@ -143,6 +167,8 @@ export class RepositoryFollower {
       clearInterval(poll);
       clearInterval(beat);
       await this.#stop();
+      this.#wakeWatcher();
+      await watching;
     }
   }
 
@@ -194,6 +220,9 @@ export class RepositoryFollower {
       if (model.served.length === 0) this.#log.warn({ model: name, dir: model.dir }, 'model has no version to serve yet (run `npm run models`, or add a version folder)');
     }
     if (followed.config !== model.config) {
+      if (followed.config.instance_group?.count !== model.config.instance_group?.count && followed.held.size > 0) {
+        this.#log.info({ model: name, instances: this.#instanceCount(model.config) }, 'instance_group changed: applies to versions loaded from now on');
+      }
       followed.config = model.config;
       followed.failed.clear();
       for (const held of followed.held.values()) held.consumer?.updateConfig(model.config);
@@ -212,12 +241,19 @@ export class RepositoryFollower {
     let changed = false;
     for (const version of model.selected) {
       if (model.held.has(version) || model.failed.has(version)) continue;
-      this.#load(model, version);
+      if (this.#budgetBytes > 0 && !model.config.preload) this.#standby(model, version);
+      else this.#load(model, version);
       changed = true;
     }
-    const replacementReady = model.selected.length === 0 || model.selected.some((v) => model.held.get(v)?.state === 'AVAILABLE');
+    const serving = (held: HeldVersion | undefined): boolean => held?.state === 'AVAILABLE' || held?.state === 'STANDBY';
+    const replacementReady = model.selected.length === 0 || model.selected.some((v) => serving(model.held.get(v)));
     if (replacementReady) {
       for (const held of model.held.values()) {
+        if (held.state === 'STANDBY' && !held.demanded && !model.selected.includes(held.version)) {
+          changed = true;
+          this.#retireStandby(model, held);
+          continue;
+        }
         if (held.state !== 'AVAILABLE' || model.selected.includes(held.version)) continue;
         held.state = 'UNLOADING';
         changed = true;
@@ -232,35 +268,55 @@ export class RepositoryFollower {
     await this.#sweep(model).catch((error: unknown) => this.#log.warn({ err: error, model: model.name }, 'sweep of unserved versions failed; retried next scan'));
   }
 
-  /** Queue the load of one version (LOADING → AVAILABLE, or failed). */
+  /** Hold a version STANDBY: served on demand (admission open), loaded on its first request. */
+  #standby(model: FollowedModel, version: number): void {
+    model.held.set(version, { version, state: 'STANDBY', stop: new AbortController() });
+    this.#wakeWatcher();
+  }
+
+  /**
+   * Queue the load of one version: LOADING → AVAILABLE (or failed); for a STANDBY version (a load on
+   * demand) it stays announced AVAILABLE throughout, and the jobs that waited for it report `load_ms`.
+   * Loads run one at a time; under a memory budget each first makes room ({@link #makeRoom}).
+   */
   #load(model: FollowedModel, version: number): void {
-    const held: HeldVersion = { version, state: 'LOADING', stop: new AbortController() };
+    const standby = model.held.get(version);
+    const held: HeldVersion = standby ?? { version, state: 'LOADING', stop: new AbortController() };
+    if (standby) held.demanded = { since: Date.now() };
     model.held.set(version, held);
     this.#loads = this.#loads.then(async () => {
-      if (this.#stopping) return;
+      if (this.#stopping || model.held.get(version) !== held) return;
       const { settings, redis, consumer, logger, metrics, onGroupReady } = this.#options;
       const log = { model: model.name, version };
       const started = performance.now();
-      let servable: Servable | undefined;
+      const startedAt = held.demanded?.since ?? Date.now();
+      const count = this.#instanceCount(model.config);
+      let pool: InstancePool | undefined;
       try {
+        const dir = join(model.dir, String(version));
         const stamp = await folderStamp(model, version);
+        const footprint = (await folderBytes(dir)) * count;
         try {
-          servable = await loadServable(model.config, join(model.dir, String(version)), version);
-          await servable.warmup(warmupSizes(model.config));
+          if (this.#budgetBytes > 0) await this.#makeRoom(footprint, held, model.name);
+          pool = await InstancePool.start({ config: model.config, versionDir: dir, version, backend: this.#options.backend, count, warmupSizes: warmupSizes(model.config), logger });
         } catch (error) {
-          servable?.dispose();
+          await pool?.dispose();
           const message = error instanceof Error ? error.message : String(error);
           model.held.delete(version);
           model.failed.set(version, { error: message, stamp });
           this.#log.error({ ...log, err: error }, 'model version failed to load; the other versions keep serving');
           await this.#announce(model);
+          await this.#sweep(model).catch((sweepError: unknown) => this.#log.warn({ err: sweepError, ...log }, 'sweep after a failed load failed'));
           return;
         }
         const reader = connectRedis(settings.redis_url, { name: `worker-reader:${consumer}` });
         reader.on('error', (error: Error) => this.#log.warn({ err: error, ...log }, 'redis reader connection error'));
+        const loadedAt = Date.now();
+        const load: LoadWindow | undefined = held.demanded ? { started_at: startedAt, finished_at: loadedAt } : undefined;
         const versionConsumer = new VersionConsumer({
           config: model.config,
-          servable,
+          runner: pool,
+          ...(load ? { load } : {}),
           redis,
           reader,
           consumer,
@@ -269,9 +325,15 @@ export class RepositoryFollower {
           metrics,
           onGroupReady,
         });
-        Object.assign(held, { servable, reader, consumer: versionConsumer, state: 'AVAILABLE', loadedAt: Date.now() });
+        delete held.demanded;
+        Object.assign(held, { pool, reader, consumer: versionConsumer, state: 'AVAILABLE', loadedAt, footprint });
         held.running = keepRunning(versionConsumer, held.stop.signal, this.#log.child(log));
-        this.#log.info({ ...log, backend: servable.backend, load_ms: Math.round(performance.now() - started) }, 'model version loaded and warmed up');
+        metrics.observeLoad(model.name, version);
+        metrics.setWeightBytes(this.#heldBytes());
+        this.#log.info(
+          { ...log, backend: pool.backend, instances: count, weights_mb: Number((footprint / MB).toFixed(1)), load_ms: Math.round(performance.now() - started), on_demand: load !== undefined },
+          'model version loaded and warmed up',
+        );
         await this.#announce(model);
         // The replaced version retires now that this one serves.
         await this.#reconcile(model);
@@ -279,6 +341,177 @@ export class RepositoryFollower {
         this.#log.error({ ...log, err: error }, 'starting a model version failed');
       }
     });
+  }
+
+  /** Instances per version of a model: its instance_group, else the worker's instance_count. */
+  #instanceCount(config: ModelConfig): number {
+    return config.instance_group?.count ?? this.#options.settings.instance_count;
+  }
+
+  /** Bytes of weights held now, as the budget counts them. */
+  #heldBytes(): number {
+    let bytes = 0;
+    for (const model of this.#models.values()) for (const held of model.held.values()) if (held.pool) bytes += held.footprint ?? 0;
+    return bytes;
+  }
+
+  /**
+   * Unload versions until `footprint` more bytes fit the budget: the least recently used first, idle
+   * ones (no batch in hand) before busy ones; a busy one stops fetching and is unloaded only once its
+   * batches in hand are settled, so no batch in flight ever loses its model.
+   * @throws InferlineError `model_unavailable` when the version alone needs more than the whole budget.
+   */
+  async #makeRoom(footprint: number, loading: HeldVersion, name: string): Promise<void> {
+    if (footprint > this.#budgetBytes) {
+      throw new InferlineError(
+        'model_unavailable',
+        `model ${name} version ${loading.version} needs ${(footprint / MB).toFixed(1)} MB with its instances; MODEL_MEMORY_BUDGET_MB is ${this.#options.settings.model_memory_budget_mb}`,
+      );
+    }
+    while (!this.#stopping && this.#heldBytes() + footprint > this.#budgetBytes) {
+      const candidates: { model: FollowedModel; held: HeldVersion }[] = [];
+      let pending = false;
+      for (const model of this.#models.values()) {
+        for (const held of model.held.values()) {
+          if (held.state !== 'AVAILABLE' || !held.pool || held === loading) continue;
+          // A version just loaded for its queued requests serves a batch before it can be evicted, so
+          // two models that take turns under a tight budget make progress instead of evicting each other.
+          if (held.consumer?.lastUsedAt === 0 && (await this.#options.redis.xlen(keys.requests(model.name, held.version))) > 0) {
+            pending = true;
+            continue;
+          }
+          candidates.push({ model, held });
+        }
+      }
+      if (candidates.length === 0 && pending) {
+        await delay(DRAIN_POLL_MS);
+        continue;
+      }
+      if (candidates.length === 0) {
+        // Versions draining before they unload still hold their weights: wait for them.
+        const draining = [...this.#models.values()].some((model) => [...model.held.values()].some((held) => held.state === 'UNLOADING' && held.pool));
+        if (!draining) return;
+        await delay(DRAIN_POLL_MS);
+        continue;
+      }
+      const lastUsed = (held: HeldVersion): number => held.consumer?.lastUsedAt || held.loadedAt || 0;
+      candidates.sort((a, b) => Number((a.held.consumer?.inHand ?? 0) > 0) - Number((b.held.consumer?.inHand ?? 0) > 0) || lastUsed(a.held) - lastUsed(b.held));
+      const victim = candidates[0] as { model: FollowedModel; held: HeldVersion };
+      await this.#evict(victim.model, victim.held);
+    }
+  }
+
+  /**
+   * Unload a version to make room, keeping it served on demand (STANDBY, admission open): its consumer
+   * stops fetching and settles its batches in hand, then its instances end. Requests still queued wait
+   * in the stream and load it again.
+   */
+  async #evict(model: FollowedModel, held: HeldVersion): Promise<void> {
+    const log = { model: model.name, version: held.version };
+    const idleMs = Date.now() - (held.consumer?.lastUsedAt || held.loadedAt || Date.now());
+    held.stop.abort();
+    await held.running;
+    await held.reader?.quit().catch(() => held.reader?.disconnect());
+    await held.pool?.dispose();
+    const memory = memoryFigures();
+    for (const key of ['pool', 'consumer', 'reader', 'running', 'loadedAt', 'footprint'] as const) delete held[key];
+    Object.assign(held, { state: 'STANDBY', stop: new AbortController() });
+    this.#options.metrics.observeEviction(model.name, held.version);
+    this.#options.metrics.setWeightBytes(this.#heldBytes());
+    this.#log.info({ ...log, idle_ms: idleMs, rss_bytes: memory.rss_bytes }, 'model version evicted (least recently used) to make room under MODEL_MEMORY_BUDGET_MB');
+    await this.#announce(model);
+    this.#wakeWatcher();
+  }
+
+  /** A STANDBY version left the policy: close its admission; requests that got in before fail (`version_unloaded`). */
+  #retireStandby(model: FollowedModel, held: HeldVersion): void {
+    model.held.delete(held.version);
+    this.#wakeWatcher();
+    const { redis } = this.#options;
+    const retiring = (async () => {
+      await setAdmission(redis, model.name, held.version, 'closed');
+      const { written, readyGroups } = await failWaiting(
+        redis,
+        { model: model.name, version: held.version, result_ttl_s: model.config.queue.result_ttl_s },
+        'version_unloaded',
+        `model "${model.name}" version ${held.version} was unloaded before this request ran; retry without a version`,
+      );
+      for (const groupId of readyGroups) void this.#options.onGroupReady(groupId).catch(() => undefined);
+      if (written > 0) this.#log.warn({ model: model.name, version: held.version, failed: written }, 'version not loaded left the policy; failed its queued requests with version_unloaded');
+      await this.#announce(model);
+    })().catch((error: unknown) => this.#log.error({ err: error, model: model.name, version: held.version }, 'retiring a version not loaded failed'));
+    this.#retiring.add(retiring);
+    void retiring.finally(() => this.#retiring.delete(retiring));
+  }
+
+  /**
+   * Under a memory budget: watch the request streams of the STANDBY versions (one XREAD on one
+   * connection, from each stream's last id) and load a version when a request for it arrives, or at
+   * once when requests already wait in its stream. Runs until the follower stops.
+   */
+  async #watchDemand(): Promise<void> {
+    const { settings, consumer, redis } = this.#options;
+    const watcher = connectRedis(settings.redis_url, { name: `worker-demand:${consumer}` });
+    this.#watcher = watcher;
+    watcher.on('error', (error: Error) => this.#log.warn({ err: error }, 'redis demand watcher connection error'));
+    watcher.on('ready', () => {
+      watcher.client('ID').then((id) => (this.#watcherId = Number(id)), () => undefined);
+    });
+    const lastIds = new Map<string, string>();
+    let woken = false;
+    let wake: Promise<void> = Promise.resolve();
+    const rearm = (): void => {
+      woken = false;
+      wake = new Promise<void>((resolve) => {
+        this.#wakeWatcher = () => {
+          woken = true;
+          resolve();
+          if (this.#watcherId >= 0) redis.client('UNBLOCK', this.#watcherId).catch(() => undefined);
+        };
+      });
+    };
+    try {
+      while (!this.#stopping) {
+        rearm();
+        try {
+          const watched: { model: FollowedModel; held: HeldVersion; stream: string }[] = [];
+          for (const model of this.#models.values()) {
+            for (const held of model.held.values()) {
+              if (held.state === 'STANDBY' && !held.demanded) watched.push({ model, held, stream: keys.requests(model.name, held.version) });
+            }
+          }
+          for (const stream of lastIds.keys()) if (!watched.some((w) => w.stream === stream)) lastIds.delete(stream);
+          for (const { model, held, stream } of watched) {
+            if (lastIds.has(stream)) continue;
+            await ensureConsumerGroup(redis, stream);
+            lastIds.set(stream, await lastGeneratedId(redis, stream));
+            // Requests queued before the watch began (a backlog, or left behind by an eviction).
+            if ((await redis.xlen(stream)) > 0) this.#load(model, held.version);
+          }
+          const waiting = watched.filter((w) => !w.held.demanded);
+          if (waiting.length === 0) {
+            if (!woken) await wake;
+            continue;
+          }
+          if (woken) continue;
+          const streams = waiting.map((w) => w.stream);
+          const reply = await watcher.xread('COUNT', 1, 'BLOCK', Math.min(settings.idle_block_ms, DEMAND_BLOCK_MS), 'STREAMS', ...streams, ...streams.map((s) => lastIds.get(s) ?? '0-0'));
+          for (const [stream, entries] of reply ?? []) {
+            const last = entries.at(-1);
+            if (last) lastIds.set(stream, last[0]);
+            const hit = waiting.find((w) => w.stream === stream);
+            if (hit && !hit.held.demanded && hit.model.held.get(hit.held.version) === hit.held) this.#load(hit.model, hit.held.version);
+          }
+        } catch (error) {
+          if (this.#stopping) break;
+          this.#log.warn({ err: error }, 'demand watcher error; retrying');
+          lastIds.clear();
+          await delay(DEMAND_RETRY_MS);
+        }
+      }
+    } finally {
+      watcher.disconnect();
+    }
   }
 
   /** Close admission, drain, fail what is left, stop, free (state UNLOADING until done). */
@@ -304,8 +537,9 @@ export class RepositoryFollower {
     held.stop.abort();
     await held.running;
     await held.reader?.quit().catch(() => held.reader?.disconnect());
-    held.servable?.dispose();
+    await held.pool?.dispose();
     model.held.delete(version);
+    this.#options.metrics.setWeightBytes(this.#heldBytes());
     await this.#announce(model);
     this.#log.info({ ...log, before: memoryBefore, after: memoryFigures() }, 'model version unloaded');
   }
@@ -347,7 +581,12 @@ export class RepositoryFollower {
       if (model.selected.includes(version)) versions[version] = { state: 'END', error: failure.error };
     }
     for (const held of model.held.values()) {
-      versions[held.version] = { state: held.state, ...(held.loadedAt === undefined ? {} : { loaded_at: new Date(held.loadedAt).toISOString() }) };
+      const state = held.state === 'STANDBY' ? 'AVAILABLE' : held.state;
+      versions[held.version] = {
+        state,
+        ...(held.loadedAt === undefined ? {} : { loaded_at: new Date(held.loadedAt).toISOString() }),
+        ...(state === 'AVAILABLE' ? { loaded: held.pool !== undefined } : {}),
+      };
     }
     return versions;
   }
@@ -355,7 +594,9 @@ export class RepositoryFollower {
   /** Heartbeat for one model now (errors logged). */
   async #announce(model: FollowedModel): Promise<void> {
     const { redis, consumer, backend, settings } = this.#options;
-    const open = [...model.held.values()].filter((held) => held.state === 'AVAILABLE' && model.selected.includes(held.version)).map((held) => held.version);
+    const open = [...model.held.values()]
+      .filter((held) => (held.state === 'AVAILABLE' || held.state === 'STANDBY') && model.selected.includes(held.version))
+      .map((held) => held.version);
     try {
       await announceWorker(redis, model.name, { consumer, backend, versions: this.#versionsOf(model) }, open, settings.heartbeat_interval_ms);
     } catch (error) {
@@ -379,7 +620,7 @@ export class RepositoryFollower {
     await this.#loads;
     for (const version of held) {
       await version.reader?.quit().catch(() => version.reader?.disconnect());
-      version.servable?.dispose();
+      await version.pool?.dispose();
     }
     for (const model of this.#models.values()) model.held.clear();
   }
@@ -387,6 +628,7 @@ export class RepositoryFollower {
   /** Drop every Redis connection at once (a stop past its grace period). */
   disconnect(): void {
     for (const model of this.#models.values()) for (const held of model.held.values()) held.reader?.disconnect();
+    this.#watcher?.disconnect();
   }
 }
 
@@ -424,10 +666,23 @@ async function keepRunning(consumer: VersionConsumer, signal: AbortSignal, log: 
   }
 }
 
-/** TF.js and process memory now: tensors held, their bytes, resident set size (bytes). */
-export function memoryFigures(): { tensors: number; tensor_bytes: number; rss_bytes: number } {
-  const memory = tf.memory();
-  return { tensors: memory.numTensors, tensor_bytes: memory.numBytes, rss_bytes: process.memoryUsage().rss };
+/** Process memory now: resident set size (bytes), which includes every instance thread's heap. */
+export function memoryFigures(): { rss_bytes: number } {
+  return { rss_bytes: process.memoryUsage().rss };
+}
+
+/** Total size of the files of a version folder, bytes (what a load reads; the weights as the budget counts them). */
+async function folderBytes(dir: string): Promise<number> {
+  const names = await readdir(dir);
+  const sizes = await Promise.all(names.map((name) => stat(join(dir, name)).then((info) => (info.isFile() ? info.size : 0), () => 0)));
+  return sizes.reduce((sum, size) => sum + size, 0);
+}
+
+/** `last-generated-id` of a stream (XINFO STREAM): entries added later have greater ids. */
+async function lastGeneratedId(redis: Redis, stream: string): Promise<string> {
+  const info = (await redis.xinfo('STREAM', stream)) as unknown[];
+  const at = info.indexOf('last-generated-id');
+  return at >= 0 ? String(info[at + 1]) : '0-0';
 }
 
 function delay(ms: number): Promise<void> {

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
-import { InferlineError } from '@inferline/shared';
+import { InferlineError } from '@inferline/shared/errors';
 
 /**
  * The TF.js backend of this process, picked once at start (DESIGN.md section 7): the first available of

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { EMBEDDING_BAG_FORMAT, EMBEDDING_WEIGHT_NAME, InferlineError } from '@inferline/shared';
+import { EMBEDDING_BAG_FORMAT, EMBEDDING_WEIGHT_NAME } from '@inferline/shared/embedding-bag-format';
+import { InferlineError } from '@inferline/shared/errors';
 import { DEFAULT_MAX_TOKENS, loadVocabulary, toIds, tokenize, type Vocabulary } from '../pipelines/glove-tokenizer.ts';
 
 /**

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type * as tf from '@tensorflow/tfjs-core';
-import { InferlineError } from '@inferline/shared';
+import { InferlineError } from '@inferline/shared/errors';
 
 /** The parts of a TF.js `model.json` this loader reads (https://www.tensorflow.org/js/guide/save_load). */
 interface ModelJson {

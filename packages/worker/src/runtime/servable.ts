@@ -1,8 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { InferlineError, isInferlineError, type ModelConfig } from '@inferline/shared';
+import { InferlineError, isInferlineError } from '@inferline/shared/errors';
+import type { ModelConfig } from '@inferline/shared';
 import { EmbeddingBag } from './embedding-bag.ts';
-import { loadTfjsGraph } from './tfjs-graph.ts';
-import { loadTfjsLayers } from './tfjs-layers.ts';
 
 /**
  * A loaded model version behind one interface, whatever its platform (DESIGN.md section 6):
@@ -17,7 +16,7 @@ export interface Servable {
   readonly backend: string;
   /**
    * Run one batched forward pass over decoded request inputs: a string per text request, a
-   * `DecodedImage` (pipelines/image.ts) per image request. Returns one output object per input, in
+   * `DecodedImage` (pipelines/image-tensor.ts) per image request. Returns one output object per input, in
    * order, e.g. `{embedding: Float32Array(100)}`.
    * @throws InferlineError `invalid_input` when an input has the wrong type; any error fails the whole batch.
    */
@@ -83,10 +82,11 @@ export async function loadServable(config: ModelConfig, versionDir: string, vers
     switch (config.platform) {
       case 'embedding-bag':
         return await loadEmbeddingBag(config, versionDir, version);
+      // Imported on first use: an instance thread loads only its own platform's modules.
       case 'tfjs-graph':
-        return await loadTfjsGraph(config, versionDir, version);
+        return await (await import('./tfjs-graph.ts')).loadTfjsGraph(config, versionDir, version);
       case 'tfjs-layers':
-        return await loadTfjsLayers(config, versionDir, version);
+        return await (await import('./tfjs-layers.ts')).loadTfjsLayers(config, versionDir, version);
       default:
         throw new InferlineError('invalid_config', `model ${config.name}: field /platform: "${config.platform}" is not supported by this worker yet`);
     }

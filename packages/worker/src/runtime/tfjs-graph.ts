@@ -1,8 +1,9 @@
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadGraphModel, type GraphModel } from '@tensorflow/tfjs-converter';
-import { InferlineError, type ImagePreprocessConfig, type ModelConfig, type NanodetPostprocessConfig } from '@inferline/shared';
-import { imagesToTensor, type DecodedImage } from '../pipelines/image.ts';
+import { InferlineError } from '@inferline/shared/errors';
+import type { ImagePreprocessConfig, ModelConfig, NanodetPostprocessConfig } from '@inferline/shared';
+import { imagesToTensor, type DecodedImage } from '../pipelines/image-tensor.ts';
 import { readLabels } from '../postprocess/labels.ts';
 import { decodeNanodet, readHeadOutputs } from '../postprocess/nanodet.ts';
 import { readModelArtifacts } from './model-artifacts.ts';

@@ -1,8 +1,9 @@
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadLayersModel, model as functionalModel, type LayersModel, type SymbolicTensor } from '@tensorflow/tfjs-layers';
-import { InferlineError, type ImagePreprocessConfig, type ModelConfig } from '@inferline/shared';
-import { imagesToTensor, type DecodedImage } from '../pipelines/image.ts';
+import { InferlineError } from '@inferline/shared/errors';
+import type { ImagePreprocessConfig, ModelConfig } from '@inferline/shared';
+import { imagesToTensor, type DecodedImage } from '../pipelines/image-tensor.ts';
 import { classifierOutputs } from '../postprocess/classifier.ts';
 import { readLabels } from '../postprocess/labels.ts';
 import { readModelArtifacts } from './model-artifacts.ts';
