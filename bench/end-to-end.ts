@@ -27,7 +27,8 @@ export interface EndToEndResult {
  */
 export async function benchEndToEnd(options: {
   url: string;
-  model: string;
+  /** The model of every request, or a function choosing each request's model. */
+  model: string | (() => string);
   /** `input` values of the request bodies (texts; `{"b64": ...}` images), taken round-robin. */
   inputs: readonly unknown[];
   concurrency: number;
@@ -49,7 +50,7 @@ export async function benchEndToEnd(options: {
       const t0 = performance.now();
       let job: JobView;
       try {
-        job = await jobs.run({ model: options.model, input }, JOB_TIMEOUT_S);
+        job = await jobs.run({ model: typeof options.model === 'string' ? options.model : options.model(), input }, JOB_TIMEOUT_S);
       } catch {
         failed++;
         continue;

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '../packages/cli/src/redis-server.ts';
 import { callGateway } from './harness/gateway-http.ts';
 import { ROOT, startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
 import { startTestRedis, type TestRedis } from './harness/redis.ts';
+import { linkedRepository } from './harness/repository.ts';
 
 /**
  * Model instances in worker threads (`instance_group`) and lazy loading under MODEL_MEMORY_BUDGET_MB,
@@ -48,19 +48,6 @@ async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs 
   }
 }
 
-/** A temporary repository with the built models linked under new names and config fields overridden. */
-async function repositoryOf(models: { name: string; from: string; fields?: Record<string, unknown> }[]): Promise<string> {
-  const root = await mkdtemp(join(tmpdir(), 'inferline-instances-'));
-  for (const { name, from, fields } of models) {
-    const config = JSON.parse(await readFile(join(ROOT, 'models', from, 'config.json'), 'utf8')) as Record<string, unknown>;
-    const batching = { ...(config.batching as object), ...((fields?.batching as object | undefined) ?? {}) };
-    await mkdir(join(root, name));
-    await writeFile(join(root, name, 'config.json'), JSON.stringify({ ...config, ...fields, name, batching }, null, 2));
-    await symlink(join(ROOT, 'models', from, '1'), join(root, name, '1'));
-  }
-  return root;
-}
-
 /** A counter's value from a Prometheus text exposition, summed over the series matching `labels`. */
 function counter(text: string, name: string, labels: Record<string, string>): number {
   let sum = 0;
@@ -83,7 +70,7 @@ describe('a slow model and a fast model on one worker', () => {
   before(async () => {
     redis = await startTestRedis();
     // The detector gathers 8 images per pass (several seconds on this runtime); one instance each.
-    repository = await repositoryOf([
+    repository = await linkedRepository([
       { name: 'coco-detect', from: 'coco-detect', fields: { batching: { max_batch_size: 8, batch_timeout_ms: 2_000 }, instance_group: { count: 1 } } },
       { name: 'glove-embed', from: 'glove-embed', fields: { instance_group: { count: 1 } } },
     ]);
@@ -123,7 +110,7 @@ describe('an instance thread that crashes', () => {
   before(async () => {
     redis = await startTestRedis();
     // Batches gather for 500 ms, so the texts below run as one batch of 8.
-    repository = await repositoryOf([{ name: 'glove-embed', from: 'glove-embed', fields: { batching: { max_batch_size: 8, batch_timeout_ms: 500 }, instance_group: { count: 1 } } }]);
+    repository = await linkedRepository([{ name: 'glove-embed', from: 'glove-embed', fields: { batching: { max_batch_size: 8, batch_timeout_ms: 500 }, instance_group: { count: 1 } } }]);
     const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: repository, INFERLINE_FAILPOINT_INSTANCE_EXIT: CRASH_TEXT };
     gateway = await startGatewayProcess(env);
     worker = await startWorkerProcess(env);
@@ -166,7 +153,7 @@ describe('two models under a memory budget that fits one', () => {
   before(async () => {
     redis = await startTestRedis();
     // Each is the 20.6 MB glove-embed v1; the budget holds one of them.
-    repository = await repositoryOf([
+    repository = await linkedRepository([
       { name: 'text-a', from: 'glove-embed', fields: { instance_group: { count: 1 }, batching: { max_batch_size: 8, batch_timeout_ms: 5 } } },
       { name: 'text-b', from: 'glove-embed', fields: { instance_group: { count: 1 }, batching: { max_batch_size: 8, batch_timeout_ms: 5 } } },
     ]);

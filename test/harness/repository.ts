@@ -45,3 +45,21 @@ export async function gloveRepository(overrides: {
   for (const version of overrides.versions ?? [1]) await addGloveVersion(root, version);
   return root;
 }
+
+/**
+ * A temporary repository holding built models of `models/` linked under new names (version 1, linked
+ * not copied), each with config fields overridden (`batching` merged into the model's own), e.g.
+ * `[{ name: 'text-a', from: 'glove-embed', fields: { instance_group: { count: 1 } } }]`.
+ * Returns the repository folder.
+ */
+export async function linkedRepository(models: { name: string; from: string; fields?: Record<string, unknown> }[]): Promise<string> {
+  const root = await mkdtemp(join(tmpdir(), 'inferline-repo-'));
+  for (const { name, from, fields } of models) {
+    const config = JSON.parse(await readFile(join(ROOT, 'models', from, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const batching = { ...(config.batching as object), ...((fields?.batching as object | undefined) ?? {}) };
+    await mkdir(join(root, name));
+    await writeFile(join(root, name, 'config.json'), JSON.stringify({ ...config, ...fields, name, batching }, null, 2));
+    await symlink(join(ROOT, 'models', from, '1'), join(root, name, '1'));
+  }
+  return root;
+}
