@@ -16,7 +16,8 @@ export interface GatewayMetrics {
 
 /**
  * Create the registry and metrics of one app. `inferline_queue_depth{model}` (XLEN summed over the
- * model's served versions: entries waiting + in flight) and `inferline_workers{model}` (workers that
+ * model's served versions: entries waiting + in flight), `inferline_dead_letters{model}` (XLEN of its
+ * dead-letter streams) and `inferline_workers{model}` (workers that
  * heartbeat within `3 * heartbeatIntervalMs`) and `inferline_groups{state}` (open and ready aggregation
  * groups) are read from Redis on each scrape; when Redis cannot be
  * reached they are left out of that scrape rather than failing it.
@@ -55,6 +56,26 @@ export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatInter
         let depth = 0;
         for (let n = 0; n < m.versions.length; n++) depth += Number(replies[i++] ?? 0);
         this.set({ model: m.name }, depth);
+      }
+    },
+  });
+  new Gauge({
+    name: 'inferline_dead_letters',
+    help: 'Requests kept in the dead-letter streams of a model (XLEN over its served versions): delivered more than max_deliveries times and failed with "poison". Only an operator removes them.',
+    labelNames: ['model'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const served = models.list().map((m) => ({ name: m.config.name, versions: m.served }));
+      const pipeline = redis.pipeline();
+      for (const m of served) for (const v of m.versions) pipeline.xlen(keys.deadLetter(m.name, v));
+      const replies = await readPipeline(pipeline, logger, 'inferline_dead_letters');
+      if (!replies) return;
+      let i = 0;
+      for (const m of served) {
+        let count = 0;
+        for (let n = 0; n < m.versions.length; n++) count += Number(replies[i++] ?? 0);
+        this.set({ model: m.name }, count);
       }
     },
   });

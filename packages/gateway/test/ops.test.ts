@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { keys } from '@inferline/shared';
 import { MODEL, postJob, startFixture, type Fixture } from './fixture.ts';
 
 describe('routes/ops', () => {
@@ -57,8 +58,21 @@ describe('routes/ops', () => {
     assert.doesNotMatch(text, /model="nope"/);
     assert.match(text, /^inferline_queue_depth\{model="glove-embed"\} 2$/m);
     assert.match(text, /^inferline_workers\{model="glove-embed"\} 1$/m);
+    assert.match(text, /^inferline_dead_letters\{model="glove-embed"\} 0$/m);
     assert.match(text, /^inferline_request_duration_seconds_count\{method="POST",route="\/v1\/jobs",status_code="202"\} 2$/m);
     assert.match(text, /^process_cpu_user_seconds_total /m);
+  });
+
+  it('/metrics counts the requests kept in the dead-letter streams of a model', async () => {
+    const dead = keys.deadLetter(MODEL, 1);
+    await f.redis.xadd(dead, '*', 'deliveries', '6');
+    await f.redis.xadd(dead, '*', 'deliveries', '6');
+    try {
+      const text = (await f.app.inject({ url: '/metrics' })).body;
+      assert.match(text, /^inferline_dead_letters\{model="glove-embed"\} 2$/m);
+    } finally {
+      await f.redis.del(dead);
+    }
   });
 
   it('/metrics counts open groups and groups ready for their reduce', async () => {

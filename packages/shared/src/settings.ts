@@ -84,10 +84,17 @@ export const Settings = Type.Object({
    */
   stop_grace_ms: Type.Integer({ minimum: 0, default: 5_000 }),
   /**
-   * Port of a worker's Prometheus `/metrics` (batches, inference counts, compute time); 0 = none.
+   * Port of a worker's Prometheus `/metrics` (batches, inference counts, compute time) and its
+   * `/healthz` and `/readyz` probes (ready once the versions selected at start are loaded); 0 = none.
    * Under `inferline start`, worker n listens on metrics_port + n - 1.
    */
   metrics_port: Type.Integer({ minimum: 0, maximum: 65535, default: 0 }),
+  /**
+   * Port of the aggregator's Prometheus `/metrics` (reduces by outcome, reduce time, reduce backlog)
+   * and its `/healthz` and `/readyz` probes; 0 = none. Apart from metrics_port so that both can be set
+   * in one environment (`inferline start` passes its environment to every child).
+   */
+  aggregator_metrics_port: Type.Integer({ minimum: 0, maximum: 65535, default: 0 }),
   /** Worker processes `inferline start` runs; 0 = one (its instance threads use the cores, INSTANCE_COUNT). */
   workers: Type.Integer({ minimum: 0, default: 0 }),
   /**

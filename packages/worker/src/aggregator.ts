@@ -17,6 +17,8 @@ import {
   type ReducerName,
   type Settings,
 } from '@inferline/shared';
+import { AggregatorMetrics } from './aggregator-metrics.ts';
+import { serveMetrics } from './metrics.ts';
 import { createReducer } from './reducers/index.ts';
 
 /** Options of {@link startAggregator}. */
@@ -125,7 +127,9 @@ export async function sweepAbandonedGroups(redis: Redis, ttlMs: number): Promise
  * with exponential backoff; an output that does not fit the reducer fails the group at once, and the
  * last failed attempt fails it with `reduce_failed`. Every `reduce_sweep_interval_ms` it re-adds lost
  * reduce jobs ({@link sweepReadyGroups}) and cancels groups left open longer than `open_group_ttl_s`
- * ({@link sweepAbandonedGroups}).
+ * ({@link sweepAbandonedGroups}). With `aggregator_metrics_port` set it serves `/metrics`
+ * ({@link AggregatorMetrics}), `/healthz` and `/readyz` (ready while its Redis connection is).
+ * @throws Error when aggregator_metrics_port cannot be bound.
  */
 export async function startAggregator(options: AggregatorOptions): Promise<void> {
   const { settings, logger, signal } = options;
@@ -133,16 +137,31 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
   const redis = connectRedis(settings.redis_url, { name: 'aggregator' });
   redis.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
   const queue = createReduceQueue(redis, (error) => log.debug({ err: error }, 'reduce queue: redis connection error'));
+  const metrics = new AggregatorMetrics(queue, log);
+  const health = { ready: () => (redis.status === 'ready' ? undefined : `redis connection is ${redis.status}`) };
+  const port = settings.aggregator_metrics_port;
+  const metricsServer =
+    port > 0
+      ? await serveMetrics(metrics.registry, port, settings.host, health).catch(async (error: unknown) => {
+          await queue.close();
+          redis.disconnect();
+          throw error;
+        })
+      : undefined;
+  if (metricsServer) log.info({ port }, 'aggregator metrics on /metrics, probes on /healthz and /readyz');
 
   const processor = async (job: Job<ReduceJobData>): Promise<void> => {
     const groupId = job.data.group;
     const started = performance.now();
+    const seconds = (): number => (performance.now() - started) / 1000;
     try {
       const outcome = await reduceGroup(redis, groupId, settings.reduce_chunk_size);
-      const ms = Math.round(performance.now() - started);
+      metrics.observeReduce(outcome.reduced ? 'succeeded' : 'skipped', seconds());
+      const ms = Math.round(seconds() * 1000);
       if (outcome.reduced) log.info({ group_id: groupId, size: outcome.size, failed: outcome.failed_indexes.length, ms }, 'group reduced');
       else log.info({ group_id: groupId, reason: outcome.reason }, 'reduce skipped');
     } catch (error) {
+      metrics.observeReduce(isInferlineError(error) ? error.code : 'error', seconds());
       if (!isInferlineError(error)) throw error;
       // The member outputs do not fit the reducer: another attempt would fail the same way.
       log.warn({ group_id: groupId, err: error }, 'reduce failed; group failed');
@@ -197,6 +216,7 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
   } finally {
     clearInterval(timer);
     await worker.close();
+    metricsServer?.close();
     await queue.close();
     await redis.quit().catch(() => redis.disconnect());
     log.info('aggregator stopped');

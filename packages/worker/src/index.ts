@@ -29,8 +29,12 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
   const backend = await initBackend();
   logger.info({ backend }, 'runtime backend');
   const metrics = new WorkerMetrics(backend);
-  const metricsServer = settings.metrics_port > 0 ? await serveMetrics(metrics.registry, settings.metrics_port, settings.host) : undefined;
-  if (metricsServer) logger.info({ port: settings.metrics_port }, 'worker metrics on /metrics');
+  // /readyz answers 200 once the versions selected at start are loaded (or failed to load): what a
+  // rolling update waits for before it stops an old worker.
+  let ready = false;
+  const health = { ready: () => (ready ? undefined : 'loading the model versions selected at start') };
+  const metricsServer = settings.metrics_port > 0 ? await serveMetrics(metrics.registry, settings.metrics_port, settings.host, health) : undefined;
+  if (metricsServer) logger.info({ port: settings.metrics_port }, 'worker metrics on /metrics, probes on /healthz and /readyz');
   const consumer = consumerName();
   logger.info({ consumer, host: hostname(), pid: process.pid }, 'worker consumer');
   const redis = connectRedis(settings.redis_url, { name: `worker:${consumer}`, enableAutoPipelining: true });
@@ -46,7 +50,10 @@ export async function startWorker(options: WorkerOptions): Promise<void> {
     signal.addEventListener('abort', () => setTimeout(() => ((graceOver = true), resolve()), settings.stop_grace_ms).unref(), { once: true });
   });
   try {
-    const running = follower.run(signal, () => logger.info({ consumer }, 'worker ready'));
+    const running = follower.run(signal, () => {
+      ready = true;
+      logger.info({ consumer }, 'worker ready');
+    });
     await Promise.race([running, grace]);
     // Past the grace period the consumers are abandoned mid-call; their late failure is expected.
     if (graceOver) running.catch(() => undefined);

@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { collectProcessMetrics } from '@inferline/shared';
 import type { ItemResult } from './predict-with-split.ts';
@@ -101,19 +101,40 @@ export class WorkerMetrics {
 }
 
 /**
- * Serve `GET /metrics` (Prometheus text format) of a registry on `port` (0 = a free one).
- * Resolves once listening. @throws Error when the port cannot be bound.
+ * Health probes served beside `/metrics` ({@link serveMetrics}): `ready()` returns undefined when the
+ * process is ready, else why not (the text of the 503 answer).
  */
-export async function serveMetrics(registry: Registry, port: number, host = '0.0.0.0'): Promise<Server> {
+export interface HealthChecks {
+  ready(): string | undefined;
+}
+
+/**
+ * Serve on `port` (0 = a free one): `GET /metrics` (Prometheus text format of `registry`); with
+ * `health`, also `GET /healthz` (200 while the process serves HTTP: liveness) and `GET /readyz` (200
+ * when `health.ready()` says so, else 503 `{"error":{"code":"unavailable","message"}}`, as the
+ * gateway's). Anything else answers 404. Resolves once listening.
+ * @throws Error when the port cannot be bound.
+ */
+export async function serveMetrics(registry: Registry, port: number, host = '0.0.0.0', health?: HealthChecks): Promise<Server> {
+  const json = (response: ServerResponse, status: number, body: unknown): void => {
+    response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  };
   const server = createServer((request, response) => {
-    if (request.method !== 'GET' || request.url !== '/metrics') {
-      response.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"code":"not_found","message":"GET /metrics"}}');
-      return;
+    const route = request.method === 'GET' ? request.url : undefined;
+    if (route === '/metrics') {
+      registry.metrics().then(
+        (text) => response.writeHead(200, { 'content-type': registry.contentType }).end(text),
+        (error: unknown) => response.writeHead(500).end(String(error)),
+      );
+    } else if (health && route === '/healthz') {
+      json(response, 200, { status: 'ok' });
+    } else if (health && route === '/readyz') {
+      const notReady = health.ready();
+      if (notReady === undefined) json(response, 200, { status: 'ready' });
+      else json(response, 503, { error: { code: 'unavailable', message: notReady } });
+    } else {
+      json(response, 404, { error: { code: 'not_found', message: health ? 'GET /metrics, /healthz or /readyz' : 'GET /metrics' } });
     }
-    registry.metrics().then(
-      (text) => response.writeHead(200, { 'content-type': registry.contentType }).end(text),
-      (error: unknown) => response.writeHead(500).end(String(error)),
-    );
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
