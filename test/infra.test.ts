@@ -152,7 +152,7 @@ describe('Kubernetes manifests (infra/k8s)', () => {
         assert.ok((scaled.spec.minReplicaCount ?? 0) >= 1, 'the gateway admits requests only for a version a live worker holds: at 0 nothing reaches the stream');
         const triggers = scaled.spec.triggers;
         assert.ok(triggers.length > 0);
-        const inFlight = config.batching.max_batch_size * config.batching.max_inflight_batches;
+        const inFlight = config.batching.max_batch_size * (config.batching.max_inflight_batches ?? (config.instance_group?.count ?? 1) + 1);
         for (const trigger of triggers) {
           const metadata = trigger.metadata as Record<string, string>;
           assert.equal(trigger.type, 'redis-streams');
