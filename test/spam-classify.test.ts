@@ -79,7 +79,7 @@ describe('spam-classify (SpamAssassin corpus, GloVe features, trained by npm run
     try {
       outputs = [];
       for (let i = 0; i < heldOut.length; i += BATCH) {
-        outputs.push(...((await servable.predict(heldOut.slice(i, i + BATCH).map((example) => example.text))) as ClassifierOutput[]));
+        outputs.push(...((await servable.predict(heldOut.slice(i, i + BATCH).map((example) => example.text))) as unknown as ClassifierOutput[]));
       }
     } finally {
       servable.dispose();
