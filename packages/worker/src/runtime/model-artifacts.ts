@@ -16,14 +16,14 @@ interface ModelJson {
 }
 
 /**
- * Read a TF.js model (graph or layers) from a version folder on disk: `model.json` plus its weight
- * shards, concatenated in manifest order. Pass the result to `tf.io.fromMemory(...)` and then
+ * Read a TF.js model (graph or layers) from a version folder on disk: `model.json` (or `modelFile`)
+ * plus its weight shards (paths relative to the folder), concatenated in manifest order. Pass the result to `tf.io.fromMemory(...)` and then
  * `loadGraphModel` / `loadLayersModel`: TF.js' own file:// loader needs tfjs-node, which this worker may
  * not have.
  * @throws InferlineError `invalid_config` naming the file when `model.json` or a shard is missing or unreadable.
  */
-export async function readModelArtifacts(versionDir: string): Promise<tf.io.ModelArtifacts> {
-  const manifestPath = join(versionDir, 'model.json');
+export async function readModelArtifacts(versionDir: string, modelFile = 'model.json'): Promise<tf.io.ModelArtifacts> {
+  const manifestPath = join(versionDir, modelFile);
   let json: ModelJson;
   try {
     json = JSON.parse(await readFile(manifestPath, 'utf8')) as ModelJson;

@@ -5,7 +5,7 @@ import { EmbeddingBag } from './embedding-bag.ts';
 
 /**
  * A loaded model version behind one interface, whatever its platform (DESIGN.md section 6):
- * `embedding-bag` today; `tfjs-graph` / `tfjs-layers` are further cases of {@link loadServable}.
+ * `embedding-bag` (optionally with a classifier head), `tfjs-graph`, `tfjs-layers`: cases of {@link loadServable}.
  */
 
 /** A loaded model version, ready to run batches. */
@@ -30,24 +30,29 @@ export interface Servable {
 /** Text used to warm up text models: common words, punctuation, a number, an unknown word. */
 const WARMUP_TEXT = 'Call me Ishmael. Some years ago, never mind how long precisely, I went to sea in 1851 (zzqx).';
 
-function embeddingBagServable(config: ModelConfig, version: number, model: EmbeddingBag, outputName: string): Servable {
-  const run = (inputs: readonly unknown[]): Record<string, unknown>[] => {
+/** Turns a batch's embeddings into its outputs: the embedding itself, or a head's classification. */
+type EmbeddingOutputs = (embeddings: Float32Array[]) => Record<string, unknown>[] | Promise<Record<string, unknown>[]>;
+
+function embeddingBagServable(config: ModelConfig, version: number, model: EmbeddingBag, toOutputs: EmbeddingOutputs, disposeHead?: () => void): Servable {
+  const run = (inputs: readonly unknown[]): Record<string, unknown>[] | Promise<Record<string, unknown>[]> => {
     for (const [i, input] of inputs.entries()) {
       if (typeof input !== 'string') throw new InferlineError('invalid_input', `input ${i}: expected a string, got ${typeof input}`);
     }
-    return model.embedBatch(inputs as readonly string[]).map((embedding) => ({ [outputName]: embedding }));
+    return toOutputs(model.embedBatch(inputs as readonly string[]));
   };
   return {
     name: config.name,
     version,
     backend: tf.getBackend(),
-    // The pass is synchronous; run it in a microtask so a failure is a rejection, not a throw.
+    // The bag pass is synchronous; run it in a microtask so a failure is a rejection, not a throw.
     predict: (inputs) => Promise.resolve().then(() => run(inputs)),
-    warmup: (sizes) =>
-      Promise.resolve().then(() => {
-        for (const size of sizes) run(new Array<string>(size).fill(WARMUP_TEXT));
-      }),
-    dispose: () => model.dispose(),
+    warmup: async (sizes) => {
+      for (const size of sizes) await run(new Array<string>(size).fill(WARMUP_TEXT));
+    },
+    dispose: () => {
+      disposeHead?.();
+      model.dispose();
+    },
   };
 }
 
@@ -56,19 +61,33 @@ async function loadEmbeddingBag(config: ModelConfig, versionDir: string, version
   const { inputs, outputs } = config.signature;
   const [input] = inputs;
   const [output] = outputs;
-  if (inputs.length !== 1 || input?.dtype !== 'string' || outputs.length !== 1 || output?.dtype !== 'float32' || output.shape.length !== 1) {
+  if (inputs.length !== 1 || input?.dtype !== 'string') {
+    throw new InferlineError('invalid_config', `${where}: field /signature/inputs: embedding-bag takes one string input`);
+  }
+  // With a head, embedding-bag-classifier.ts checks the outputs.
+  if (!config.head && (outputs.length !== 1 || output?.dtype !== 'float32' || output.shape.length !== 1)) {
     throw new InferlineError('invalid_config', `${where}: field /signature: embedding-bag takes one string input and gives one float32 [D] output`);
   }
   if (config.preprocess?.type !== 'glove-tokenizer') {
     throw new InferlineError('invalid_config', `${where}: field /preprocess: embedding-bag needs a glove-tokenizer preprocess`);
   }
   const model = await EmbeddingBag.load(versionDir, { vocabFile: config.preprocess.vocab_file, maxTokens: config.preprocess.max_tokens });
-  const declared = output.shape[0];
+  if (config.head) {
+    try {
+      const classifier = await (await import('./embedding-bag-classifier.ts')).loadEmbeddingClassifier(config, versionDir, version, config.head, model.dims);
+      return embeddingBagServable(config, version, model, (embeddings) => classifier.classify(embeddings), () => classifier.dispose());
+    } catch (error) {
+      model.dispose();
+      throw error;
+    }
+  }
+  const declared = output?.shape[0];
   if (declared !== -1 && declared !== model.dims) {
     model.dispose();
     throw new InferlineError('invalid_config', `${where}: field /signature/outputs/0/shape: [${declared}] but the table is [${model.table.shape.join(', ')}]`);
   }
-  return embeddingBagServable(config, version, model, output.name);
+  const outputName = output?.name ?? '';
+  return embeddingBagServable(config, version, model, (embeddings) => embeddings.map((embedding) => ({ [outputName]: embedding })));
 }
 
 /**
