@@ -3,6 +3,9 @@
  * topology) against a hand-built BullMQ queue and a naive in-handler server, with CPU per request per
  * process (bench/compare.ts).
  *
+ * `npm run bench -- --instances [--duration-s 10]`: model instances in threads and lazy loading under a
+ * memory budget: cold starts, 1 vs 2 instances, head of line, many models (bench/instances.ts).
+ *
  * `npm run bench -- --version-memory [--model glove-embed --rounds 3]`: a version's memory through
  * load → warm up → unload (bench/version-memory.ts).
  * `npm run bench -- --group 100000 [--model glove-embed --workers 1 --chunk-size 1000]`: one
@@ -32,6 +35,7 @@ import { benchVersionMemory } from './version-memory.ts';
 import { benchEndToEnd } from './end-to-end.ts';
 import { benchGroup } from './group.ts';
 import { benchInProcess } from './in-process.ts';
+import { benchInstances } from './instances.ts';
 
 const options = new Command()
   .option('--model <name>', 'model to measure', 'glove-embed')
@@ -44,6 +48,7 @@ const options = new Command()
   .option('--chunk-size <n>', 'with --group: inputs per request', '1000')
   .option('--version-memory', 'instead: load and unload version 1 of --model a few times, printing tf.memory() and RSS (bench/version-memory.ts)')
   .option('--rounds <n>', 'with --version-memory: load/unload rounds', '3')
+  .option('--instances', 'instead: instance threads and lazy loading (bench/instances.ts)')
   .option('--compare', `instead: inferline vs a BullMQ baseline vs a naive server on ${COMPARE_MODEL} (bench/compare.ts)`)
   .parse()
   .opts<{
@@ -57,10 +62,13 @@ const options = new Command()
     chunkSize: string;
     compare?: boolean;
     versionMemory?: boolean;
+    instances?: boolean;
     rounds: string;
   }>();
 
-if (options.versionMemory) {
+if (options.instances) {
+  await benchInstances({ durationMs: Number(options.durationS) * 1000 });
+} else if (options.versionMemory) {
   await benchVersionMemory({ repository: join(ROOT, 'models'), model: options.model, rounds: Number(options.rounds) });
 } else if (options.compare) {
   if (options.model !== COMPARE_MODEL) throw new Error(`--compare measures ${COMPARE_MODEL} only`);
