@@ -43,5 +43,8 @@ export function registerOpenApi(app: FastifyInstance<Server, IncomingMessage, Se
     routePrefix: DOCS_PREFIX,
     uiConfig: { docExpansion: 'list', deepLinking: true, validatorUrl: null, tryItOutEnabled: false },
     staticCSP: true,
+    // The gateway is served over plain HTTP too: `upgrade-insecure-requests` would send the page's own
+    // requests (assets, /docs/json, Try it out) to https and break it; the online validator is off.
+    transformStaticCSP: (header) => header.replace(/\s*upgrade-insecure-requests;?/, '').replace(' validator.swagger.io', ''),
   });
 }

@@ -89,6 +89,9 @@ describe('openapi: /docs/json and /docs', () => {
     assert.equal(page.statusCode, 200);
     assert.match(String(page.headers['content-type']), /text\/html/);
     assert.match(page.body, /swagger-ui/i);
+    const csp = String(page.headers['content-security-policy']);
+    assert.match(csp, /script-src 'self'/);
+    assert.doesNotMatch(csp, /upgrade-insecure-requests|validator\.swagger\.io/, 'plain HTTP keeps working; nothing points outside');
     const scripts = [...page.body.matchAll(/src="([^"]+)"/g)].map((m) => m[1] ?? '');
     assert.ok(scripts.length > 0);
     for (const src of scripts) {
