@@ -42,8 +42,8 @@ const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
  *
  * Body parsing: JSON only (anything else → 415; the TF Serving routes read any body as JSON), at most
  * `settings.max_body_bytes` (→ 413); bodies are validated strictly (see validator-compiler.ts). The
- * OpenAPI document of every route is at `/docs/json`, Swagger UI at `/docs` (openapi.ts). One log line per request, with `job_id`,
- * `model`, `version` when known.
+ * OpenAPI document of every route is at `/docs/json`, Swagger UI at `/docs` (openapi.ts). One log
+ * line per request, with `job_id`, `model`, `version` when known.
  */
 export function buildApp(deps: GatewayDeps): GatewayApp {
   const app = Fastify({
