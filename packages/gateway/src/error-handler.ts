@@ -49,12 +49,29 @@ export function toInferlineError(error: unknown, redis: Redis, maxBodyBytes: num
   return new InferlineError('internal', 'internal error');
 }
 
+/** inferline's error body: `{"error":{"code","message", ...details}}`. */
+export function nativeErrorBody(error: InferlineError): ErrorReply {
+  // Details (`index` of a rejected input, `size` of a group, `retry_after_s`) ride along for clients.
+  const details = { ...error.details };
+  delete details.version_closed;
+  return { error: { ...details, code: error.code, message: error.message } };
+}
+
 /**
- * The app's one error handler: every error answer is `{"error":{"code","message", ...details}}` with the status
- * of its code. Server errors are logged with the request's context; `queue_full` and every 503 carry
- * `Retry-After` (`details.retry_after_s`, else 1 s).
+ * The error body of TF Serving's REST API (and of the Open Inference Protocol): `{"error": "<message>"}`
+ * (https://www.tensorflow.org/tfx/serving/api_rest, "In case of error, all APIs will return ...").
  */
-export function createErrorHandler(redis: Redis, maxBodyBytes: number) {
+export function messageErrorBody(error: InferlineError): { error: string } {
+  return { error: error.message };
+}
+
+/**
+ * The app's error handler: every error answer is `toBody(error)` (default {@link nativeErrorBody})
+ * with the status of its code. Server errors are logged with the request's context; `queue_full` and
+ * every 503 carry `Retry-After` (`details.retry_after_s`, else 1 s). A plugin whose routes speak
+ * another protocol sets its own with another `toBody` (fastify error handlers are encapsulated).
+ */
+export function createErrorHandler(redis: Redis, maxBodyBytes: number, toBody: (error: InferlineError) => unknown = nativeErrorBody) {
   return (error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const mapped = toInferlineError(error, redis, maxBodyBytes, request);
     if (mapped.code === 'unavailable') request.log.warn({ code: mapped.code, cause: (error as Error).message, ...request.logContext }, 'request refused: Redis unreachable');
@@ -64,11 +81,7 @@ export function createErrorHandler(redis: Redis, maxBodyBytes: number) {
       const retryAfter = mapped.details?.retry_after_s;
       reply.header('retry-after', String(typeof retryAfter === 'number' ? retryAfter : QUEUE_FULL_RETRY_AFTER_S));
     }
-    // Details (`index` of a rejected input, `size` of a group, `retry_after_s`) ride along for clients.
-    const details = { ...mapped.details };
-    delete details.version_closed;
-    const body: ErrorReply = { error: { ...details, code: mapped.code, message: mapped.message } };
-    return reply.code(mapped.statusCode).type('application/json; charset=utf-8').send(body);
+    return reply.code(mapped.statusCode).type('application/json; charset=utf-8').send(toBody(mapped));
   };
 }
 

@@ -7,8 +7,9 @@ const DEFAULT_MAX_TEXT_BYTES = TextPreprocessConfig.properties.max_text_bytes.de
  * Check one request input against the model's signature (its first input), before anything is stored.
  *
  * - text model (dtype `string`): a JSON string of at most `preprocess.max_text_bytes` UTF-8 bytes;
- * - tensor model (`float32` / `int32`): nested arrays of finite numbers (integers for `int32`) whose
- *   rank and fixed dimensions match the per-request `shape` (-1 = any length).
+ * - tensor model (`float32` / `int32`): nested arrays of numbers (integers for `int32`; `NaN` and
+ *   ±`Infinity` for `float32`, as TF Serving's JSON mapping takes them for DT_FLOAT, where a parser
+ *   produced them) whose rank and fixed dimensions match the per-request `shape` (-1 = any length).
  *
  * @throws InferlineError `invalid_input` saying what is wrong.
  */
@@ -38,8 +39,9 @@ function validateText(config: ModelConfig, spec: TensorSpec, input: unknown): vo
 
 function validateTensor(spec: TensorSpec, value: unknown, depth: number, path: string): void {
   if (depth === spec.shape.length) {
-    const ok = typeof value === 'number' && Number.isFinite(value) && (spec.dtype !== 'int32' || Number.isInteger(value));
-    if (!ok) throw new InferlineError('invalid_input', `field "${path}": expected a finite ${spec.dtype} number, got ${describeType(value)}`);
+    const float = spec.dtype === 'float32';
+    const ok = typeof value === 'number' && (float || Number.isFinite(value)) && (spec.dtype !== 'int32' || Number.isInteger(value));
+    if (!ok) throw new InferlineError('invalid_input', `field "${path}": expected ${float ? 'a float32 number' : `a finite ${spec.dtype} number`}, got ${describeType(value)}`);
     return;
   }
   if (!Array.isArray(value)) {

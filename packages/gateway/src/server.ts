@@ -7,6 +7,7 @@ import type { Logger } from '@inferline/shared';
 import { createErrorHandler, notFoundHandler } from './error-handler.ts';
 import type { LogContext } from './log-context.ts';
 import { createMetrics, type GatewayMetrics } from './metrics.ts';
+import { registerOpenApi } from './openapi.ts';
 import type { GatewayDeps, RouteContext } from './route-context.ts';
 import { groupRoutes } from './routes/groups.ts';
 import { jobRoutes } from './routes/jobs.ts';
@@ -39,9 +40,10 @@ const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
  * owns `deps` and closes them after `app.close()`; closing the app ends its long-polls and event
  * streams at once (they answer the state they have).
  *
- * Body parsing: JSON only (anything else → 415), at most `settings.max_body_bytes` (→ 413); bodies
- * are validated strictly (see validator-compiler.ts). One log line per request, with `job_id`,
- * `model`, `version` when known.
+ * Body parsing: JSON only (anything else → 415; the TF Serving routes read any body as JSON), at most
+ * `settings.max_body_bytes` (→ 413); bodies are validated strictly (see validator-compiler.ts). The
+ * OpenAPI document of every route is at `/docs/json`, Swagger UI at `/docs` (openapi.ts). One log
+ * line per request, with `job_id`, `model`, `version` when known.
  */
 export function buildApp(deps: GatewayDeps): GatewayApp {
   const app = Fastify({
@@ -68,6 +70,8 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
   });
   app.setErrorHandler(createErrorHandler(deps.redis, deps.settings.max_body_bytes));
   app.setNotFoundHandler(notFoundHandler);
+  // Before any route: every route registered later (in any plugin) is in the document.
+  registerOpenApi(app);
 
   const metrics = createMetrics(deps.redis, deps.models, deps.settings.heartbeat_interval_ms, deps.logger);
   app.decorate('metrics', metrics);

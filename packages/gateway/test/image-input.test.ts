@@ -128,16 +128,16 @@ describe('image inputs at the gateway', () => {
     assert.equal(await f.redis.xlen(keys.requests(IMAGE_MODEL, 1)), before);
   });
 
-  it('TF Serving :predict passes {"b64"} instances of an image model through as image bytes', async () => {
+  it('TF Serving :predict passes {"b64"} instances of an image model through as image bytes, plain or by input name', async () => {
     const image = await png(20, 20);
-    const response = await f.app.inject({
-      method: 'POST',
-      url: `/v1/models/${IMAGE_MODEL}:predict`,
-      payload: { instances: [{ b64: image.toString('base64') }, { image: { b64: image.toString('base64') } }] },
-    });
-    // No worker runs here: the call times out (504), and both instances were stored as the image bytes.
-    assert.equal(response.statusCode, 504, response.body);
+    // Row format takes all plain values or all named objects (TF Serving decides by the first instance).
+    for (const instances of [[{ b64: image.toString('base64') }], [{ image: { b64: image.toString('base64') } }]]) {
+      const response = await f.app.inject({ method: 'POST', url: `/v1/models/${IMAGE_MODEL}:predict`, payload: { instances } });
+      // No worker runs here: the call times out (504), its instance stored as the image bytes.
+      assert.equal(response.statusCode, 504, response.body);
+    }
     const entries = (await f.redis.xrangeBuffer(keys.requests(IMAGE_MODEL, 1), '-', '+')).slice(-2);
+    assert.equal(entries.length, 2);
     for (const [, fields] of entries) {
       const index = fields.findIndex((field) => field.toString() === 'input');
       assert.ok(Buffer.from(decode<Uint8Array>(fields[index + 1] as Buffer)).equals(image));

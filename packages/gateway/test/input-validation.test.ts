@@ -20,6 +20,12 @@ const tensor = parseModelConfig({
   signature: { inputs: [{ name: 'x', dtype: 'int32', shape: [-1, 2] }], outputs: [{ name: 'y', dtype: 'float32', shape: [1] }] },
 });
 
+const floats = parseModelConfig({
+  name: 'floats',
+  platform: 'tfjs-graph',
+  signature: { inputs: [{ name: 'x', dtype: 'float32', shape: [3] }], outputs: [{ name: 'y', dtype: 'float32', shape: [1] }] },
+});
+
 function message(fn: () => void): string {
   try {
     fn();
@@ -52,5 +58,12 @@ describe('validateInput', () => {
     assert.match(message(() => validateInput(tensor, [[1, 2.5]])), /input\[0\]\[1\]": expected a finite int32 number/);
     assert.match(message(() => validateInput(tensor, [1, 2])), /input\[0\]": expected an array/);
     assert.match(message(() => validateInput(tensor, 'text')), /expected an array/);
+  });
+
+  it('takes NaN and ±Infinity for float32 (the DT_FLOAT JSON mapping of TF Serving), never for int32', () => {
+    validateInput(floats, [NaN, Infinity, -Infinity]);
+    assert.match(message(() => validateInput(tensor, [[1, NaN]])), /input\[0\]\[1\]": expected a finite int32 number/);
+    assert.match(message(() => validateInput(tensor, [[Infinity, 1]])), /expected a finite int32 number/);
+    assert.match(message(() => validateInput(floats, [1, 2, '3'])), /input\[2\]": expected a float32 number, got a string/);
   });
 });

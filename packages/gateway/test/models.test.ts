@@ -89,16 +89,22 @@ describe('routes/models', () => {
     assert.equal(canary.model_spec.version, '2');
   });
 
-  it('unknown model or version → 404 model_not_found / version_not_found', async () => {
-    for (const url of ['/v1/models/nope', '/v1/models/nope/metadata']) {
+  it('unknown model, version or label → 404 in TF Serving\'s error shape {"error": "<message>"}', async () => {
+    for (const [url, message] of [
+      ['/v1/models/nope', /model "nope" is not in the model repository/],
+      ['/v1/models/nope/metadata', /model "nope" is not in the model repository/],
+      [`/v1/models/${MODEL}/versions/9`, /no version 9/],
+      [`/v1/models/${MODEL}/versions/9/metadata`, /does not serve version 9/],
+      [`/v1/models/${MODEL}/labels/beta/metadata`, /no version label "beta"/],
+    ] as const) {
       const res = await f.app.inject({ url });
-      assert.equal(res.statusCode, 404);
-      assert.equal(res.json<{ error: { code: string } }>().error.code, 'model_not_found');
+      assert.equal(res.statusCode, 404, url);
+      const body = res.json<Record<string, unknown>>();
+      assert.deepEqual(Object.keys(body), ['error'], url);
+      assert.match(String(body.error), message, url);
     }
-    for (const url of [`/v1/models/${MODEL}/versions/9`, `/v1/models/${MODEL}/versions/9/metadata`]) {
-      const res = await f.app.inject({ url });
-      assert.equal(res.statusCode, 404);
-      assert.equal(res.json<{ error: { code: string } }>().error.code, 'version_not_found');
-    }
+    // GET /v1/models is inferline's own: its errors keep inferline's shape (a bad query, say).
+    const list = await f.app.inject({ method: 'POST', url: '/v1/models' });
+    assert.equal(list.json<{ error: { code: string } }>().error.code, 'not_found');
   });
 });

@@ -19,7 +19,7 @@ export const JobCreateBody = Type.Object(
     input: Type.Optional(Type.Unknown({ description: 'Text as a JSON string (text model), {"b64": ...} (image model).' })),
     inputs: Type.Optional(Type.Array(Type.Unknown(), { minItems: 1, description: 'Bulk form: each input becomes its own job, answered in order; stored all or nothing.' })),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, examples: [{ model: 'glove-embed', input: 'Call me Ishmael.' }] },
 );
 export type JobCreateBody = Static<typeof JobCreateBody>;
 

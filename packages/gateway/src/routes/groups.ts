@@ -59,7 +59,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     return readInputs(target, inputs);
   };
 
-  app.post('/v1/groups', { schema: { body: GroupCreateBody, response: { 202: GroupView, ...Replies } } }, async (request, reply) => {
+  app.post('/v1/groups', { schema: { summary: 'Create a group (closed when it carries inputs, else open for chunks)', tags: ['Groups'], body: GroupCreateBody, response: { 202: GroupView, ...Replies } } }, async (request, reply) => {
     const { model, version, label, inputs, reduce, output, on_item_error: onItemError = 'fail' } = request.body;
     request.logContext.model = model;
     if (version !== undefined && label !== undefined) throw new InferlineError('invalid_input', 'body: give "version" or "label", not both');
@@ -85,7 +85,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
 
   app.post(
     '/v1/groups/:id/inputs',
-    { schema: { params: GroupParams, body: GroupInputsBody, response: { 202: GroupView, ...Replies } } },
+    { schema: { summary: 'Append a chunk of inputs to an open group', tags: ['Groups'], params: GroupParams, body: GroupInputsBody, response: { 202: GroupView, ...Replies } } },
     async (request, reply) => {
       const { id } = request.params;
       request.logContext.group_id = id;
@@ -110,7 +110,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     },
   );
 
-  app.post('/v1/groups/:id/close', { schema: { params: GroupParams, response: { 200: GroupView, ...Replies } } }, async (request) => {
+  app.post('/v1/groups/:id/close', { schema: { summary: 'Close a group: no more inputs', tags: ['Groups'], params: GroupParams, response: { 200: GroupView, ...Replies } } }, async (request) => {
     const { id } = request.params;
     request.logContext.group_id = id;
     const group = await readGroup(redis, id, true);
@@ -134,6 +134,8 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     '/v1/groups/:id',
     {
       schema: {
+        summary: 'A group\'s state and output (`?wait=` long-polls)',
+        tags: ['Groups'],
         params: GroupParams,
         querystring: Type.Object({
           wait: Type.Optional(Type.Number({ minimum: 0, maximum: settings.max_wait_s, description: 'Long-poll: seconds to wait for a terminal state.' })),
@@ -150,7 +152,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     },
   );
 
-  app.get('/v1/groups/:id/output.png', { schema: { params: GroupParams } }, async (request, reply) => {
+  app.get('/v1/groups/:id/output.png', { schema: { summary: 'The picture of a succeeded boxes group (image/png)', tags: ['Groups'], params: GroupParams } }, async (request, reply) => {
     const { id } = request.params;
     request.logContext.group_id = id;
     const [status, reduce, output] = await redis.hmgetBuffer(keys.group(id), 'status', 'reduce', 'output');
@@ -162,14 +164,14 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     return reply.type('image/png').send(Buffer.from(image));
   });
 
-  app.delete('/v1/groups/:id', { schema: { params: GroupParams, response: { 200: GroupView, ...Replies } } }, async (request) => {
+  app.delete('/v1/groups/:id', { schema: { summary: 'Cancel a group', tags: ['Groups'], params: GroupParams, response: { 200: GroupView, ...Replies } } }, async (request) => {
     const { id } = request.params;
     request.logContext.group_id = id;
     await cancelGroup(redis, id);
     return readGroup(redis, id, true);
   });
 
-  app.get('/v1/groups/:id/events', { schema: { params: GroupParams } }, async (request, reply) => {
+  app.get('/v1/groups/:id/events', { schema: { summary: 'A group\'s progress as server-sent events', tags: ['Groups'], params: GroupParams } }, async (request, reply) => {
     const { id } = request.params;
     request.logContext.group_id = id;
     const watch = ctx.events.watch(id);

@@ -52,6 +52,9 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
     '/v1/jobs',
     {
       schema: {
+        summary: 'Submit one input (`input`) or many (`inputs`, one job each)',
+        description: 'Answers 202 with the job (or `{"jobs"}`), or 200 with the finished job(s) when `Prefer: wait=N` is given and they finish within N s. Also takes `multipart/form-data` (fields `model`, `version`, file `input`).',
+        tags: ['Jobs'],
         body: JobCreateBody,
         headers: Type.Object({ prefer: Type.Optional(Type.String({ description: 'RFC 7240, e.g. `wait=10`: answer 200 with the result if it is ready within 10 s.' })) }),
         response: { 200: Type.Union([JobView, JobList]), 202: Type.Union([JobView, JobList]), '4xx': ErrorReply, '5xx': ErrorReply },
@@ -103,6 +106,8 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
     '/v1/jobs/:id',
     {
       schema: {
+        summary: 'A job\'s state and output (`?wait=` long-polls)',
+        tags: ['Jobs'],
         params: JobParams,
         querystring: Type.Object({
           wait: Type.Optional(Type.Number({ minimum: 0, maximum: ctx.settings.max_wait_s, description: 'Long-poll: seconds to wait for a terminal state.' })),
@@ -125,7 +130,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
     },
   );
 
-  app.get('/v1/jobs/:id/events', { schema: { params: JobParams } }, async (request, reply) => {
+  app.get('/v1/jobs/:id/events', { schema: { summary: 'A job\'s states as server-sent events', tags: ['Jobs'], params: JobParams } }, async (request, reply) => {
     const { id } = request.params;
     request.logContext.job_id = id;
     const watch = ctx.events.watch(id);

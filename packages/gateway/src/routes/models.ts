@@ -4,23 +4,26 @@ import { ErrorReply, InferlineError, aggregateVersions, readLiveVersions, readLi
 import type { VersionSelector } from '../model-catalog.ts';
 import { ModelList, ModelMetadataReply, ModelStatusReply, type ModelSummary } from '../model-schemas.ts';
 import type { RouteContext } from '../route-context.ts';
+import { SERVING_SIGNATURE } from '../tfserving-request.ts';
+import { TF_SERVING_ERRORS, useTfServingConventions } from '../tfserving-scope.ts';
 
-/** TF Serving's signature key and method for a predict signature. */
-const SERVING_SIGNATURE = 'serving_default';
+/** TF Serving's method name of a predict signature (tensorflow/cc/saved_model/signature_constants.h). */
 const PREDICT_METHOD = 'tensorflow/serving/predict';
 
 /** TF dtype names (tensorflow/core/framework/types.proto) of the signature's dtypes. */
 const TF_DTYPES: Record<TensorSpec['dtype'], string> = { string: 'DT_STRING', float32: 'DT_FLOAT', int32: 'DT_INT32', json: 'DT_STRING' };
 
-const NameParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
-const VersionParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), version: Type.Integer({ minimum: 1 }) });
-const LabelParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), label: Type.String({ minLength: 1, maxLength: 64 }) });
+const ModelName = Type.String({ minLength: 1, maxLength: 64, description: 'The model (its folder in the model repository).' });
+const NameParams = Type.Object({ name: ModelName });
+const VersionParams = Type.Object({ name: ModelName, version: Type.Integer({ minimum: 1, description: 'A version number.' }) });
+const LabelParams = Type.Object({ name: ModelName, label: Type.String({ minLength: 1, maxLength: 64, description: 'A version label (`version_labels`).' }) });
 const errors = { '4xx': ErrorReply, '5xx': ErrorReply };
+const TAGS = ['TF Serving'];
 
 /**
- * Model routes: `GET /v1/models` (inferline's list), and TF Serving's
- * `GET /v1/models/:name[/versions/:v|/labels/:label]` (model_version_status) and `.../metadata`
- * (signature_def).
+ * Model routes: `GET /v1/models` (inferline's list, inferline's errors), and TF Serving's
+ * `GET /v1/models/:name[/versions/:v|/labels/:label]` (GetModelStatus) and `.../metadata`
+ * (GetModelMetadata), in their own scope with TF Serving's conventions (`{"error": "<message>"}`).
  *
  * A version's state is read from the announcements of the model's live workers (heartbeat within 3
  * periods; `aggregateVersions`): AVAILABLE when one has it AVAILABLE, else LOADING, UNLOADING, or END
@@ -29,7 +32,7 @@ const errors = { '4xx': ErrorReply, '5xx': ErrorReply };
 export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
   const readLive = (name: string) => readLiveVersions(ctx.redis, name, ctx.settings.heartbeat_interval_ms);
 
-  app.get('/v1/models', { schema: { response: { 200: ModelList, ...errors } } }, async () => {
+  app.get('/v1/models', { schema: { summary: 'Every model, its versions, labels, signature and live workers', tags: ['Models'], response: { 200: ModelList, ...errors } } }, async () => {
     const models = ctx.models.list();
     const live = await Promise.all(models.map((m) => readLiveWorkers(ctx.redis, m.config.name, ctx.settings.heartbeat_interval_ms)));
     return {
@@ -52,6 +55,15 @@ export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     };
   });
 
+  // Its own scope: TF Serving's conventions apply there only.
+  void app.register(tfservingModelRoutes, ctx);
+  done();
+};
+
+/** TF Serving's GetModelStatus and GetModelMetadata over REST, with TF Serving's conventions (useTfServingConventions). */
+const tfservingModelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
+  useTfServingConventions(app, ctx);
+  const readLive = (name: string) => readLiveVersions(ctx.redis, name, ctx.settings.heartbeat_interval_ms);
   const status = async (name: string, selector: VersionSelector = {}): Promise<ModelStatusReply> => {
     const model = ctx.models.require(name);
     const { versions: live } = await readLive(name);
@@ -76,12 +88,14 @@ export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
       }),
     };
   };
-  const statusSchema = { response: { 200: ModelStatusReply, ...errors } };
-  app.get('/v1/models/:name', { schema: { params: NameParams, ...statusSchema } }, (request) => status(request.params.name));
-  app.get('/v1/models/:name/versions/:version', { schema: { params: VersionParams, ...statusSchema } }, (request) =>
+  const statusSchema = { tags: TAGS, response: { 200: ModelStatusReply, ...TF_SERVING_ERRORS } };
+  app.get('/v1/models/:name', { schema: { summary: 'Model status (TF Serving GetModelStatus): every version', params: NameParams, ...statusSchema } }, (request) =>
+    status(request.params.name),
+  );
+  app.get('/v1/models/:name/versions/:version', { schema: { summary: 'Model status (TF Serving GetModelStatus): one version', params: VersionParams, ...statusSchema } }, (request) =>
     status(request.params.name, { version: request.params.version }),
   );
-  app.get('/v1/models/:name/labels/:label', { schema: { params: LabelParams, ...statusSchema } }, (request) =>
+  app.get('/v1/models/:name/labels/:label', { schema: { summary: 'Model status (TF Serving GetModelStatus): a labelled version', params: LabelParams, ...statusSchema } }, (request) =>
     status(request.params.name, { label: request.params.label }),
   );
 
@@ -99,15 +113,20 @@ export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
       },
     };
   };
-  const metadataSchema = { response: { 200: ModelMetadataReply, ...errors } };
-  app.get('/v1/models/:name/metadata', { schema: { params: NameParams, ...metadataSchema } }, (request) => metadata(request.params.name));
-  app.get('/v1/models/:name/versions/:version/metadata', { schema: { params: VersionParams, ...metadataSchema } }, (request) =>
-    metadata(request.params.name, { version: request.params.version }),
+  const metadataSchema = { tags: TAGS, response: { 200: ModelMetadataReply, ...TF_SERVING_ERRORS } };
+  app.get('/v1/models/:name/metadata', { schema: { summary: 'Model metadata (TF Serving GetModelMetadata): the latest version', params: NameParams, ...metadataSchema } }, (request) =>
+    metadata(request.params.name),
   );
-  app.get('/v1/models/:name/labels/:label/metadata', { schema: { params: LabelParams, ...metadataSchema } }, (request) =>
-    metadata(request.params.name, { label: request.params.label }),
+  app.get(
+    '/v1/models/:name/versions/:version/metadata',
+    { schema: { summary: 'Model metadata (TF Serving GetModelMetadata): one version', params: VersionParams, ...metadataSchema } },
+    (request) => metadata(request.params.name, { version: request.params.version }),
   );
-
+  app.get(
+    '/v1/models/:name/labels/:label/metadata',
+    { schema: { summary: 'Model metadata (TF Serving GetModelMetadata): a labelled version', params: LabelParams, ...metadataSchema } },
+    (request) => metadata(request.params.name, { label: request.params.label }),
+  );
   done();
 };
 

@@ -13,9 +13,9 @@ import type { RouteContext } from '../route-context.ts';
  * - `GET /metrics`: Prometheus text of the app's registry.
  */
 export const opsRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
-  app.get('/healthz', () => ({ status: 'ok' }));
+  app.get('/healthz', { schema: { summary: 'Liveness: the process answers', tags: ['Operations'] } }, () => ({ status: 'ok' }));
 
-  app.get('/readyz', async () => {
+  app.get('/readyz', { schema: { summary: 'Readiness: Redis answers and every model has a version AVAILABLE on a live worker', tags: ['Operations'] } }, async () => {
     await ctx.redis.ping();
     if (!ctx.events.subscribed) throw new InferlineError('unavailable', 'job event subscription is not active');
     const models = ctx.models.list().filter((model) => model.served.length > 0);
@@ -27,7 +27,7 @@ export const opsRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
     return { status: 'ready', models: models.map((model) => model.config.name) };
   });
 
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', { schema: { summary: 'Prometheus metrics (text exposition format)', tags: ['Operations'] } }, async (_request, reply) => {
     const text = await ctx.metrics.registry.metrics();
     return reply.type(ctx.metrics.registry.contentType).send(text);
   });

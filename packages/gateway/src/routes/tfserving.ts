@@ -1,42 +1,35 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
-import { ERROR_STATUS, ErrorReply, InferlineError, TERMINAL_STATUSES, newJobId, type ErrorCode, type JobView, type ModelConfig, type TensorSpec } from '@inferline/shared';
-import { decodeBase64Text } from '../base64.ts';
+import { ERROR_STATUS, InferlineError, TERMINAL_STATUSES, newJobId, type ErrorCode, type JobView, type ModelConfig } from '@inferline/shared';
 import { toJobView } from '../job-view.ts';
 import { admitJobs, checkBulkSize } from '../enqueue-jobs.ts';
 import type { LogContext } from '../log-context.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
+import { TF_SERVING_ERRORS, useTfServingConventions } from '../tfserving-scope.ts';
+import { PredictBody, readPredictRequest } from '../tfserving-request.ts';
 import { waitForJobs } from '../wait-for-jobs.ts';
 
 /** Model names as config.ts allows them; a regex param lets the route end in `:predict`. */
 const NAME_PARAM = ':name(^[a-z0-9][a-z0-9_.-]*)';
 
-/** TF Serving's predict body: `instances` (row format) or `inputs` (columnar format). */
-const PredictBody = Type.Object(
-  {
-    signature_name: Type.Optional(Type.String()),
-    instances: Type.Optional(Type.Array(Type.Unknown(), { minItems: 1 })),
-    inputs: Type.Optional(Type.Unknown()),
-  },
-  { additionalProperties: false },
-);
-
-type PredictBody = Static<typeof PredictBody>;
-
 /** TF Serving's predict reply: `predictions` for row format, `outputs` for columnar. */
 const PredictReply = Type.Object({
-  predictions: Type.Optional(Type.Array(Type.Unknown())),
-  outputs: Type.Optional(Type.Unknown()),
+  predictions: Type.Optional(Type.Array(Type.Unknown(), { description: 'Row format: one prediction per instance, in order (the output itself for one output tensor, else an object by output name).' })),
+  outputs: Type.Optional(Type.Unknown({ description: 'Columnar format: the list of outputs for one output tensor, else an object by output name of lists.' })),
 });
 type PredictReply = Static<typeof PredictReply>;
 
-const PredictParams = Type.Object({
-  name: Type.String(),
-  version: Type.Optional(Type.Integer({ minimum: 1 })),
-  label: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
-});
-type PredictParams = Static<typeof PredictParams>;
+const ModelName = Type.String({ description: 'The model (its folder in the model repository).' });
+const NameParams = Type.Object({ name: ModelName });
+const VersionParams = Type.Object({ name: ModelName, version: Type.Integer({ minimum: 1, description: 'A version the policy selects.' }) });
+const LabelParams = Type.Object({ name: ModelName, label: Type.String({ minLength: 1, maxLength: 64, description: 'A version label (`version_labels`).' }) });
+type PredictParams = { name: string; version?: number; label?: string };
+
+const PREDICT_DESCRIPTION =
+  'TF Serving REST predict (https://www.tensorflow.org/tfx/serving/api_rest#predict_api): `instances` (row format) → `predictions`, ' +
+  'or `inputs` (columnar) → `outputs`. Each instance is one job, batched with everything else; the call waits for all of them ' +
+  '(at most MAX_WAIT_S). Any or no Content-Type; `NaN` / `Infinity` tokens parse; errors are `{"error": "<message>"}`.';
 
 /**
  * TF Serving REST compatible, synchronous predict (DESIGN.md section 8):
@@ -46,19 +39,31 @@ type PredictParams = Static<typeof PredictParams>;
  * `settings.max_wait_s`) and answers in instance order. With one output tensor a prediction is its
  * value, with several an object by output name, as TF Serving does.
  *
- * Errors: any invalid instance → 400 before anything is stored; a failed job → its error code; jobs
- * unfinished at the deadline → 504 `deadline_exceeded` (they stay queued and run).
+ * TF Serving's conventions (useTfServingConventions): any or no Content-Type, `NaN` / `Infinity`
+ * tokens, errors as `{"error": "<message>"}`. The body is read by readPredictRequest.
+ *
+ * Errors: a malformed body or any invalid instance → 400 before anything is stored; unknown model,
+ * version or label → 404; a full queue → 429, no worker has the version → 503 (both with
+ * `Retry-After`); a failed job → its error code; jobs unfinished at the deadline → 504 (they stay
+ * queued and run).
  */
 export const tfservingRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
-  const schema = { body: PredictBody, params: PredictParams, response: { 200: PredictReply, '4xx': ErrorReply, '5xx': ErrorReply } };
-  const paths = [
-    `/v1/models/${NAME_PARAM}::predict`,
-    `/v1/models/${NAME_PARAM}/versions/:version(^[0-9]+)::predict`,
-    `/v1/models/${NAME_PARAM}/labels/:label(^[a-z][a-z0-9_-]*)::predict`,
-  ];
-  for (const path of paths) {
-    app.post(path, { schema }, (request, reply) => predict(ctx, request.params, request.body, request.logContext, requestSignal(reply, ctx.shutdown)));
-  }
+  useTfServingConventions(app, ctx);
+  const route = (path: string, params: typeof NameParams | typeof VersionParams | typeof LabelParams, summary: string) =>
+    app.post(
+      path,
+      {
+        schema: { summary, description: PREDICT_DESCRIPTION, tags: ['TF Serving'], body: PredictBody, params, response: { 200: PredictReply, ...TF_SERVING_ERRORS } },
+        // A POST without a body (no Content-Type, no length) skips the parser: answer as TF Serving does.
+        preValidation: (request, _reply, next) => {
+          next(request.body === undefined ? new InferlineError('invalid_input', 'JSON Parse error: The document is empty') : undefined);
+        },
+      },
+      (request, reply) => predict(ctx, request.params as PredictParams, request.body, request.logContext, requestSignal(reply, ctx.shutdown)),
+    );
+  route(`/v1/models/${NAME_PARAM}::predict`, NameParams, 'Predict (TF Serving): the latest version');
+  route(`/v1/models/${NAME_PARAM}/versions/:version(^[0-9]+)::predict`, VersionParams, 'Predict (TF Serving): one version');
+  route(`/v1/models/${NAME_PARAM}/labels/:label(^[a-z][a-z0-9_-]*)::predict`, LabelParams, 'Predict (TF Serving): a labelled version');
   done();
 };
 
@@ -70,14 +75,8 @@ async function predict(ctx: RouteContext, params: PredictParams, body: PredictBo
   // resolves again only if the version closes meanwhile.
   const target = await ctx.models.resolve(params.name, selector);
   log.version = target.version;
-  const { instances, inputs } = body;
-  if ((instances === undefined) === (inputs === undefined)) {
-    throw new InferlineError('invalid_input', 'body: exactly one of "instances" (row format) or "inputs" (columnar format) is required');
-  }
-  const spec = target.config.signature.inputs[0] as TensorSpec;
-  const isImage = target.config.preprocess?.type === 'image';
-  const values = instances ? instances.map((instance, i) => unwrapInstance(instance, spec, isImage, `instances[${i}]`)) : columnarValues(inputs, spec, isImage);
-  checkBulkSize(values.length, ctx.settings.max_bulk_inputs, 'instances');
+  const { format, values } = readPredictRequest(body, target.config);
+  checkBulkSize(values.length, ctx.settings.max_bulk_inputs, format === 'row' ? 'instances' : 'inputs');
   const ids = values.map(() => newJobId(target.config.name));
   log.jobs = ids.length;
 
@@ -85,36 +84,28 @@ async function predict(ctx: RouteContext, params: PredictParams, body: PredictBo
   const watch = ctx.events.watch(ids);
   let views: JobView[];
   try {
-    const { target: admitted, records: queued } = await admitJobs(ctx.models, ctx.redis, ctx.metrics, { model: params.name, selector, inputs: values, jobIds: ids, target });
+    const { target: admitted, records: queued } = await admitJobs(ctx.models, ctx.redis, ctx.metrics, { model: params.name, selector, inputs: values, jobIds: ids, target }).catch(
+      (error: unknown) => {
+        throw instanceError(error, format);
+      },
+    );
     log.version = admitted.version;
     views = (await waitForJobs(ctx.redis, watch, ctx.settings.max_wait_s * 1000, signal, queued)).map(toJobView);
   } finally {
     watch.close();
   }
   const predictions = views.map((view) => prediction(view, target.config));
-  return instances ? { predictions } : { outputs: columnarOutputs(predictions, target.config) };
+  return format === 'row' ? { predictions } : { outputs: columnarOutputs(predictions, target.config) };
 }
 
 /**
- * One row-format instance: the value itself, or `{"<input name>": value}`. `{"b64": ...}` is decoded to
- * text for a text input (strict base64 and UTF-8: 400 `invalid_input` otherwise), and kept as it is for an image model (the image path decodes and checks it).
+ * An invalid instance's error (it carries `details.index`) named as TF Serving names it:
+ * `Failed to process element: <i> of 'instances' list. Error: ...`; any other error as it is.
  */
-function unwrapInstance(instance: unknown, spec: TensorSpec, isImage: boolean, field: string): unknown {
-  let value = instance;
-  if (isObject(value) && Object.keys(value).length === 1 && spec.name in value) value = value[spec.name];
-  if (!isImage && spec.dtype === 'string' && isObject(value) && typeof value.b64 === 'string' && Object.keys(value).length === 1) {
-    return decodeBase64Text(value.b64, `${field}.b64`);
-  }
-  return value;
-}
-
-/** Columnar `inputs`: a list of values, or `{"<input name>": [values]}`. */
-function columnarValues(inputs: unknown, spec: TensorSpec, isImage: boolean): unknown[] {
-  const column = isObject(inputs) && spec.name in inputs ? inputs[spec.name] : inputs;
-  if (!Array.isArray(column) || column.length === 0) {
-    throw new InferlineError('invalid_input', `field "inputs": expected a non-empty list of "${spec.name}" values`);
-  }
-  return column.map((value, i) => unwrapInstance(value, spec, isImage, `inputs[${i}]`));
+function instanceError(error: unknown, format: 'row' | 'columnar'): unknown {
+  if (!(error instanceof InferlineError) || typeof error.details?.index !== 'number') return error;
+  const list = format === 'row' ? "'instances' list" : "'inputs' list";
+  return new InferlineError(error.code, `Failed to process element: ${error.details.index} of ${list}. Error: ${error.message}`, error.details);
 }
 
 /**
