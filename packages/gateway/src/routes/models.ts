@@ -30,8 +30,6 @@ const TAGS = ['TF Serving'];
  * with the error of a failed load. A version the policy selects that no live worker holds is `START`.
  */
 export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
-  const readLive = (name: string) => readLiveVersions(ctx.redis, name, ctx.settings.heartbeat_interval_ms);
-
   app.get('/v1/models', { schema: { summary: 'Every model, its versions, labels, signature and live workers', tags: ['Models'], response: { 200: ModelList, ...errors } } }, async () => {
     const models = ctx.models.list();
     const live = await Promise.all(models.map((m) => readLiveWorkers(ctx.redis, m.config.name, ctx.settings.heartbeat_interval_ms)));
