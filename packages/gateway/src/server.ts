@@ -13,6 +13,7 @@ import { jobRoutes } from './routes/jobs.ts';
 import { modelRoutes } from './routes/models.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { tfservingRoutes } from './routes/tfserving.ts';
+import { v2Routes } from './routes/v2.ts';
 import { validatorCompiler } from './validator-compiler.ts';
 
 export type { GatewayDeps } from './route-context.ts';
@@ -32,7 +33,7 @@ export const SHUTDOWN_GRACE_MS = 2_000;
 const MULTIPART_MAX_FIELDS = 3;
 
 /** Routes logged at debug level: probes and scrapes would drown the request log. */
-const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics', '/v2/health/live', '/v2/health/ready']);
 
 /**
  * Build the gateway's HTTP app (not listening; test it with `app.inject`, or `app.listen`). The caller
@@ -117,5 +118,6 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
   void app.register(groupRoutes, context);
   void app.register(modelRoutes, context);
   void app.register(tfservingRoutes, context);
+  void app.register(v2Routes, { ...context, prefix: '/v2' });
   return app as GatewayApp;
 }
