@@ -6,11 +6,11 @@ import { ModelList, ModelMetadataReply, ModelStatusReply, type ModelSummary } fr
 import type { RouteContext } from '../route-context.ts';
 
 /** TF Serving's signature key and method for a predict signature. */
-const SERVING_SIGNATURE = 'serving_default';
-const PREDICT_METHOD = 'tensorflow/serving/predict';
+export const SERVING_SIGNATURE = 'serving_default';
+export const PREDICT_METHOD = 'tensorflow/serving/predict';
 
 /** TF dtype names (tensorflow/core/framework/types.proto) of the signature's dtypes. */
-const TF_DTYPES: Record<TensorSpec['dtype'], string> = { string: 'DT_STRING', float32: 'DT_FLOAT', int32: 'DT_INT32', json: 'DT_STRING' };
+export const TF_DTYPES: Record<TensorSpec['dtype'], string> = { string: 'DT_STRING', float32: 'DT_FLOAT', int32: 'DT_INT32', json: 'DT_STRING' };
 
 const NameParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
 const VersionParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), version: Type.Integer({ minimum: 1 }) });
@@ -110,12 +110,12 @@ export const modelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
 };
 
 /** The version a label points to, or undefined. */
-function labelVersion(model: RepositoryModel, label: string): number | undefined {
+export function labelVersion(model: RepositoryModel, label: string): number | undefined {
   return model.config.version_labels[label];
 }
 
 /** Versions to show: those the policy selects and those a live worker still holds, ascending. */
-function knownVersions(model: RepositoryModel, live: ReadonlyMap<number, LiveVersion>): number[] {
+export function knownVersions(model: RepositoryModel, live: ReadonlyMap<number, LiveVersion>): number[] {
   return [...new Set([...model.served, ...live.keys()])].sort((a, b) => a - b);
 }
 
