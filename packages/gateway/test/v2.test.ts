@@ -74,6 +74,9 @@ describe('routes/v2: Open Inference Protocol v2 REST', () => {
       const body = res.json<{ error: unknown }>();
       assert.equal(typeof body.error, 'string', res.body);
     }
+    // The model is looked up before the body is read.
+    const malformed = await infer({ inputs: [] }, '/v2/models/nope/infer');
+    assert.equal(malformed.statusCode, 404, malformed.body);
   });
 
   it('JSON infer: one job per row, outputs in row order, id echoed, FP32 [N, 100]', async () => {

@@ -128,6 +128,10 @@ function selectorOf(params: ModelParams): VersionSelector {
 async function infer(ctx: RouteContext, params: ModelParams, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const log = request.logContext;
   log.model = params.name;
+  // The model first: an unknown model or version answers 404 whatever the body holds.
+  const selector = selectorOf(params);
+  const target = await ctx.models.resolve(params.name, selector);
+  log.version = target.version;
   const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
   const headerLength = request.headers[INFERENCE_HEADER_CONTENT_LENGTH];
   const { header, binary } = splitInferenceBody(body, Array.isArray(headerLength) ? headerLength[0] : headerLength);
@@ -136,9 +140,6 @@ async function infer(ctx: RouteContext, params: ModelParams, request: FastifyReq
   const inference = header as InferenceRequest;
   const raws = takeBinaryInputs(inference.inputs, binary);
 
-  const selector = selectorOf(params);
-  const target = await ctx.models.resolve(params.name, selector);
-  log.version = target.version;
   const tensors = inference.inputs.map((input, i) => ({ ...input, raw: raws[i] }));
   const inputs = tensorRows(target.config, tensors);
   const requested = inference.outputs?.map((output) => output.name);
