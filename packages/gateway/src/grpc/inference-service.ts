@@ -4,7 +4,7 @@ import { encodeRawElements } from '../binary-tensor-data.ts';
 import type { VersionSelector } from '../model-catalog.ts';
 import { outputTensors, selectOutputs, tensorMetadata, tensorRows, type RequestTensor, type ResponseTensor } from '../oip-tensors.ts';
 import { checkReady } from '../readiness.ts';
-import { OIP_SERVER_NAME, OIP_SERVER_VERSION } from '../routes/v2.ts';
+import { OIP_SERVER_NAME, OIP_SERVER_VERSION } from '../oip-server.ts';
 import { runSyncJobs } from '../sync-jobs.ts';
 import { unary, type GrpcDeps } from './unary.ts';
 

@@ -7,15 +7,12 @@ import { encodeRawElements, frameInferenceResponse, INFERENCE_HEADER_CONTENT_LEN
 import { toInferlineError } from '../error-handler.ts';
 import type { VersionSelector } from '../model-catalog.ts';
 import { outputTensors, selectOutputs, tensorMetadata, tensorRows, type OipTensorMetadata } from '../oip-tensors.ts';
+import { OIP_SERVER_NAME, OIP_SERVER_VERSION } from '../oip-server.ts';
 import { checkReady } from '../readiness.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
 import { runSyncJobs } from '../sync-jobs.ts';
 
-/** Server name in `GET /v2` and gRPC ServerMetadata. */
-export const OIP_SERVER_NAME = 'inferline';
-/** Server version in `GET /v2` and gRPC ServerMetadata (the gateway package's version). */
-export const OIP_SERVER_VERSION = '0.1.0';
 /** Extensions reported by `GET /v2` (Triton's names): the binary tensor data extension. */
 export const OIP_REST_EXTENSIONS = ['binary_tensor_data'];
 
