@@ -40,9 +40,9 @@ const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics', '/v2/health/liv
  * owns `deps` and closes them after `app.close()`; closing the app ends its long-polls and event
  * streams at once (they answer the state they have).
  *
- * Body parsing: JSON only (anything else → 415), at most `settings.max_body_bytes` (→ 413); bodies
- * are validated strictly (see validator-compiler.ts). One log line per request, with `job_id`,
- * `model`, `version` when known.
+ * Body parsing: JSON only (anything else → 415; the `/v2` routes read any body as bytes, see
+ * routes/v2.ts), at most `settings.max_body_bytes` (→ 413); bodies are validated strictly (see
+ * validator-compiler.ts). One log line per request, with `job_id`, `model`, `version` when known.
  */
 export function buildApp(deps: GatewayDeps): GatewayApp {
   const app = Fastify({

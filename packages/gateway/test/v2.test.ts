@@ -74,6 +74,9 @@ describe('routes/v2: Open Inference Protocol v2 REST', () => {
       const body = res.json<{ error: unknown }>();
       assert.equal(typeof body.error, 'string', res.body);
     }
+    const route = await f.app.inject({ method: 'GET', url: '/v2/nothing' });
+    assert.equal(route.statusCode, 404);
+    assert.deepEqual(route.json(), { error: 'no route GET /v2/nothing' });
     // The model is looked up before the body is read.
     const malformed = await infer({ inputs: [] }, '/v2/models/nope/infer');
     assert.equal(malformed.statusCode, 404, malformed.body);
