@@ -37,7 +37,7 @@ RUN mkdir -p .cache .inferline staging /models /cache \
 USER node
 ENV HOST=0.0.0.0 \
     PORT=8080
-EXPOSE 8080
+EXPOSE 8080 8001
 
 # TypeScript runs through tsx's loader; there is no build step.
 ENTRYPOINT ["node", "--import", "tsx", "packages/cli/src/main.ts"]

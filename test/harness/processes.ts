@@ -29,7 +29,8 @@ export interface RoleProcess {
 export function startRole(args: string[], env: Record<string, string>): RoleProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], {
     cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    // No gRPC server unless a suite asks for one (GRPC_PORT): suites run gateways side by side.
+    env: { ...process.env, LOG_LEVEL: 'info', GRPC_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];

@@ -1,7 +1,8 @@
 import { connectRedis, readLiveVersions, type Logger, type Redis, type Settings } from '@inferline/shared';
+import { startGrpcServer, type RunningGrpcServer } from './grpc/server.ts';
 import { JobEvents } from './job-events.ts';
 import { ModelCatalog } from './model-catalog.ts';
-import { buildApp } from './server.ts';
+import { buildApp, SHUTDOWN_GRACE_MS } from './server.ts';
 
 export { buildApp, type GatewayApp, type GatewayDeps } from './server.ts';
 export { JobEvents, JobWatch, type JobWatchEvent } from './job-events.ts';
@@ -11,14 +12,17 @@ export { ModelCatalog, type ResolvedModel, type VersionSelector } from './model-
 export interface RunningGateway {
   /** `http://host:port` it listens on. */
   address: string;
-  /** Stop accepting, finish in-flight requests, close Redis connections. */
+  /** `host:port` of its gRPC server; undefined when `grpc_port` is 0. */
+  grpcAddress: string | undefined;
+  /** Stop accepting, finish in-flight requests and calls, close Redis connections. */
   close(): Promise<void>;
 }
 
 /**
  * Start the HTTP gateway (fastify) against `settings.redis_url`: a command connection (fail-fast, so
  * requests get 503 while Redis is away), one subscriber connection for job events, the model
- * repository catalog, then listen on `settings.host:settings.port`.
+ * repository catalog, then listen on `settings.host:settings.port` (HTTP) and, unless `grpc_port` is 0,
+ * `settings.host:settings.grpc_port` (gRPC, grpc/server.ts), in the same process.
  *
  * Redis need not be up at start: `/readyz` answers 503 until it is.
  * @throws InferlineError `invalid_config` when the model repository cannot be read; an error when the
@@ -31,6 +35,7 @@ export async function startGateway(settings: Settings & { redis_url: string }, l
   logConnectionErrors(subscriber, logger, 'events');
   const events = new JobEvents(subscriber, logger);
   let models: ModelCatalog | undefined;
+  const grpcShutdown = new AbortController();
   try {
     models = await ModelCatalog.open(settings.model_repository, settings.poll_interval_ms, logger, settings.traffic_seed);
     followWorkers(models, redis, settings.heartbeat_interval_ms);
@@ -39,13 +44,27 @@ export async function startGateway(settings: Settings & { redis_url: string }, l
     const bound = app.server.address();
     const port = typeof bound === 'object' && bound ? bound.port : settings.port;
     const host = settings.host === '0.0.0.0' || settings.host === '::' ? '127.0.0.1' : settings.host;
-    const address = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-    logger.info({ address, models: models.list().length }, 'gateway listening');
+    const hostPart = host.includes(':') ? `[${host}]` : host;
+    const address = `http://${hostPart}:${port}`;
+    let grpcAddress: string | undefined;
+    let grpc: RunningGrpcServer | undefined;
+    if (settings.grpc_port > 0) {
+      try {
+        grpc = await startGrpcServer({ redis, events, models, metrics: app.metrics, settings, logger, shutdown: grpcShutdown.signal }, settings.host, settings.grpc_port);
+      } catch (error) {
+        await app.close();
+        throw error;
+      }
+      grpcAddress = `${hostPart}:${grpc.port}`;
+    }
+    logger.info({ address, grpc_address: grpcAddress, models: models.list().length }, 'gateway listening');
     const catalog = models;
     return {
       address,
+      grpcAddress,
       close: async () => {
-        await app.close();
+        grpcShutdown.abort();
+        await Promise.all([app.close(), grpc?.close(SHUTDOWN_GRACE_MS)]);
         catalog.close();
         await events.close();
         await redis.quit().catch(() => redis.disconnect());

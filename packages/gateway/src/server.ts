@@ -14,6 +14,7 @@ import { jobRoutes } from './routes/jobs.ts';
 import { modelRoutes } from './routes/models.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { tfservingRoutes } from './routes/tfserving.ts';
+import { v2Routes } from './routes/v2.ts';
 import { validatorCompiler } from './validator-compiler.ts';
 
 export type { GatewayDeps } from './route-context.ts';
@@ -33,17 +34,18 @@ export const SHUTDOWN_GRACE_MS = 2_000;
 const MULTIPART_MAX_FIELDS = 3;
 
 /** Routes logged at debug level: probes and scrapes would drown the request log. */
-const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics', '/v2/health/live', '/v2/health/ready']);
 
 /**
  * Build the gateway's HTTP app (not listening; test it with `app.inject`, or `app.listen`). The caller
  * owns `deps` and closes them after `app.close()`; closing the app ends its long-polls and event
  * streams at once (they answer the state they have).
  *
- * Body parsing: JSON only (anything else → 415; the TF Serving routes read any body as JSON), at most
- * `settings.max_body_bytes` (→ 413); bodies are validated strictly (see validator-compiler.ts). The
- * OpenAPI document of every route is at `/docs/json`, Swagger UI at `/docs` (openapi.ts). One log
- * line per request, with `job_id`, `model`, `version` when known.
+ * Body parsing: JSON only (anything else → 415; the TF Serving routes read any body as JSON, the `/v2`
+ * routes any body as bytes, see routes/v2.ts), at most `settings.max_body_bytes` (→ 413); bodies are
+ * validated strictly (see validator-compiler.ts). The OpenAPI document of every route is at
+ * `/docs/json`, Swagger UI at `/docs` (openapi.ts). One log line per request, with `job_id`, `model`,
+ * `version` when known.
  */
 export function buildApp(deps: GatewayDeps): GatewayApp {
   const app = Fastify({
@@ -121,5 +123,6 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
   void app.register(groupRoutes, context);
   void app.register(modelRoutes, context);
   void app.register(tfservingRoutes, context);
+  void app.register(v2Routes, { ...context, prefix: '/v2' });
   return app as GatewayApp;
 }

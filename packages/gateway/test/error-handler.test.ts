@@ -115,7 +115,7 @@ describe('error-handler: every error answers {"error":{"code","message"}} with i
   });
 
   it('unknown route → 404 not_found', async () => {
-    assertError(await f.app.inject({ url: '/v2/nothing' }), 404, 'not_found', /GET \/v2\/nothing/);
+    assertError(await f.app.inject({ url: '/v9/nothing' }), 404, 'not_found', /GET \/v9\/nothing/);
   });
 
   it('queue full → 429 queue_full with Retry-After, and the job is not stored', async () => {

@@ -98,9 +98,9 @@ export interface Fixture {
 
 export const silentLogger = createLogger('gateway-test', 'silent');
 
-/** Build settings for a test (environment defaults + overrides). */
+/** Build settings for a test (environment defaults, no gRPC server, + overrides). */
 export function testSettings(overrides: Partial<Settings> & { redis_url: string }): Settings & { redis_url: string } {
-  return { ...loadSettings({}), ...overrides };
+  return { ...loadSettings({}), grpc_port: 0, ...overrides };
 }
 
 /**

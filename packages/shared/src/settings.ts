@@ -12,6 +12,11 @@ export const Settings = Type.Object({
   redis_url: Type.Optional(Type.String()),
   /** Gateway TCP port. */
   port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
+  /**
+   * Gateway gRPC port (OIP `inference.GRPCInferenceService`, TF Serving's `PredictionService` and
+   * `ModelService`), on the same bind address; 8001 is Triton's. 0 = no gRPC server.
+   */
+  grpc_port: Type.Integer({ minimum: 0, maximum: 65535, default: 8001 }),
   /** Gateway bind address. */
   host: Type.String({ default: '0.0.0.0' }),
   /** Model repository folder (`<name>/config.json`, `<name>/<version>/model.json`). */

@@ -7,10 +7,12 @@ export interface GatewayReadyMessage {
   type: 'gateway-ready';
   /** `http://host:port` */
   address: string;
+  /** `host:port` of the gRPC server; absent when GRPC_PORT is 0. */
+  grpcAddress?: string;
 }
 
 /**
- * `inferline gateway`: serve the HTTP API against `REDIS_URL` (default {@link DEFAULT_REDIS_URL})
+ * `inferline gateway`: serve the HTTP API (and gRPC on GRPC_PORT) against `REDIS_URL` (default {@link DEFAULT_REDIS_URL})
  * until SIGINT/SIGTERM, then close it (finish in-flight requests, close Redis).
  */
 export async function runGateway(): Promise<void> {
@@ -19,7 +21,7 @@ export async function runGateway(): Promise<void> {
   const signal = trapStopSignals({ onStop: (cause) => logger.info({ cause }, 'stopping gateway') });
   const gateway = await startGateway({ ...settings, redis_url: settings.redis_url ?? DEFAULT_REDIS_URL }, logger);
   if (process.send && process.connected) {
-    const ready: GatewayReadyMessage = { type: 'gateway-ready', address: gateway.address };
+    const ready: GatewayReadyMessage = { type: 'gateway-ready', address: gateway.address, ...(gateway.grpcAddress === undefined ? {} : { grpcAddress: gateway.grpcAddress }) };
     process.send(ready);
   }
   await aborted(signal);

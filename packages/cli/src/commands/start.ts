@@ -73,8 +73,9 @@ export async function runStart(): Promise<void> {
     children.push(aggregator);
     aggregator.start();
 
-    const address = await Promise.race([ready, aborted(signal)]);
-    if (address === undefined) return;
+    const listening = await Promise.race([ready, aborted(signal)]);
+    if (listening === undefined) return;
+    const { address, grpcAddress } = listening;
     gateway.restart = true;
     // "running" only once the gateway is ready: Redis answers and every model has a version AVAILABLE.
     if (!(await gatewayServing(address, signal, logger))) return;
@@ -83,6 +84,7 @@ export async function runStart(): Promise<void> {
       [
         '',
         `inferline is running: http://localhost:${port}`,
+        ...(grpcAddress === undefined ? [] : [`  grpc:    localhost:${grpcAddress.slice(grpcAddress.lastIndexOf(':') + 1)} (OIP v2 and TF Serving services)`]),
         `  redis:   ${redis ? `${redisUrl} (private redis-server, data in ${join(settings.state_dir, 'redis')})` : `${redisUrl} (REDIS_URL)`}`,
         `  workers: ${workerCount} × ${instanceCount} instance(s) per model version (INSTANCE_COUNT), models from ${settings.model_repository}; one aggregator`,
         '  stop:    Ctrl-C',
@@ -126,17 +128,17 @@ async function gatewayServing(address: string, signal: AbortSignal, logger: Logg
 }
 
 /**
- * Resolve with the gateway's address on its first `gateway-ready` message.
+ * Resolve with the gateway's addresses (HTTP, and gRPC unless off) on its first `gateway-ready` message.
  * @throws InferlineError `unavailable` when it exits before listening (its own log says why).
  */
-function gatewayReady(gateway: SupervisedChild): Promise<string> {
+function gatewayReady(gateway: SupervisedChild): Promise<{ address: string; grpcAddress: string | undefined }> {
   return new Promise((resolve, reject) => {
     const onMessage = (message: unknown): void => {
       const ready = message as Partial<GatewayReadyMessage> | null;
       if (ready?.type !== 'gateway-ready' || typeof ready.address !== 'string') return;
       gateway.off('exit', onExit);
       gateway.off('message', onMessage);
-      resolve(ready.address);
+      resolve({ address: ready.address, grpcAddress: ready.grpcAddress });
     };
     const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
       gateway.off('message', onMessage);

@@ -8,10 +8,10 @@ import { SERVING_SIGNATURE } from '../tfserving-request.ts';
 import { TF_SERVING_ERRORS, useTfServingConventions } from '../tfserving-scope.ts';
 
 /** TF Serving's method name of a predict signature (tensorflow/cc/saved_model/signature_constants.h). */
-const PREDICT_METHOD = 'tensorflow/serving/predict';
+export const PREDICT_METHOD = 'tensorflow/serving/predict';
 
 /** TF dtype names (tensorflow/core/framework/types.proto) of the signature's dtypes. */
-const TF_DTYPES: Record<TensorSpec['dtype'], string> = { string: 'DT_STRING', float32: 'DT_FLOAT', int32: 'DT_INT32', json: 'DT_STRING' };
+export const TF_DTYPES: Record<TensorSpec['dtype'], string> = { string: 'DT_STRING', float32: 'DT_FLOAT', int32: 'DT_INT32', json: 'DT_STRING' };
 
 const ModelName = Type.String({ minLength: 1, maxLength: 64, description: 'The model (its folder in the model repository).' });
 const NameParams = Type.Object({ name: ModelName });
@@ -129,12 +129,12 @@ const tfservingModelRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, c
 };
 
 /** The version a label points to, or undefined. */
-function labelVersion(model: RepositoryModel, label: string): number | undefined {
+export function labelVersion(model: RepositoryModel, label: string): number | undefined {
   return model.config.version_labels[label];
 }
 
 /** Versions to show: those the policy selects and those a live worker still holds, ascending. */
-function knownVersions(model: RepositoryModel, live: ReadonlyMap<number, LiveVersion>): number[] {
+export function knownVersions(model: RepositoryModel, live: ReadonlyMap<number, LiveVersion>): number[] {
   return [...new Set([...model.served, ...live.keys()])].sort((a, b) => a - b);
 }
 

@@ -1,0 +1,78 @@
+import { ERROR_STATUS, InferlineError, TERMINAL_STATUSES, newJobId, type ErrorCode, type JobView } from '@inferline/shared';
+import { admitJobs, checkBulkSize } from './enqueue-jobs.ts';
+import { toJobView } from './job-view.ts';
+import type { LogContext } from './log-context.ts';
+import type { ResolvedModel, VersionSelector } from './model-catalog.ts';
+import type { RouteContext } from './route-context.ts';
+import { waitForJobs } from './wait-for-jobs.ts';
+
+/** What a synchronous call needs of the gateway (a route's context, or the gRPC server's). */
+export type SyncJobsDeps = Pick<RouteContext, 'redis' | 'events' | 'models' | 'metrics' | 'settings'>;
+
+/** One synchronous call: one job per input row, for one model version. */
+export interface SyncJobsRequest {
+  model: string;
+  selector: VersionSelector;
+  /** The caller's resolution of `model` + `selector` (it read the signature with it). */
+  target: ResolvedModel;
+  /** One job input per row, in row order (as readInputs accepts them). */
+  inputs: readonly unknown[];
+  /** How the protocol names the rows, for the bulk-size error (`instances`, `rows of "text"`). */
+  what: string;
+  /** Longest wait for the jobs, ms (the caller caps it by `max_wait_s`). */
+  waitMs: number;
+  /** Aborts the wait (client gone, shutdown); the jobs stay queued and run. */
+  signal: AbortSignal;
+  log?: LogContext;
+}
+
+/**
+ * Run a synchronous compatibility call (OIP v2 infer, gRPC ModelInfer and Predict) through the queue:
+ * one job per input row, admitted all or nothing by {@link admitJobs} (validation, `queue_full`, a
+ * version switch), waited for with {@link waitForJobs} (job events; no polling), answered in row order.
+ *
+ * @returns the version that served the rows and each row's output (`{<output name>: value}`), in row order.
+ * @throws InferlineError as admitJobs (`invalid_input`, `queue_full`, `model_unavailable`, ...);
+ *   `payload_too_large` over `max_bulk_inputs`; the first failed row's own error (its code, else
+ *   `inference_failed`); `deadline_exceeded` when a row is unfinished after `waitMs` (the jobs stay
+ *   queued and run: the message names the first one to poll).
+ */
+export async function runSyncJobs(deps: SyncJobsDeps, request: SyncJobsRequest): Promise<{ target: ResolvedModel; outputs: Record<string, unknown>[] }> {
+  checkBulkSize(request.inputs.length, deps.settings.max_bulk_inputs, request.what);
+  const ids = request.inputs.map(() => newJobId(request.target.config.name));
+  if (request.log) request.log.jobs = ids.length;
+  // Watch before enqueueing: a job can finish before the enqueue call returns.
+  const watch = deps.events.watch(ids);
+  let views: JobView[];
+  let target: ResolvedModel;
+  try {
+    const admitted = await admitJobs(deps.models, deps.redis, deps.metrics, {
+      model: request.model,
+      selector: request.selector,
+      inputs: request.inputs,
+      jobIds: ids,
+      target: request.target,
+    });
+    target = admitted.target;
+    if (request.log) request.log.version = target.version;
+    views = (await waitForJobs(deps.redis, watch, request.waitMs, request.signal, admitted.records)).map(toJobView);
+  } finally {
+    watch.close();
+  }
+  return { target, outputs: views.map(finishedOutput) };
+}
+
+/**
+ * The output of one job that must have succeeded.
+ * @throws InferlineError its own error when it failed, `deadline_exceeded` when it is not terminal.
+ */
+function finishedOutput(view: JobView): Record<string, unknown> {
+  if (!TERMINAL_STATUSES.has(view.status)) {
+    throw new InferlineError('deadline_exceeded', `job ${view.id} is still ${view.status} when the wait ran out; poll GET /v1/jobs/${view.id}`);
+  }
+  if (view.status !== 'succeeded') {
+    const code = view.error && view.error.code in ERROR_STATUS ? (view.error.code as ErrorCode) : 'inference_failed';
+    throw new InferlineError(code, `job ${view.id} ${view.status}: ${view.error?.message ?? 'no result'}`);
+  }
+  return view.output ?? {};
+}
