@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { freePort } from '../packages/cli/src/redis-server.ts';
@@ -13,7 +13,7 @@ import { ROOT } from '../test/harness/processes.ts';
 /**
  * "The README topology" for bench/compare.ts: `node --import tsx packages/cli/src/main.ts start` (what
  * `npm start` runs) with a free `PORT`, `HOST=127.0.0.1`, `LOG_LEVEL=warn`, a fresh `STATE_DIR` and no
- * `REDIS_URL`, so it starts its own redis-server and forks a gateway, one worker per core and an
+ * `REDIS_URL`, so it starts its own redis-server and forks a gateway, one worker (an instance thread per core) and an
  * aggregator. Its processes are found by walking /proc from the start process.
  */
 
@@ -103,7 +103,7 @@ async function stopTopology(child: ChildProcess, stateDir: string): Promise<void
 }
 
 /**
- * Start the README topology and wait until it serves `model` with one live worker per core (see the
+ * Start the README topology and wait until it serves `model` with its live workers (see the
  * file header). `stop()` sends SIGTERM to the start process (it stops its children, then its Redis)
  * and waits for it.
  * @throws Error with the last lines of its output when it exits or is not ready in time.
@@ -123,7 +123,8 @@ export async function startInferlineTopology(options: { model: string }): Promis
   child.stderr?.on('data', keep);
 
   const url = `http://127.0.0.1:${port}`;
-  const workers = availableParallelism();
+  // `start` runs WORKERS worker processes (0 or unset = one, with an instance thread per core).
+  const workers = Number(process.env.WORKERS ?? 0) || 1;
   const deadline = performance.now() + TOPOLOGY_READY_TIMEOUT_MS;
   let failedJobs = 0;
   try {

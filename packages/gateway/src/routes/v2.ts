@@ -85,9 +85,10 @@ export const v2Routes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, d
   });
   app.setNotFoundHandler((request, reply) => sendError(new InferlineError('not_found', `no route ${request.method} ${request.url.split('?')[0]}`), request, reply));
 
-  app.get('/', () => ({ name: OIP_SERVER_NAME, version: OIP_SERVER_VERSION, extensions: OIP_REST_EXTENSIONS }));
-  app.get('/health/live', () => ({ live: true }));
-  app.get('/health/ready', async () => {
+  const tags = ['Open Inference Protocol'];
+  app.get('/', { schema: { summary: 'Server metadata (name, version, extensions)', tags } }, () => ({ name: OIP_SERVER_NAME, version: OIP_SERVER_VERSION, extensions: OIP_REST_EXTENSIONS }));
+  app.get('/health/live', { schema: { summary: 'Server liveness', tags } }, () => ({ live: true }));
+  app.get('/health/ready', { schema: { summary: 'Server readiness (the /readyz rule)', tags } }, async () => {
     await checkReady(ctx);
     return { ready: true };
   });
@@ -107,9 +108,11 @@ export const v2Routes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, d
     return { name: params.name, ready: true };
   };
   for (const base of ['/models/:name', '/models/:name/versions/:version']) {
-    app.get(base, { schema: { params: ModelParams } }, (request) => metadata(request.params));
-    app.get(`${base}/ready`, { schema: { params: ModelParams } }, (request) => ready(request.params));
-    app.post(`${base}/infer`, { schema: { params: ModelParams } }, (request, reply) => infer(ctx, request.params, request, reply));
+    app.get(base, { schema: { params: ModelParams, summary: 'Model metadata: OIP datatypes and shapes of its inputs and outputs', tags } }, (request) => metadata(request.params));
+    app.get(`${base}/ready`, { schema: { params: ModelParams, summary: 'Model readiness: a live worker has the version AVAILABLE', tags } }, (request) => ready(request.params));
+    app.post(`${base}/infer`, { schema: { params: ModelParams, summary: 'Inference (JSON, or the binary tensor extension); each row is one job', tags } }, (request, reply) =>
+      infer(ctx, request.params, request, reply),
+    );
   }
   done();
 };
