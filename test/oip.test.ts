@@ -89,7 +89,8 @@ describe('compatibility endpoints (OIP v2 REST + gRPC, TF Serving gRPC) through 
     const grpcPort = await freePort();
     const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: join(ROOT, 'models') };
     gateway = await startGatewayProcess({ ...env, GRPC_PORT: String(grpcPort) });
-    worker = await startWorkerProcess(env, ['glove-embed', 'coco-detect', 'image-classify']);
+    // Every model of the repository, so that the server is ready (/v2/health/ready needs them all).
+    worker = await startWorkerProcess(env);
     grpc = connectGrpcClients(`127.0.0.1:${grpcPort}`);
     astronaut = await readFile(join(TEST_IMAGES_DIR, 'astronaut.png'));
     coffee = await readFile(join(TEST_IMAGES_DIR, 'coffee.png'));
