@@ -149,13 +149,14 @@ export async function benchInstances(options: { durationMs: number }): Promise<v
     console.log(`\np99 beside ÷ p99 alone: ${(beside.p99_ms / alone.p99_ms).toFixed(2)}×`);
   });
 
-  console.log('\n## 5. many models: 10 versions on one worker under a budget that fits 3, 8 clients, each request to a random model');
+  console.log('\n## 5. many models: 10 versions on one worker under a budget that fits 3 (each counted as its 19.5 MB folder + INSTANCE_OVERHEAD_MB 80), 8 clients, each request to a random model');
   const many = Array.from({ length: 10 }, (_, i) => `text-${i}`);
   const manyRepository = await linkedRepository(many.map((name) => ({ name, from: 'glove-embed', fields: { instance_group: { count: 1 } } })));
   const versionBytes = await folderBytes(join(repository, 'glove-embed', '1'));
-  const budgetMb = Math.ceil((3 * versionBytes) / MB) + 1;
+  const overheadMb = 80;
+  const budgetMb = Math.ceil((3 * (versionBytes + overheadMb * MB)) / MB) + 1;
   try {
-    await withStack({ MODEL_REPOSITORY: manyRepository, MODEL_MEMORY_BUDGET_MB: String(budgetMb) }, [], async (url, worker) => {
+    await withStack({ MODEL_REPOSITORY: manyRepository, MODEL_MEMORY_BUDGET_MB: String(budgetMb), INSTANCE_OVERHEAD_MB: String(overheadMb) }, [], async (url, worker) => {
       const idleRss = await peakRss(worker.pid);
       const r = await benchEndToEnd({ url, model: () => many[Math.floor(Math.random() * many.length)] as string, inputs: texts, concurrency: 8, durationMs: durationMs * 2 });
       const metrics = await (await fetch(worker.metrics)).text();

@@ -152,14 +152,14 @@ describe('two models under a memory budget that fits one', () => {
 
   before(async () => {
     redis = await startTestRedis();
-    // Each is the 20.6 MB glove-embed v1; the budget holds one of them.
+    // Each is the 20.6 MB glove-embed v1 on one instance (+ 80 MB for its thread): the budget holds one of them.
     repository = await linkedRepository([
       { name: 'text-a', from: 'glove-embed', fields: { instance_group: { count: 1 }, batching: { max_batch_size: 8, batch_timeout_ms: 5 } } },
       { name: 'text-b', from: 'glove-embed', fields: { instance_group: { count: 1 }, batching: { max_batch_size: 8, batch_timeout_ms: 5 } } },
     ]);
     const metricsPort = await freePort();
     metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
-    const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: repository, HEARTBEAT_INTERVAL_MS: '250', MODEL_MEMORY_BUDGET_MB: '30', METRICS_PORT: String(metricsPort), HOST: '127.0.0.1' };
+    const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: repository, HEARTBEAT_INTERVAL_MS: '250', MODEL_MEMORY_BUDGET_MB: '150', INSTANCE_OVERHEAD_MB: '80', METRICS_PORT: String(metricsPort), HOST: '127.0.0.1' };
     gateway = await startGatewayProcess(env);
     worker = await startWorkerProcess(env);
   });

@@ -71,12 +71,18 @@ export const Settings = Type.Object({
    */
   idle_block_ms: Type.Integer({ minimum: 10, default: 10_000 }),
   /**
-   * Worker: megabytes of model weights it may hold (a version counts its folder's size once per
-   * instance); 0 = no budget, every served version loaded at start. With a budget, a version loads on
-   * its first request (or at start with `preload: true`), and the least recently used idle versions are
-   * unloaded to make room.
+   * Worker: megabytes its loaded model instances may take (a version counts, per instance, its
+   * folder's size plus instance_overhead_mb); 0 = no budget, every served version loaded at start.
+   * With a budget, a version loads on its first request (or at start with `preload: true`), and the
+   * least recently used idle versions are unloaded to make room.
    */
   model_memory_budget_mb: Type.Number({ minimum: 0, default: 0 }),
+  /**
+   * Worker: what the memory budget counts for one instance thread besides its weights, MB: its V8
+   * isolate, its copy of the runtime's modules and its wasm heap (measured on the wasm backend: about
+   * 60 to 100 MB per thread, see the README's instances benchmark).
+   */
+  instance_overhead_mb: Type.Number({ minimum: 0, default: 80 }),
   /**
    * Worker: instances (threads) of each version it serves, for models whose config.json sets no
    * `instance_group`. `inferline start` sets it to the number of cores unless it is set.

@@ -62,7 +62,7 @@ export class WorkerMetrics {
       labelNames,
       registers,
     });
-    this.#weightBytes = new Gauge({ name: 'inferline_model_weights_bytes', help: 'Weights this worker holds, as the memory budget counts them (version folder size × instances).', registers });
+    this.#weightBytes = new Gauge({ name: 'inferline_model_weights_bytes', help: 'Model instances this worker holds, as the memory budget counts them ((version folder size + INSTANCE_OVERHEAD_MB) × instances).', registers });
     new Gauge({ name: 'inferline_backend_info', help: 'The TF.js backend this worker runs on.', labelNames: ['backend'] as const, registers }).set({ backend }, 1);
   }
 

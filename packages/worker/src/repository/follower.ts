@@ -73,7 +73,7 @@ interface HeldVersion {
   running?: Promise<void>;
   /** When it became AVAILABLE, ms since epoch. */
   loadedAt?: number;
-  /** What the memory budget counts for it while loaded: its folder's bytes × instances. */
+  /** What the memory budget counts for it while loaded: (its folder's bytes + INSTANCE_OVERHEAD_MB) × instances. */
   footprint?: number;
 }
 
@@ -295,7 +295,8 @@ export class RepositoryFollower {
       try {
         const dir = join(model.dir, String(version));
         const stamp = await folderStamp(model, version);
-        const footprint = (await folderBytes(dir)) * count;
+        // What the budget counts: per instance, its weights (the folder's size) and its thread's runtime.
+        const footprint = ((await folderBytes(dir)) + settings.instance_overhead_mb * MB) * count;
         try {
           if (this.#budgetBytes > 0) await this.#makeRoom(footprint, held, model.name);
           pool = await InstancePool.start({ config: model.config, versionDir: dir, version, backend: this.#options.backend, count, warmupSizes: warmupSizes(model.config), logger });
@@ -331,7 +332,7 @@ export class RepositoryFollower {
         metrics.observeLoad(model.name, version);
         metrics.setWeightBytes(this.#heldBytes());
         this.#log.info(
-          { ...log, backend: pool.backend, instances: count, weights_mb: Number((footprint / MB).toFixed(1)), load_ms: Math.round(performance.now() - started), on_demand: load !== undefined },
+          { ...log, backend: pool.backend, instances: count, budget_mb: Number((footprint / MB).toFixed(1)), load_ms: Math.round(performance.now() - started), on_demand: load !== undefined },
           'model version loaded and warmed up',
         );
         await this.#announce(model);
