@@ -11,10 +11,10 @@
  *   level). So under a steady load of higher levels a waiting request of a lower level is taken within
  *   `max_skips + 1` fills of the moment it was first seen. `max_skips = 0` serves the waiting levels
  *   in turn.
- * - Reads: a level whose local buffer is empty is read again, all such levels in one call; the read
- *   blocks (up to `blockMs`) only when no level has anything buffered. Each level keeps at most one
- *   read (`count` requests) in hand beyond what a fill takes. With one level this is the plain FIFO
- *   read of before: every read asks for `count` and hands all of it out.
+ * - Reads: every level holding fewer than `count` requests in hand is read again (at most `count`
+ *   each), all such levels in one call; the read blocks (up to `blockMs`) only when no level has
+ *   anything in hand. So a level holds fewer than 2 × `count` requests read ahead. With one level this
+ *   is the plain FIFO read of before: every read asks for `count` and hands all of it out.
  */
 import type { BatchSource } from './batcher.ts';
 
@@ -56,13 +56,12 @@ export class PriorityFill<T> implements BatchSource<T> {
     return this.#buffers.reduce((sum, buffer) => sum + buffer.length, 0);
   }
 
-  /** One fill: refill empty levels (blocking only when nothing is buffered), then take up to `count`. */
+  /** One fill: refill short levels (blocking only when nothing is in hand), then take up to `count`. */
   async read(count: number, blockMs: number): Promise<T[]> {
-    const empty = this.#buffers.flatMap((buffer, level) => (buffer.length === 0 ? [level] : []));
-    if (empty.length > 0) {
-      const nothingInHand = empty.length === this.#buffers.length;
-      const replies = await this.#source.read(empty, count, nothingInHand ? blockMs : undefined);
-      empty.forEach((level, i) => this.#buffers[level]?.push(...(replies[i] ?? [])));
+    const short = this.#buffers.flatMap((buffer, level) => (buffer.length < count ? [level] : []));
+    if (short.length > 0) {
+      const replies = await this.#source.read(short, count, this.buffered === 0 ? blockMs : undefined);
+      short.forEach((level, i) => this.#buffers[level]?.push(...(replies[i] ?? [])));
     }
     return this.take(count);
   }
