@@ -77,7 +77,7 @@ const fuzzRequest: fc.Arbitrary<FuzzRequest> = fc.oneof(
     ([path, body, contentType]): FuzzRequest => ({ method: 'POST', path, contentType, body }),
   ),
   fc.tuple(fc.constantFrom('/v1/jobs', '/v1/models/glove-embed:predict'), multipart).map(([path, part]): FuzzRequest => ({ method: 'POST', path, ...part })),
-  fc.tuple(fc.constantFrom('GET', 'DELETE') as fc.Arbitrary<'GET' | 'DELETE'>, fc.constantFrom('/v1/jobs/', '/v1/groups/'), fc.string({ maxLength: 140 }), fc.constantFrom('', '?wait=-1', '?wait=1e9', '?wait=abc', '?wait=0'))
+  fc.tuple(fc.constantFrom<'GET' | 'DELETE'>('GET', 'DELETE'), fc.constantFrom('/v1/jobs/', '/v1/groups/'), fc.string({ maxLength: 140 }), fc.constantFrom('', '?wait=-1', '?wait=1e9', '?wait=abc', '?wait=0'))
     .map(([method, prefix, id, query]): FuzzRequest => ({ method, path: `${prefix}${encodeURIComponent(id)}${query}` })),
 );
 
