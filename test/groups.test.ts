@@ -177,8 +177,8 @@ describe('aggregation groups over glove-embed: gateway + 2 workers + aggregator 
       const [code, , status] = await runScript<[number, number, string, number]>(
         connection,
         'group-add',
-        [keys.group(id), keys.requests('glove-embed', 1), keys.groupInputs(id), keys.groupsReady(), keys.groupsOpen()],
-        [id, 1, 1, -1, 1000, 0, Date.now(), JOB_EVENTS_CHANNEL, 'glove-embed', 1, 'collect', '*', 'fail', 60],
+        [keys.group(id), keys.requests('glove-embed', 1), keys.groupInputs(id), keys.groupsReady(), keys.groupsOpen(), keys.admission('glove-embed'), keys.requests('glove-embed', 1)],
+        [id, 1, 1, -1, 1000, 0, Date.now(), JOB_EVENTS_CHANNEL, 'glove-embed', 1, 'collect', '*', 'fail', 60, 1, '', 1],
       );
       assert.deepEqual([code, status], [0, 'reducing']);
     } finally {

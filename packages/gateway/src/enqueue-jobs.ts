@@ -1,4 +1,4 @@
-import { encode, enqueueJobs as enqueueScript, InferlineError, type JobRecord, type Redis } from '@inferline/shared';
+import { encode, enqueueJobs as enqueueScript, InferlineError, priorityLevel, type JobRecord, type Redis } from '@inferline/shared';
 import { readImageInput } from './image-input.ts';
 import { validateInput } from './input-validation.ts';
 import type { GatewayMetrics } from './metrics.ts';
@@ -41,6 +41,23 @@ export async function readInputs(target: ResolvedModel, inputs: readonly unknown
   return settled.map((result) => (result as PromiseFulfilledResult<unknown>).value);
 }
 
+/** How long requests may wait and at which priority ({@link enqueueJobs}). */
+export interface QueuePolicy {
+  /** Priority level, 1 = highest (≤ the model's `priority_levels`); absent = its `default_priority_level`. */
+  priority?: number;
+  /** Queue deadline, ms from acceptance; absent = the model's `default_timeout_ms` (absent = none). */
+  timeout_ms?: number;
+}
+
+/**
+ * The deadline (ms since epoch) of requests accepted at `createdAt`: `timeout_ms`, else the model's
+ * `default_timeout_ms`; undefined when neither is set.
+ */
+export function queueDeadline(target: ResolvedModel, createdAt: number, timeoutMs: number | undefined): number | undefined {
+  const timeout = timeoutMs ?? target.config.batching.default_timeout_ms;
+  return timeout === undefined ? undefined : createdAt + timeout;
+}
+
 /**
  * Admit requests for one model version, all or nothing: validate every input against the signature
  * first (text, tensors; image headers read by readImageInput), so an invalid one rejects the whole call
@@ -49,23 +66,37 @@ export async function readInputs(target: ResolvedModel, inputs: readonly unknown
  *
  * @param jobIds one fresh id (`newJobId(model)`) per input, in the same order; created by the caller
  *   so that it can watch for their events before they can fire.
+ * @param policy priority level and queue deadline ({@link QueuePolicy})
  * @returns the stored records (`queued`), in input order.
- * @throws InferlineError `invalid_input`, `invalid_image`, `payload_too_large`, `queue_full` (nothing
+ * @throws InferlineError `invalid_input` (also a `priority` above `priority_levels`), `invalid_image`, `payload_too_large`, `queue_full` (nothing
  *   stored in every case), `internal` on an id collision; a Redis failure is rethrown as is (the error
  *   handler maps it to 503 `unavailable`; nothing acknowledged).
  */
-export async function enqueueJobs(redis: Redis, metrics: GatewayMetrics, target: ResolvedModel, inputs: readonly unknown[], jobIds: readonly string[]): Promise<JobRecord[]> {
+export async function enqueueJobs(
+  redis: Redis,
+  metrics: GatewayMetrics,
+  target: ResolvedModel,
+  inputs: readonly unknown[],
+  jobIds: readonly string[],
+  policy: QueuePolicy = {},
+): Promise<JobRecord[]> {
   const model = target.config.name;
   const labels = { model, version: String(target.version) };
   const createdAt = Date.now();
   try {
+    const { batching } = target.config;
+    const priority = priorityLevel(batching, policy.priority);
     const stored = await readInputs(target, inputs);
+    const deadline = queueDeadline(target, createdAt, policy.timeout_ms);
     await enqueueScript(redis, {
       model,
       version: target.version,
-      max_queue_size: target.config.batching.max_queue_size,
+      max_queue_size: batching.max_queue_size,
       created_at: createdAt,
       jobs: stored.map((input, i) => ({ id: jobIds[i] ?? '', input: encode(input) })),
+      priority,
+      levels: batching.priority_levels,
+      ...(deadline === undefined ? {} : { deadline_at: deadline }),
     });
   } catch (error) {
     metrics.requests.inc({ ...labels, status: error instanceof InferlineError ? error.code : 'unavailable' }, inputs.length);
@@ -94,16 +125,17 @@ export async function admitJobs(
     jobIds: readonly string[];
     /** The caller's resolution of `model` + `selector`, when it already made one (it is not made again). */
     target?: ResolvedModel;
+    policy?: QueuePolicy;
   },
 ): Promise<{ target: ResolvedModel; records: JobRecord[] }> {
-  const { model, selector, inputs, jobIds } = request;
+  const { model, selector, inputs, jobIds, policy } = request;
   let target = request.target ?? (await models.resolve(model, selector));
   try {
-    return { target, records: await enqueueJobs(redis, metrics, target, inputs, jobIds) };
+    return { target, records: await enqueueJobs(redis, metrics, target, inputs, jobIds, policy) };
   } catch (error) {
     if (!(error instanceof InferlineError) || error.details?.version_closed !== true) throw error;
     await models.refreshLive();
     target = models.resolveNow(model, selector);
-    return { target, records: await enqueueJobs(redis, metrics, target, inputs, jobIds) };
+    return { target, records: await enqueueJobs(redis, metrics, target, inputs, jobIds, policy) };
   }
 }

@@ -23,6 +23,10 @@ export interface GroupSpec {
   on_item_error: OnItemError;
   /** Keep each member's input for the reduce (`boxes`). */
   keep_inputs: boolean;
+  /** Priority level of its members (already resolved by `priorityLevel`). */
+  priority: number;
+  /** ms since epoch after which members still queued fail `deadline_exceeded`; absent = none. */
+  deadline_at?: number;
 }
 
 /** One call of group-add.lua. */
@@ -39,6 +43,8 @@ export interface GroupAdd {
   /** Refuse the call unless the group holds exactly this many inputs (a retried chunk). */
   start?: number;
   keep_inputs: boolean;
+  /** Priority level of the group's members (its record's `priority`; the create's). */
+  priority: number;
 }
 
 /** Outcome of {@link addToGroup}. */
@@ -67,6 +73,9 @@ export async function addToGroup(redis: Redis, queue: Queue<ReduceJobData>, retr
     inputs: add.inputs.map((input) => encode(input)),
     close: add.close,
     keep_inputs: add.keep_inputs,
+    priority: add.priority,
+    levels: target.config.batching.priority_levels,
+    ...(create?.deadline_at === undefined ? {} : { deadline_at: create.deadline_at }),
     ...(add.start === undefined ? {} : { start: add.start }),
     ...(create
       ? { create: { reduce: create.reduce, output_name: create.output_name, on_item_error: create.on_item_error, result_ttl_s: target.config.queue.result_ttl_s } }

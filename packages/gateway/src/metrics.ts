@@ -41,20 +41,20 @@ export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatInter
   });
   new Gauge({
     name: 'inferline_queue_depth',
-    help: 'Requests waiting or in flight in the streams of a model (XLEN over its served versions).',
+    help: 'Requests waiting or in flight in the streams of a model (XLEN over its served versions and their priority levels).',
     labelNames: ['model'] as const,
     registers: [registry],
     async collect() {
       this.reset();
-      const served = models.list().map((m) => ({ name: m.config.name, versions: m.served }));
+      const served = models.list().map((m) => ({ name: m.config.name, streams: m.served.flatMap((v) => keys.requestStreams(m.config.name, v, m.config.batching.priority_levels)) }));
       const pipeline = redis.pipeline();
-      for (const m of served) for (const v of m.versions) pipeline.xlen(keys.requests(m.name, v));
+      for (const m of served) for (const stream of m.streams) pipeline.xlen(stream);
       const replies = await readPipeline(pipeline, logger, 'inferline_queue_depth');
       if (!replies) return;
       let i = 0;
       for (const m of served) {
         let depth = 0;
-        for (let n = 0; n < m.versions.length; n++) depth += Number(replies[i++] ?? 0);
+        for (let n = 0; n < m.streams.length; n++) depth += Number(replies[i++] ?? 0);
         this.set({ model: m.name }, depth);
       }
     },

@@ -30,6 +30,9 @@ export interface SyncJobsRequest {
  * Run a synchronous compatibility call (OIP v2 infer, gRPC ModelInfer and Predict) through the queue:
  * one job per input row, admitted all or nothing by {@link admitJobs} (validation, `queue_full`, a
  * version switch), waited for with {@link waitForJobs} (job events; no polling), answered in row order.
+ * The wait is also the rows' queue deadline (or the model's `default_timeout_ms` when shorter): a row
+ * still queued when its caller has stopped waiting fails `deadline_exceeded` without inference instead
+ * of running for nobody.
  *
  * @returns the version that served the rows and each row's output (`{<output name>: value}`), in row order.
  * @throws InferlineError as admitJobs (`invalid_input`, `queue_full`, `model_unavailable`, ...);
@@ -43,6 +46,7 @@ export async function runSyncJobs(deps: SyncJobsDeps, request: SyncJobsRequest):
   if (request.log) request.log.jobs = ids.length;
   // Watch before enqueueing: a job can finish before the enqueue call returns.
   const watch = deps.events.watch(ids);
+  const timeoutMs = Math.max(1, Math.ceil(Math.min(request.waitMs, request.target.config.batching.default_timeout_ms ?? Infinity)));
   let views: JobView[];
   let target: ResolvedModel;
   try {
@@ -52,6 +56,7 @@ export async function runSyncJobs(deps: SyncJobsDeps, request: SyncJobsRequest):
       inputs: request.inputs,
       jobIds: ids,
       target: request.target,
+      policy: { timeout_ms: timeoutMs },
     });
     target = admitted.target;
     if (request.log) request.log.version = target.version;

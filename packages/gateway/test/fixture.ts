@@ -44,6 +44,8 @@ export interface RepositoryOptions {
   versionLabels?: Record<string, number>;
   /** Set `traffic`. */
   traffic?: Record<string, number>;
+  /** Fields merged into `batching` (priority_levels, default_timeout_ms, ...). */
+  batching?: Record<string, unknown>;
 }
 
 /** A temp model repository with a copy of glove-embed's config.json and `<v>/model.json` placeholders. */
@@ -63,6 +65,7 @@ export async function createRepository(options: RepositoryOptions = {}): Promise
   if (options.versionPolicy !== undefined) config.version_policy = options.versionPolicy;
   if (options.versionLabels !== undefined) config.version_labels = options.versionLabels;
   if (options.traffic !== undefined) config.traffic = options.traffic;
+  if (options.batching !== undefined) Object.assign(config.batching, options.batching);
   await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
   for (const version of options.versions ?? [1]) await addVersion(root, version);
   return root;

@@ -42,6 +42,25 @@ export const BatchingConfig = Type.Object(
      * batch at a time. Absent = instance_group.count + 1 (every instance busy, one more being prepared).
      */
     max_inflight_batches: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+    /**
+     * Priority levels of the queue (Triton's `dynamic_batching.priority_levels`): a request's `priority`
+     * is 1 (highest) to this; each level is its own stream, and a worker fills batches from higher
+     * levels first (see `priority_max_skips`). 1 = one FIFO queue.
+     */
+    priority_levels: Type.Integer({ minimum: 1, maximum: 16, default: 1 }),
+    /** Level of a request that names none (Triton's `default_priority_level`); absent = the lowest (priority_levels). */
+    default_priority_level: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
+    /**
+     * Starvation bound: a level with requests waiting is passed over for at most this many consecutive
+     * batch fills by higher levels; the next fill takes it first. 0 = strict round robin between waiting levels.
+     */
+    priority_max_skips: Type.Integer({ minimum: 0, maximum: 1000, default: 4 }),
+    /**
+     * Queue deadline of a request that gives no `timeout_ms`, ms from its acceptance (Triton's
+     * `default_queue_policy.default_timeout_microseconds` with `timeout_action: REJECT`): one still
+     * queued when its batch is formed after it fails `deadline_exceeded` without inference. Absent = none.
+     */
+    default_timeout_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400_000 })),
   },
   { additionalProperties: false },
 );
@@ -287,6 +306,10 @@ export function parseModelConfig(raw: unknown, source = 'config.json'): ModelCon
     }
     if (!entries.some(([, weight]) => weight > 0)) throw new InferlineError('invalid_config', `${source}: field /traffic: at least one weight must be above 0`);
   }
+  const { priority_levels: levels, default_priority_level: defaultLevel } = config.batching;
+  if (defaultLevel !== undefined && defaultLevel > levels) {
+    throw new InferlineError('invalid_config', `${source}: field /batching/default_priority_level: ${defaultLevel} is above priority_levels (${levels})`);
+  }
   const sizes = config.batching.allowed_batch_sizes;
   if (sizes.length > 0) {
     const increasing = sizes.every((size, i) => i === 0 || size > (sizes[i - 1] ?? 0));
@@ -347,4 +370,16 @@ export async function loadModelConfig(modelDir: string): Promise<ModelConfig> {
   const config = parseModelConfig(raw, path);
   validConfigs.set(path, { text, config });
   return config;
+}
+
+/**
+ * The priority level a request is queued at: its `priority` (1 = highest), else the model's
+ * `default_priority_level`, else the lowest level.
+ * @throws InferlineError `invalid_input` when `priority` is above the model's `priority_levels`.
+ */
+export function priorityLevel(batching: BatchingConfig, priority: number | undefined): number {
+  const levels = batching.priority_levels;
+  if (priority === undefined) return batching.default_priority_level ?? levels;
+  if (priority > levels) throw new InferlineError('invalid_input', `body: "priority" ${priority} is above the model's priority_levels (${levels}); 1 is the highest`);
+  return priority;
 }

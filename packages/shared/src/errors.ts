@@ -26,6 +26,10 @@ export const ERROR_STATUS = {
   inference_failed: 500,
   poison: 500,
   cancelled: 409,
+  /** DELETE of a job that is running: it runs to its end and keeps its result. */
+  not_cancellable: 409,
+  /** DELETE of a job that is already terminal. */
+  job_finished: 409,
   group_closed: 409,
   group_finished: 409,
   index_conflict: 409,

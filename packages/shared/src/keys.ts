@@ -66,8 +66,17 @@ export const keys = {
    * part (never issued by {@link newJobId}) maps to a key no script writes, so it reads as not found.
    */
   job: (jobId: string): string => `${PREFIX}:${modelTag(jobIdModel(jobId) ?? '')}:job:${jobId}`,
-  /** Stream: the requests waiting for one model version; consumer group {@link CONSUMER_GROUP}. */
-  requests: (model: string, version: number): string => `${PREFIX}:${modelTag(model)}:v${version}:requests`,
+  /**
+   * Stream: the requests waiting for one model version at one priority level (`batching.priority_levels`,
+   * 1 = highest); consumer group {@link CONSUMER_GROUP}. Level 1 keeps the version's original key
+   * (`...:requests`), so a model with one level (the default) has exactly the stream it always had;
+   * level k ≥ 2 is `...:requests:p<k>`.
+   */
+  requests: (model: string, version: number, level = 1): string =>
+    `${PREFIX}:${modelTag(model)}:v${version}:requests${level === 1 ? '' : `:p${level}`}`,
+  /** Every level's request stream of a version ({@link keys.requests}), highest level (1) first. */
+  requestStreams: (model: string, version: number, levels: number): string[] =>
+    Array.from({ length: Math.max(1, levels) }, (_, i) => `${PREFIX}:${modelTag(model)}:v${version}:requests${i === 0 ? '' : `:p${i + 1}`}`),
   /** Stream: requests delivered more than `max_deliveries` times. */
   deadLetter: (model: string, version: number): string => `${PREFIX}:${modelTag(model)}:v${version}:dead`,
   /** Sorted set: worker consumer name → last heartbeat (ms since epoch). */

@@ -10,6 +10,16 @@ export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancel
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export const TERMINAL_STATUSES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled', 'expired']);
 
+/** A request's priority level (Triton's `priority`): 1 = highest, up to the model's `batching.priority_levels`. */
+export const PriorityField = Type.Integer({ minimum: 1, maximum: 16, description: "Priority level: 1 = highest, up to the model's batching.priority_levels; absent = its default_priority_level." });
+
+/** A request's queue deadline, ms from its acceptance (Triton's queue policy timeout with REJECT). */
+export const TimeoutField = Type.Integer({
+  minimum: 1,
+  maximum: 86_400_000,
+  description: "Queue deadline, ms from acceptance: still queued when its batch is formed after it, the request fails deadline_exceeded without inference; absent = the model's batching.default_timeout_ms.",
+});
+
 /** `POST /v1/jobs` body: one request (`input`), or the bulk form (`inputs`, one job each, in order). */
 export const JobCreateBody = Type.Object(
   {
@@ -18,6 +28,8 @@ export const JobCreateBody = Type.Object(
     label: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'A version label of the model (`version_labels`, e.g. "canary"); not with `version`.' })),
     input: Type.Optional(Type.Unknown({ description: 'Text as a JSON string (text model), {"b64": ...} (image model).' })),
     inputs: Type.Optional(Type.Array(Type.Unknown(), { minItems: 1, description: 'Bulk form: each input becomes its own job, answered in order; stored all or nothing.' })),
+    priority: Type.Optional(PriorityField),
+    timeout_ms: Type.Optional(TimeoutField),
   },
   { additionalProperties: false, examples: [{ model: 'glove-embed', input: 'Call me Ishmael.' }] },
 );
@@ -92,6 +104,10 @@ export const GroupCreateBody = Type.Object(
     reduce: Type.Union(REDUCERS.map((r) => Type.Literal(r))),
     output: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Member output the reducer reads (default: per reducer).' })),
     on_item_error: Type.Optional(Type.Union(ON_ITEM_ERROR.map((r) => Type.Literal(r)), { default: 'fail' })),
+    priority: Type.Optional(PriorityField),
+    timeout_ms: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 86_400_000, description: "Queue deadline of the whole group, ms from its creation: members still queued after it fail deadline_exceeded without inference (as on_item_error decides); absent = the model's batching.default_timeout_ms." }),
+    ),
   },
   { additionalProperties: false },
 );

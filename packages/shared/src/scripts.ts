@@ -19,6 +19,7 @@ export const SCRIPT_NAMES = [
   'settle-member',
   'dead-letter-member',
   'group-cancel',
+  'cancel',
   'group-finish',
   'heartbeat',
 ] as const;

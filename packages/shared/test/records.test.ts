@@ -34,8 +34,8 @@ describe('settledRecord (the detail of settle.lua terminal events)', () => {
 describe('parseEntry and parseJobRecord', () => {
   const b = (text: string): Buffer => Buffer.from(text);
   it('an entry is a job or a member, exactly one, or nothing', () => {
-    assert.deepEqual(parseEntry([b('5-1'), [b('job'), b('m~x'), b('input'), b('\xa1a')]]), { kind: 'job', entryId: '5-1', jobId: 'm~x', input: b('\xa1a') });
-    assert.deepEqual(parseEntry([b('5-2'), [b('group'), b('g'), b('index'), b('3'), b('input'), b('i')]]), { kind: 'member', entryId: '5-2', groupId: 'g', index: 3, input: b('i') });
+    assert.deepEqual(parseEntry([b('5-1'), [b('job'), b('m~x'), b('input'), b('\xa1a')]]), { kind: 'job', entryId: '5-1', jobId: 'm~x', input: b('\xa1a'), level: 1 });
+    assert.deepEqual(parseEntry([b('5-2'), [b('group'), b('g'), b('index'), b('3'), b('input'), b('i')]]), { kind: 'member', entryId: '5-2', groupId: 'g', index: 3, input: b('i'), level: 1 });
     assert.equal(parseEntry([b('5-3'), [b('group'), b('g'), b('index'), b('-1')]]), null);
     assert.equal(parseEntry([b('5-4'), [b('other'), b('x')]]), null);
   });

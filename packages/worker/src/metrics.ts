@@ -98,6 +98,11 @@ export class WorkerMetrics {
     }
     for (const [status, count] of statuses) this.#requests.inc({ ...labels, status }, count);
   }
+
+  /** Requests failed `deadline_exceeded` without inference: counted in `inferline_requests_total` only. */
+  observeExpired(model: string, version: number, count: number): void {
+    this.#requests.inc({ model, version: String(version), status: 'deadline_exceeded' }, count);
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
 /** Outcome of one request of a batch. */
 export type ItemResult =
   | { ok: true; output: Record<string, unknown> }
-  | { ok: false; code: 'inference_failed' | 'invalid_input' | 'invalid_image' | 'version_unloaded' | 'model_unavailable'; message: string };
+  | { ok: false; code: 'inference_failed' | 'invalid_input' | 'invalid_image' | 'version_unloaded' | 'model_unavailable' | 'deadline_exceeded'; message: string };
 
 /**
  * Run `predict` over `inputs` as one batch. When the batch throws, split it in halves and retry each,

@@ -16,6 +16,8 @@ export interface ReclaimResult {
 export interface ReclaimOptions {
   model: string;
   version: number;
+  /** Priority level of the stream to reclaim from (1 = highest); default 1. */
+  level?: number;
   consumer: string;
   /** Pending entries idle at least this long (ms) are taken over (XAUTOCLAIM min-idle-time). */
   visibility_timeout_ms: number;
@@ -34,7 +36,8 @@ export interface ReclaimOptions {
  * result was already written costs a forward pass but never writes twice.
  */
 export async function reclaimPending(redis: Redis, options: ReclaimOptions): Promise<ReclaimResult> {
-  const stream = keys.requests(options.model, options.version);
+  const level = options.level ?? 1;
+  const stream = keys.requests(options.model, options.version, level);
   // Buffers, not strings: the `input` field is MessagePack bytes. Sent as a Command: ioredis' `call`
   // loses its command name on an auto-pipelining connection.
   const command = new Command('XAUTOCLAIM', [stream, CONSUMER_GROUP, options.consumer, options.visibility_timeout_ms, '0-0', 'COUNT', options.count], { replyEncoding: null });
@@ -43,7 +46,7 @@ export async function reclaimPending(redis: Redis, options: ReclaimOptions): Pro
   const orphans: string[] = [];
   for (const raw of rawEntries) {
     if (!raw) continue;
-    const entry = parseEntry(raw);
+    const entry = parseEntry(raw, level);
     if (entry) entries.push(entry);
     else orphans.push(raw[0].toString());
   }
@@ -67,11 +70,11 @@ export async function reclaimPending(redis: Redis, options: ReclaimOptions): Pro
     const message = `delivered ${deliveries} times (max_deliveries ${options.max_deliveries}) without a result`;
     if (entry.kind === 'member') {
       const { groupId, index } = entry;
-      const outcome = await deadLetterMember(redis, { model: options.model, version: options.version, groupId, index, entryId: entry.entryId, deliveries, message });
+      const outcome = await deadLetterMember(redis, { model: options.model, version: options.version, groupId, index, entryId: entry.entryId, deliveries, message, level });
       if (outcome === 'group_ready') readyGroups.push(groupId);
     } else {
       await deadLetterJob(redis, {
-        model: options.model, version: options.version, jobId: entry.jobId, entryId: entry.entryId, deliveries, result_ttl_s: options.result_ttl_s, message,
+        model: options.model, version: options.version, jobId: entry.jobId, entryId: entry.entryId, deliveries, result_ttl_s: options.result_ttl_s, message, level,
       });
     }
     deadLettered.push(requestLabel(entry));

@@ -42,6 +42,7 @@ export interface SettleOutcome {
  */
 export async function settleBatch(redis: Redis, model: string, version: number, batch: BatchFigures, settlements: readonly Settlement[]): Promise<SettleOutcome> {
   const jobs: { entry: JobEntry; result: ItemResult; queue_ms: number; load_ms?: number }[] = [];
+  // Each entry is acknowledged in its own level's stream (entry.level).
   const members: { entry: MemberEntry; result: ItemResult }[] = [];
   for (const s of settlements) {
     if (s.entry.kind === 'job') jobs.push({ entry: s.entry, result: s.result, queue_ms: s.queue_ms, ...(s.load_ms === undefined ? {} : { load_ms: s.load_ms }) });
@@ -56,6 +57,7 @@ export async function settleBatch(redis: Redis, model: string, version: number, 
       jobs.map(({ entry, result, queue_ms, load_ms }) => ({
         jobId: entry.jobId,
         entryId: entry.entryId,
+        level: entry.level,
         queue_ms,
         ...(load_ms === undefined ? {} : { load_ms }),
         result: result.ok ? { ok: true, output: outputToJson(result.output) } : result,
@@ -69,6 +71,7 @@ export async function settleBatch(redis: Redis, model: string, version: number, 
           groupId: entry.groupId,
           index: entry.index,
           entryId: entry.entryId,
+          level: entry.level,
           result: result.ok ? { ok: true, output: encode(result.output) } : result,
         }),
       ),
@@ -108,12 +111,30 @@ const FAIL_CHUNK = 256;
  */
 export async function failWaiting(
   redis: Redis,
+  target: { model: string; version: number; result_ttl_s: number; /** `priority_levels`: every level's stream is emptied; default 1 */ levels?: number },
+  code: 'version_unloaded' | 'model_unavailable',
+  message: string,
+): Promise<SettleOutcome> {
+  const outcome: SettleOutcome = { written: 0, readyGroups: [] };
+  const streams = keys.requestStreams(target.model, target.version, target.levels ?? 1);
+  for (const [i, stream] of streams.entries()) {
+    const { written, readyGroups } = await failStream(redis, target, stream, i + 1, code, message);
+    outcome.written += written;
+    outcome.readyGroups.push(...readyGroups);
+  }
+  return outcome;
+}
+
+/** {@link failWaiting} of one level's stream. */
+async function failStream(
+  redis: Redis,
   target: { model: string; version: number; result_ttl_s: number },
+  stream: string,
+  level: number,
   code: 'version_unloaded' | 'model_unavailable',
   message: string,
 ): Promise<SettleOutcome> {
   const { model, version } = target;
-  const stream = keys.requests(model, version);
   const outcome: SettleOutcome = { written: 0, readyGroups: [] };
   let start = '-';
   for (;;) {
@@ -122,7 +143,7 @@ export async function failWaiting(
     const settlements: Settlement[] = [];
     const orphans: string[] = [];
     for (const item of raw) {
-      const entry = parseEntry(item);
+      const entry = parseEntry(item, level);
       if (entry) settlements.push({ entry, result: { ok: false, code, message }, queue_ms: 0 });
       else orphans.push(item[0].toString());
     }

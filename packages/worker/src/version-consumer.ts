@@ -19,6 +19,7 @@ import {
   type StreamEntry,
 } from '@inferline/shared';
 import { collectBatch, predictPadded, type BatchSource } from './batcher/batcher.ts';
+import { PriorityFill, type LevelSource } from './batcher/priority-fill.ts';
 import type { WorkerMetrics } from './metrics.ts';
 import { decodeImage } from './pipelines/image.ts';
 import { predictWithSplit, type ItemResult } from './predict-with-split.ts';
@@ -42,6 +43,11 @@ const MIN_BLOCK_MS = 1;
  */
 export function consumerName(): string {
   return `worker-${randomBytes(8).toString('base64url')}`;
+}
+
+/** Create the consumer groups of request streams (and the streams) unless they exist. */
+export async function ensureConsumerGroups(redis: Redis, streams: readonly string[]): Promise<void> {
+  await Promise.all(streams.map((stream) => ensureConsumerGroup(redis, stream)));
 }
 
 /** Create the consumer group of a request stream (and the stream) unless it exists. */
@@ -93,8 +99,9 @@ export interface VersionConsumerOptions {
 }
 
 /**
- * Serves one model version: reads its request stream through the consumer group, forms batches
- * ({@link collectBatch}), runs each as one forward pass, and settles every request. Every
+ * Serves one model version: reads its request streams (one per priority level) through the consumer
+ * group, forms batches ({@link collectBatch} over a {@link PriorityFill}: higher levels first, no level
+ * starved), runs each as one forward pass, and settles every request. Every
  * `visibility_timeout_ms / RECLAIM_PASSES_PER_TIMEOUT` (and at start) it first takes over entries a
  * dead consumer left pending for `visibility_timeout_ms`.
  */
@@ -102,7 +109,10 @@ export class VersionConsumer {
   readonly #options: VersionConsumerOptions;
   /** The model's config; replaced by {@link updateConfig} (batching and queue options apply from the next batch). */
   #config: ModelConfig;
-  readonly #stream: string;
+  /** The version's request streams, one per priority level, highest first (`keys.requestStreams`). */
+  #streams: string[];
+  /** Requests read and not yet in a batch, per level. */
+  #fill: PriorityFill<StreamEntry>;
   readonly #log: Logger;
   #batchCounter = 0;
   #nextReclaimAt = 0;
@@ -116,7 +126,8 @@ export class VersionConsumer {
   constructor(options: VersionConsumerOptions) {
     this.#options = options;
     this.#config = options.config;
-    this.#stream = keys.requests(options.config.name, options.runner.version);
+    this.#streams = keys.requestStreams(options.config.name, options.runner.version, options.config.batching.priority_levels);
+    this.#fill = this.#newFill();
     this.#log = options.logger.child({ model: options.config.name, version: options.runner.version });
   }
 
@@ -143,10 +154,32 @@ export class VersionConsumer {
     }
   }
 
-  /** Run until `signal` aborts; the batch in hand is finished and settled first. */
+  /** A fill over the current streams (config's priority_levels and priority_max_skips). */
+  #newFill(): PriorityFill<StreamEntry> {
+    const source: LevelSource<StreamEntry> = { read: (levels, count, blockMs) => this.#read(levels, count, blockMs) };
+    return new PriorityFill(source, this.#streams.length, this.#config.batching.priority_max_skips);
+  }
+
+  /**
+   * Follow a changed `priority_levels` once nothing read is in hand: the streams read become the new
+   * levels' (their consumer groups created). Entries left in the stream of a level removed are not read
+   * any more: lower priority_levels only on a version that is drained.
+   */
+  async #followLevels(): Promise<void> {
+    const { batching } = this.#config;
+    this.#fill.maxSkips = batching.priority_max_skips;
+    if (batching.priority_levels === this.#streams.length || this.#fill.buffered > 0) return;
+    const streams = keys.requestStreams(this.#config.name, this.#options.runner.version, batching.priority_levels);
+    await ensureConsumerGroups(this.#options.redis, streams);
+    this.#streams = streams;
+    this.#fill = this.#newFill();
+    this.#log.info({ priority_levels: streams.length }, 'reading the request streams of the new priority levels');
+  }
+
+  /** Run until `signal` aborts; the batches in hand (and the requests read ahead) are finished and settled first. */
   async run(signal: AbortSignal): Promise<void> {
     const { redis, reader } = this.#options;
-    await ensureConsumerGroup(redis, this.#stream);
+    await ensureConsumerGroups(redis, this.#streams);
     const learnReaderId = async (): Promise<void> => {
       this.#readerId = Number(await reader.client('ID'));
     };
@@ -154,9 +187,12 @@ export class VersionConsumer {
     reader.on('ready', () => {
       learnReaderId().catch((error: unknown) => this.#log.warn({ err: error }, 'cannot read the reader client id'));
     });
-    const source: BatchSource<ReadEntry> = { read: (count, blockMs) => this.#read(count, blockMs) };
+    const source: BatchSource<ReadEntry> = { read: async (count, blockMs) => this.#start(await this.#fill.read(count, blockMs)) };
     const clock = { now: () => performance.now() };
     const fetch = async (): Promise<ReadEntry[]> => {
+      // A stop: hand out what was read ahead, read nothing more.
+      if (signal.aborted) return this.#start(this.#fill.take(this.#config.batching.max_batch_size));
+      await this.#followLevels();
       if (Date.now() >= this.#nextReclaimAt) await this.#reclaim();
       // An idle read ends in time for the next reclaim pass.
       const untilReclaim = Math.max(MIN_BLOCK_MS, this.#nextReclaimAt - Date.now());
@@ -178,8 +214,8 @@ export class VersionConsumer {
         if (error instanceof Error && error.message.startsWith('NOGROUP')) {
           // The stream or its consumer group is gone (Redis restarted without its data, or the key was
           // deleted): create it again and carry on.
-          this.#log.warn({ stream: this.#stream }, 'consumer group missing; creating it again');
-          await ensureConsumerGroup(redis, this.#stream).catch((groupError: unknown) => this.#log.error({ err: groupError }, 'cannot create the consumer group'));
+          this.#log.warn({ streams: this.#streams }, 'consumer group missing; creating it again');
+          await ensureConsumerGroups(redis, this.#streams).catch((groupError: unknown) => this.#log.error({ err: groupError }, 'cannot create the consumer group'));
           continue;
         }
         this.#log.error({ err: error }, 'batch loop error; entries stay pending and are reclaimed');
@@ -201,7 +237,8 @@ export class VersionConsumer {
     const inHand = new Set<Promise<void>>();
     let failure: { error: unknown } | undefined;
     try {
-      while (!signal.aborted && !failure) {
+      // After a stop, the requests read ahead (PriorityFill) are still run: they are this consumer's.
+      while ((!signal.aborted || this.#fill.buffered > 0) && !failure) {
         const depth = this.#config.batching.max_inflight_batches ?? this.#options.runner.instances + 1;
         if (inHand.size >= depth) {
           await Promise.race(inHand);
@@ -229,43 +266,51 @@ export class VersionConsumer {
   }
 
   /**
-   * XREADGROUP of new entries (`>`), as buffers, blocking at most `blockMs`.
+   * XREADGROUP of new entries (`>`) of the streams of `levels` (0-based, highest first), as buffers,
+   * at most `count` per stream, blocking at most `blockMs` when it is given.
    *
    * Redis checks blocked clients' timeouts on its cron tick (`hz`, 10 per second by default), so a
    * BLOCK of a few ms can last up to 100 ms and would stretch every batch_timeout_ms. A timer on this
    * side ends the wait on time with CLIENT UNBLOCK … TIMEOUT from the command connection. If the read
    * already returned, the UNBLOCK finds nothing to do, or at worst ends the next read early and empty,
    * which the batching loop treats as any empty read.
-   *
-   * The entries' start.lua call goes out as soon as they are read, without waiting for it: while the
-   * batch fills (batch_timeout_ms) its round trip is already done, so a batch starts running on time.
    */
-  async #read(count: number, blockMs: number): Promise<ReadEntry[]> {
+  async #read(levels: readonly number[], count: number, blockMs?: number): Promise<StreamEntry[][]> {
     const { reader, redis, consumer } = this.#options;
-    const timer = setTimeout(() => {
+    const streams = levels.map((level) => this.#streams[level] ?? '');
+    const timer = blockMs === undefined ? undefined : setTimeout(() => {
       redis.client('UNBLOCK', this.#readerId, 'TIMEOUT').catch((error: unknown) => this.#log.warn({ err: error }, 'CLIENT UNBLOCK failed'));
     }, blockMs);
     let reply: [Buffer, RawEntry[]][] | null;
     try {
+      const block = blockMs === undefined ? [] : ['BLOCK', blockMs];
       reply = (await reader.callBuffer(
-        'XREADGROUP', 'GROUP', CONSUMER_GROUP, consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', this.#stream, '>',
+        'XREADGROUP', 'GROUP', CONSUMER_GROUP, consumer, 'COUNT', count, ...block, 'STREAMS', ...streams, ...streams.map(() => '>'),
       )) as [Buffer, RawEntry[]][] | null;
     } finally {
       clearTimeout(timer);
     }
-    const raw = reply?.[0]?.[1] ?? [];
-    const entries: StreamEntry[] = [];
-    const orphans: string[] = [];
-    for (const item of raw) {
-      const entry = parseEntry(item);
-      if (entry) entries.push(entry);
-      else orphans.push(item[0].toString());
+    const read = levels.map((): StreamEntry[] => []);
+    for (const [name, raw] of reply ?? []) {
+      const at = streams.indexOf(name.toString());
+      const level = levels[at];
+      if (level === undefined) continue;
+      const orphans: string[] = [];
+      for (const item of raw) {
+        const entry = parseEntry(item, level + 1);
+        if (entry) read[at]?.push(entry);
+        else orphans.push(item[0].toString());
+      }
+      await dropEntries(redis, streams[at] ?? '', orphans);
     }
-    await dropEntries(this.#options.redis, this.#stream, orphans);
-    return this.#start(entries);
+    return read;
   }
 
-  /** Send start.lua for entries just read or claimed; {@link prepareBatch} awaits the verdict. */
+  /**
+   * Send start.lua for entries just taken into a batch or claimed; {@link prepareBatch} awaits the
+   * verdict. The call goes out without waiting for it: while the batch fills (batch_timeout_ms) its
+   * round trip is already done, so a batch starts running on time.
+   */
   #start(entries: StreamEntry[]): ReadEntry[] {
     if (entries.length === 0) return [];
     const runnable = startEntries(this.#options.redis, entries, Date.now());
@@ -276,13 +321,20 @@ export class VersionConsumer {
 
   /** Take over entries left pending by dead consumers; run them in batches of max_batch_size. */
   async #reclaim(): Promise<void> {
-    const { redis, consumer, runner } = this.#options;
     const config = this.#config;
     this.#nextReclaimAt = Date.now() + config.queue.visibility_timeout_ms / RECLAIM_PASSES_PER_TIMEOUT;
+    for (const [index] of this.#streams.entries()) await this.#reclaimLevel(index + 1);
+  }
+
+  /** {@link #reclaim} of one priority level's stream. */
+  async #reclaimLevel(level: number): Promise<void> {
+    const { redis, consumer, runner } = this.#options;
+    const config = this.#config;
     for (;;) {
       const { claimed, deadLettered, readyGroups } = await reclaimPending(redis, {
         model: config.name,
         version: runner.version,
+        level,
         consumer,
         visibility_timeout_ms: config.queue.visibility_timeout_ms,
         max_deliveries: config.queue.max_deliveries,
@@ -316,24 +368,26 @@ export class VersionConsumer {
   /**
    * First half of a batch: take the verdicts of the start calls its reads sent (its jobs are marked
    * running; entries whose job is already terminal or gone, and group members whose group finished or
-   * who were settled already, are acknowledged at once without inference),
+   * who were settled already, are acknowledged at once without inference; those past their deadline are
+   * settled failed `deadline_exceeded`, without inference),
    * decode the inputs, and for an image model decode and resize the images (in parallel, on libvips'
    * threads). An input that cannot be decoded fails alone (`invalid_input`, `invalid_image`).
    */
   async prepareBatch(batch: readonly ReadEntry[]): Promise<PreparedBatch> {
-    const { redis } = this.#options;
     const config = this.#config;
     const batchId = `${this.#options.consumer}-${++this.#batchCounter}`;
     const startedAt = Date.now();
     const t0 = performance.now();
     const verdicts = await Promise.all([...new Set(batch.map((read) => read.runnable))]);
     const live: StreamEntry[] = [];
-    const stale: string[] = [];
+    const stale: StreamEntry[] = [];
+    const expired: StreamEntry[] = [];
     for (const { entry } of batch) {
-      if (verdicts.some((runnable) => runnable.has(entry))) live.push(entry);
-      else stale.push(entry.entryId);
+      if (verdicts.some((verdict) => verdict.run.has(entry))) live.push(entry);
+      else if (verdicts.some((verdict) => verdict.expired.has(entry))) expired.push(entry);
+      else stale.push(entry);
     }
-    await dropEntries(redis, this.#stream, stale);
+    await Promise.all([this.#drop(stale), this.#failExpired(expired, startedAt)]);
 
     const preprocess = config.preprocess;
     const results = new Array<ItemResult | undefined>(live.length);
@@ -352,6 +406,34 @@ export class VersionConsumer {
       }),
     );
     return { batchId, startedAt, live, results, inputs, prepareMs: performance.now() - t0 };
+  }
+
+  /** Acknowledge and delete entries that need no result, each in its level's stream. */
+  async #drop(entries: readonly StreamEntry[]): Promise<void> {
+    const { redis } = this.#options;
+    await Promise.all(
+      this.#streams.map((stream, i) => dropEntries(redis, stream, entries.filter((entry) => entry.level === i + 1).map((entry) => entry.entryId))),
+    );
+  }
+
+  /**
+   * Settle entries whose deadline passed before their batch formed (start.lua / start-members.lua said
+   * so) as failed `deadline_exceeded`, without inference (DESIGN.md section 2, Triton's REJECT).
+   */
+  async #failExpired(entries: readonly StreamEntry[], startedAt: number): Promise<void> {
+    if (entries.length === 0) return;
+    const { redis, runner } = this.#options;
+    const config = this.#config;
+    const settlements: Settlement[] = entries.map((entry) => ({
+      entry,
+      result: { ok: false, code: 'deadline_exceeded', message: 'its queue deadline (timeout_ms) passed before its batch was formed; not run' },
+      queue_ms: Math.max(0, startedAt - acceptedAt(entry.entryId)),
+    }));
+    const figures = { inference_ms: 0, batch_size: 0, batch_id: '', result_ttl_s: config.queue.result_ttl_s };
+    const { readyGroups } = await settleBatch(redis, config.name, runner.version, figures, settlements);
+    this.#groupsReady(readyGroups);
+    this.#options.metrics.observeExpired(config.name, runner.version, entries.length);
+    this.#log.info({ count: entries.length, job_ids: entries.map(requestLabel) }, 'requests past their deadline failed without inference');
   }
 
   /**
@@ -402,11 +484,19 @@ export class VersionConsumer {
   }
 }
 
+/** What start.lua / start-members.lua said of the entries of one read. */
+export interface StartVerdicts {
+  /** To run. */
+  run: Set<StreamEntry>;
+  /** Past their deadline: to settle failed with `deadline_exceeded`, without inference. */
+  expired: Set<StreamEntry>;
+}
+
 /** An entry as the batching loop collects it: with the verdict of the start.lua call its read sent. */
 export interface ReadEntry {
   entry: StreamEntry;
-  /** The entries of its read that are to run (start.lua / start-members.lua said so). */
-  runnable: Promise<Set<StreamEntry>>;
+  /** The verdicts on the entries of its read; an entry in neither set is dropped. */
+  runnable: Promise<StartVerdicts>;
 }
 
 /** A batch whose first half ({@link VersionConsumer.prepareBatch}) is done. */
@@ -427,10 +517,10 @@ export interface PreparedBatch {
 /**
  * Which entries of a batch to run: single jobs through start.lua (marked running; terminal or gone ones
  * are stale), group members through start-members.lua, one call per group (members of a finished
- * group, or already settled, are stale). The calls go out together (auto-pipelined).
- * @returns the entries to run.
+ * group, or already settled, are stale; cancelled jobs too). The calls go out together (auto-pipelined).
+ * @returns the entries to run, and those past their deadline (to fail without inference).
  */
-async function startEntries(redis: Redis, batch: readonly StreamEntry[], startedAt: number): Promise<Set<StreamEntry>> {
+async function startEntries(redis: Redis, batch: readonly StreamEntry[], startedAt: number): Promise<StartVerdicts> {
   const jobIds: string[] = [];
   const groups = new Map<string, MemberEntry[]>();
   for (const entry of batch) {
@@ -446,21 +536,25 @@ async function startEntries(redis: Redis, batch: readonly StreamEntry[], started
     startJobs(redis, jobIds, startedAt),
     Promise.all(
       [...groups].map(([groupId, members]) =>
-        startMembers(redis, groupId, members.map((entry) => entry.index)),
+        startMembers(redis, groupId, members.map((entry) => entry.index), startedAt),
       ),
     ),
   ]);
-  const runnable = new Set<StreamEntry>();
+  const run = new Set<StreamEntry>();
+  const expired = new Set<StreamEntry>();
   let job = 0;
   for (const entry of batch) {
     if (entry.kind !== 'job') continue;
     const status = statuses[job++];
-    if (status === 'queued' || status === 'running') runnable.add(entry);
+    if (status === 'queued' || status === 'running') run.add(entry);
+    else if (status === 'deadline_exceeded') expired.add(entry);
   }
   [...groups.values()].forEach((members, g) => {
     members.forEach((entry, i) => {
-      if (verdicts[g]?.[i] === true) runnable.add(entry);
+      const verdict = verdicts[g]?.[i];
+      if (verdict === 'run') run.add(entry);
+      else if (verdict === 'deadline_exceeded') expired.add(entry);
     });
   });
-  return runnable;
+  return { run, expired };
 }

@@ -26,9 +26,9 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     options: { create?: boolean; close?: boolean; start?: number; maxQueueSize?: number; onItemError?: 'fail' | 'skip'; reduce?: string } = {},
   ): Promise<[number, number, string, number]> {
     const { create = false, close = false, start = -1, maxQueueSize = 1000, onItemError = 'skip', reduce = 'mean' } = options;
-    return runScript(db.redis, 'group-add', [keys.group(groupId), stream, keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen(), keys.admission(MODEL)], [
+    return runScript(db.redis, 'group-add', [keys.group(groupId), stream, keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen(), keys.admission(MODEL), stream], [
       groupId, create ? 1 : 0, close ? 1 : 0, start, maxQueueSize, 0, Date.now(), JOB_EVENTS_CHANNEL,
-      MODEL, 1, reduce, 'embedding', onItemError, 60, 1,
+      MODEL, 1, reduce, 'embedding', onItemError, 60, 1, '', 1,
       ...inputs.map((input) => encode(input)),
     ]);
   }
@@ -43,7 +43,7 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
   const ok = (entry: StreamEntry, values: number[]): Settlement => ({ entry, result: { ok: true, output: { embedding: new Float32Array(values) } }, queue_ms: 1 });
   const bad = (entry: StreamEntry): Settlement => ({ entry, result: { ok: false, code: 'invalid_input', message: 'no tokens' }, queue_ms: 1 });
   const startMembers = (groupId: string, indexes: number[]): Promise<number[]> =>
-    runScript(db.redis, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], indexes);
+    runScript(db.redis, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], [Date.now(), ...indexes]);
 
   test('members are stream entries tagged with group and index; chunks append in order and close once', async () => {
     assert.deepEqual(await add('g1', [], { create: true }), [0, 0, 'open', 0]);

@@ -11,11 +11,12 @@ import {
   GroupView,
   InferlineError,
   keys,
+  priorityLevel,
   REDUCERS_KEEPING_INPUTS,
   type GroupView as GroupViewType,
   type ReducerName,
 } from '@inferline/shared';
-import { readInputs } from '../enqueue-jobs.ts';
+import { queueDeadline, readInputs } from '../enqueue-jobs.ts';
 import { addToGroup, cancelGroup } from '../group-store.ts';
 import { readGroup, TERMINAL_GROUP_STATUSES } from '../group-view.ts';
 import type { ResolvedModel } from '../model-catalog.ts';
@@ -60,12 +61,14 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
   };
 
   app.post('/v1/groups', { schema: { summary: 'Create a group (closed when it carries inputs, else open for chunks)', tags: ['Groups'], body: GroupCreateBody, response: { 202: GroupView, ...Replies } } }, async (request, reply) => {
-    const { model, version, label, inputs, reduce, output, on_item_error: onItemError = 'fail' } = request.body;
+    const { model, version, label, inputs, reduce, output, on_item_error: onItemError = 'fail', priority: asked, timeout_ms: timeoutMs } = request.body;
     request.logContext.model = model;
     if (version !== undefined && label !== undefined) throw new InferlineError('invalid_input', 'body: give "version" or "label", not both');
     const target = await ctx.models.resolve(model, { version, label });
     request.logContext.version = target.version;
     const outputName = resolveReduceOutput(target.config, reduce, output);
+    const priority = priorityLevel(target.config.batching, asked);
+    const deadline = queueDeadline(target, Date.now(), timeoutMs);
     const stored = inputs ? await readGroupInputs(target, inputs, reduce, 0) : [];
     const id = nanoid();
     request.logContext.group_id = id;
@@ -75,9 +78,10 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
       groupId: id,
       target,
       inputs: stored,
-      create: { id, target, reduce, output_name: outputName, on_item_error: onItemError, keep_inputs: keepInputs },
+      create: { id, target, reduce, output_name: outputName, on_item_error: onItemError, keep_inputs: keepInputs, priority, ...(deadline === undefined ? {} : { deadline_at: deadline }) },
       close: inputs !== undefined,
       keep_inputs: keepInputs,
+      priority,
     });
     countAccepted(target, stored.length);
     return reply.code(202).header('location', `/v1/groups/${id}`).send(await readGroup(redis, id, true));
@@ -104,6 +108,8 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
         close: false,
         ...(start === undefined ? {} : { start }),
         keep_inputs: REDUCERS_KEEPING_INPUTS.has(group.reduce),
+        // The level the group was created at (above the model's levels after a config change: its lowest).
+        priority: Math.min(Number((await redis.hget(keys.group(id), 'priority')) ?? 1), target.config.batching.priority_levels),
       });
       countAccepted(target, stored.length);
       return reply.code(202).send(await readGroup(redis, id, true));
@@ -122,7 +128,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     if (!model) throw new InferlineError('model_not_found', `model "${group.model}" is not in the model repository`);
     const target: ResolvedModel = { model, config: model.config, version: group.version };
     try {
-      await addToGroup(redis, queue, settings, { groupId: id, target, inputs: [], close: true, keep_inputs: false });
+      await addToGroup(redis, queue, settings, { groupId: id, target, inputs: [], close: true, keep_inputs: false, priority: 1 });
     } catch (error) {
       // A close racing another close (or a cancel) lost: answer what won.
       if (!(error instanceof InferlineError && error.code === 'group_closed')) throw error;

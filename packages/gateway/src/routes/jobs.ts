@@ -8,10 +8,14 @@ import {
   JobList,
   JobView,
   TERMINAL_STATUSES,
+  cancelJob,
+  jobIdModel,
   newJobId,
+  QueueConfig,
   type JobRecord,
   type JobView as JobViewType,
 } from '@inferline/shared';
+import { Value } from '@sinclair/typebox/value';
 import { admitJobs, checkBulkSize } from '../enqueue-jobs.ts';
 import { jobListJson, jobViewJson, readJob, readJobRecord, sendJsonBytes } from '../job-view.ts';
 import { openEventStream } from '../event-stream.ts';
@@ -19,6 +23,9 @@ import { whenRedisReady } from '../redis-ready.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
 import { waitForJobs } from '../wait-for-jobs.ts';
+
+/** `queue.result_ttl_s` of a model no longer in the repository (its cancelled record still expires). */
+const DEFAULT_RESULT_TTL_S = (Value.Default(QueueConfig, {}) as { result_ttl_s: number }).result_ttl_s;
 
 /** Period of the SSE comment heartbeat that keeps proxies from closing an idle event stream, ms. */
 export const SSE_HEARTBEAT_MS = 15_000;
@@ -45,7 +52,13 @@ export function preferredWaitS(header: string | string[] | undefined): number | 
  *   (RFC 7240) it waits up to N s (at most `max_wait_s`) and answers `200` with the terminal view(s)
  *   when they finish in time, else `202` as without it; `Preference-Applied: wait=N` either way.
  * - `GET /v1/jobs/:id[?wait=SECONDS]` its state, long-polling up to `wait` s for a terminal state;
- * - `GET /v1/jobs/:id/events` its states as server-sent events, closed after the terminal one.
+ * - `GET /v1/jobs/:id/events` its states as server-sent events, closed after the terminal one;
+ * - `DELETE /v1/jobs/:id` cancels a queued job → `200` with its `cancelled` view (no worker runs it;
+ *   waiters end at once); a running one → `409 not_cancellable` (it runs to its end and keeps its
+ *   result); a terminal one → `409 job_finished`.
+ *
+ * `priority` (1 = highest) and `timeout_ms` (queue deadline, ms) in the POST body apply to every job
+ * of the call (DESIGN.md sections 2 and 3).
  */
 export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
   app.post(
@@ -68,7 +81,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       },
     },
     async (request, reply) => {
-      const { model, version, label, input, inputs } = request.body;
+      const { model, version, label, input, inputs, priority, timeout_ms: timeoutMs } = request.body;
       request.logContext.model = model;
       if ((input === undefined) === (inputs === undefined)) {
         throw new InferlineError('invalid_input', 'body: exactly one of "input" (one request) or "inputs" (a list, one job each) is required');
@@ -87,7 +100,8 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       const watch = waitS > 0 ? ctx.events.watch(ids) : undefined;
       let records: JobRecord[];
       try {
-        const admitted = await admitJobs(ctx.models, ctx.redis, ctx.metrics, { model, selector: { version, label }, inputs: values, jobIds: ids });
+        const policy = { ...(priority === undefined ? {} : { priority }), ...(timeoutMs === undefined ? {} : { timeout_ms: timeoutMs }) };
+        const admitted = await admitJobs(ctx.models, ctx.redis, ctx.metrics, { model, selector: { version, label }, inputs: values, jobIds: ids, policy });
         request.logContext.version = admitted.target.version;
         records = admitted.records;
         if (watch) records = await waitForJobs(ctx.redis, watch, waitS * 1000, requestSignal(reply, ctx.shutdown), records);
@@ -127,6 +141,34 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       } finally {
         watch.close();
       }
+    },
+  );
+
+  app.delete(
+    '/v1/jobs/:id',
+    {
+      schema: {
+        summary: 'Cancel a queued job',
+        description: 'A queued job becomes `cancelled` and never runs (200). A running job runs to its end: 409 `not_cancellable`; a finished one: 409 `job_finished`.',
+        tags: ['Jobs'],
+        params: JobParams,
+        response: { 200: JobView, '4xx': ErrorReply, '5xx': ErrorReply },
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params;
+      request.logContext.job_id = id;
+      const model = jobIdModel(id);
+      if (model) request.logContext.model = model;
+      const resultTtlS = (model ? ctx.models.get(model)?.config.queue.result_ttl_s : undefined) ?? DEFAULT_RESULT_TTL_S;
+      const outcome = await cancelJob(ctx.redis, id, resultTtlS, 'cancelled by DELETE /v1/jobs/:id');
+      if (outcome === 'missing') throw new InferlineError('job_not_found', `job "${id}" does not exist or has expired`);
+      if (outcome === 'running') {
+        throw new InferlineError('not_cancellable', `job "${id}" is running: it runs to its end and keeps its result; GET /v1/jobs/${id}?wait=N for it`, { status: 'running' });
+      }
+      const record = await readJobRecord(ctx.redis, id);
+      if (outcome === 'finished') throw new InferlineError('job_finished', `job "${id}" has already finished (${record.status})`, { status: record.status });
+      return sendJsonBytes(reply, jobViewJson(record));
     },
   );
 

@@ -16,6 +16,8 @@
     KEYS[4] ready set           (il:groups:ready)
     KEYS[5] open set            (il:groups:open; an open group's score is the time of its last call)
     KEYS[6] admission hash      (il:{m:<model>}:admission; inputs are taken only while field <version> is 'open')
+    KEYS[7..] every priority level's stream of the version (KEYS[2] among them): max_queue_size counts
+                                all levels
 
     ARGV[1]  group id
     ARGV[2]  create             ('1': create the group, which must not exist; '0': it must exist and be open)
@@ -27,7 +29,10 @@
     ARGV[8]  events channel     (il:events)
     ARGV[9..14] on create: model, version, reduce, output_name, on_item_error, result_ttl_s
     ARGV[15] version            (the stream's, checked against KEYS[6])
-    ARGV[16..] inputs           (MessagePack bytes, in index order)
+    ARGV[16] on create: deadline_at (ms since epoch, '' = none; members still queued after it fail with
+                                deadline_exceeded, see start-members.lua)
+    ARGV[17] on create: priority (the level of KEYS[2], 1 = highest)
+    ARGV[18..] inputs           (MessagePack bytes, in index order)
 
   Output:
     {code, size, status, ready}: code 0 = done, -1 = the stream is full (queue_full), -2 = expected
@@ -37,7 +42,7 @@
 ]]
 --- @include "mark-group-ready"
 local groupId = ARGV[1]
-local count = #ARGV - 15
+local count = #ARGV - 17
 local size = 0
 if ARGV[2] == '1' then
   if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -59,19 +64,27 @@ end
 if count > 0 and redis.call('HGET', KEYS[6], ARGV[15]) ~= 'open' then
   return {-6, size, 'open', 0}
 end
-if count > 0 and redis.call('XLEN', KEYS[2]) + count > tonumber(ARGV[5]) then
-  return {-1, size, 'open', 0}
+if count > 0 then
+  local queued = 0
+  for i = 7, #KEYS do
+    queued = queued + redis.call('XLEN', KEYS[i])
+  end
+  if queued + count > tonumber(ARGV[5]) then
+    return {-1, size, 'open', 0}
+  end
 end
 if ARGV[2] == '1' then
   redis.call('HSET', KEYS[1], 'id', groupId, 'model', ARGV[9], 'version', ARGV[10], 'reduce', ARGV[11],
     'output_name', ARGV[12], 'on_item_error', ARGV[13], 'result_ttl_s', ARGV[14], 'keep_inputs', ARGV[6],
-    'status', 'open', 'size', 0, 'remaining', 0, 'completed', 0, 'failed', 0, 'created_at', ARGV[7])
+    'status', 'open', 'size', 0, 'remaining', 0, 'completed', 0, 'failed', 0, 'created_at', ARGV[7],
+    'priority', ARGV[17])
+  if ARGV[16] ~= '' then redis.call('HSET', KEYS[1], 'deadline_at', ARGV[16]) end
 end
 for i = 1, count do
   local index = size + i - 1
-  redis.call('XADD', KEYS[2], '*', 'group', groupId, 'index', index, 'input', ARGV[15 + i])
+  redis.call('XADD', KEYS[2], '*', 'group', groupId, 'index', index, 'input', ARGV[17 + i])
   if ARGV[6] == '1' then
-    redis.call('HSET', KEYS[3], index, ARGV[15 + i])
+    redis.call('HSET', KEYS[3], index, ARGV[17 + i])
   end
 end
 if count > 0 then

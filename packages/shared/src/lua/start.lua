@@ -1,7 +1,9 @@
 --[[
   Mark the jobs of a batch as running, and tell the worker which ones to run. A job that is no longer
   queued or running (already settled by an earlier delivery, cancelled, or expired and gone) is
-  reported so the worker acknowledges it without inference.
+  reported so the worker acknowledges it without inference. A queued job whose deadline (`deadline_at`,
+  written by enqueue.lua from `timeout_ms`) is not after started_at is not marked running either: it is
+  reported as 'deadline_exceeded', and the worker settles it failed with that code, without inference.
 
   Input:
     KEYS[1..n] job keys          (il:job:<id>), one per request of the batch
@@ -12,13 +14,16 @@
 
   Output:
     array of n statuses as they were before the call ('queued', 'running', a terminal status, or
-    'missing')
+    'missing'), or 'deadline_exceeded' for a queued job past its deadline
 ]]
 local result = {}
 for i, key in ipairs(KEYS) do
-  local status = redis.call('HGET', key, 'status')
+  local fields = redis.call('HMGET', key, 'status', 'deadline_at')
+  local status = fields[1]
   if not status then
     result[i] = 'missing'
+  elseif status == 'queued' and fields[2] and tonumber(fields[2]) <= tonumber(ARGV[1]) then
+    result[i] = 'deadline_exceeded'
   else
     result[i] = status
     if status == 'queued' then

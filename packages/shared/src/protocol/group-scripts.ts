@@ -51,6 +51,12 @@ export interface GroupAddRequest {
   start?: number;
   /** Keep each input for the reduce (`boxes`). */
   keep_inputs: boolean;
+  /** Priority level of the group's members (1 = highest); stored on create, the same for every chunk; default 1. */
+  priority?: number;
+  /** The version's number of priority levels (`batching.priority_levels`): the cap counts them all; default 1. */
+  levels?: number;
+  /** On create: ms since epoch after which members still queued fail `deadline_exceeded`; absent = none. */
+  deadline_at?: number;
 }
 
 /**
@@ -65,11 +71,16 @@ export interface GroupAddRequest {
 export async function groupAdd(redis: Redis, add: GroupAddRequest): Promise<{ size: number; status: string; ready: boolean }> {
   const { groupId, create } = add;
   const meta = create ? [add.model, add.version, create.reduce, create.output_name, create.on_item_error, create.result_ttl_s] : ['', '', '', '', '', ''];
+  const priority = add.priority ?? 1;
+  const deadline = add.deadline_at === undefined ? '' : Math.floor(add.deadline_at);
   const [code, size, status, ready] = await runScript<[number, number, string, number]>(
     redis,
     'group-add',
-    [keys.group(groupId), keys.requests(add.model, add.version), keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen(), keys.admission(add.model)],
-    [groupId, create ? 1 : 0, add.close ? 1 : 0, add.start ?? -1, add.max_queue_size, add.keep_inputs ? 1 : 0, Date.now(), JOB_EVENTS_CHANNEL, ...meta, add.version, ...add.inputs],
+    [
+      keys.group(groupId), keys.requests(add.model, add.version, priority), keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen(), keys.admission(add.model),
+      ...keys.requestStreams(add.model, add.version, add.levels ?? 1),
+    ],
+    [groupId, create ? 1 : 0, add.close ? 1 : 0, add.start ?? -1, add.max_queue_size, add.keep_inputs ? 1 : 0, Date.now(), JOB_EVENTS_CHANNEL, ...meta, add.version, deadline, priority, ...add.inputs],
   );
   switch (code) {
     case ADD_QUEUE_FULL:
@@ -92,13 +103,19 @@ export async function groupAdd(redis: Redis, add: GroupAddRequest): Promise<{ si
   return { size, status, ready: ready === 1 };
 }
 
+/** What start-members.lua says of one member: run it, drop it, or settle it failed (its group's deadline passed). */
+export type MemberVerdict = 'run' | 'drop' | 'deadline_exceeded';
+const MEMBER_VERDICTS: readonly MemberVerdict[] = ['drop', 'run', 'deadline_exceeded'];
+
 /**
  * Which members of one group, read in a batch, to run (start-members.lua).
- * @returns per index true = run it, false = drop it (group gone, finished or reducing; index settled).
+ * @param now ms since epoch, compared with the group's `deadline_at`
+ * @returns per index `run`, `drop` (group gone, finished or reducing; index settled) or
+ *   `deadline_exceeded` (the group's deadline passed: settle it failed without inference).
  */
-export async function startMembers(redis: Redis, groupId: string, indexes: readonly number[]): Promise<boolean[]> {
-  const verdicts = await runScript<number[]>(redis, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], indexes);
-  return verdicts.map((verdict) => Number(verdict) === 1);
+export async function startMembers(redis: Redis, groupId: string, indexes: readonly number[], now = Date.now()): Promise<MemberVerdict[]> {
+  const verdicts = await runScript<number[]>(redis, 'start-members', [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId)], [now, ...indexes]);
+  return verdicts.map((verdict) => MEMBER_VERDICTS[Number(verdict)] ?? 'drop');
 }
 
 /** What settle-member.lua and dead-letter-member.lua did to a member's group. */
@@ -114,10 +131,10 @@ export type MemberResult = { ok: true; output: Buffer } | { ok: false; code: str
  */
 export async function settleMember(
   redis: Redis,
-  member: { model: string; version: number; groupId: string; index: number; entryId: string; result: MemberResult },
+  member: { model: string; version: number; groupId: string; index: number; entryId: string; result: MemberResult; /** stream level, default 1 */ level?: number },
 ): Promise<MemberOutcome> {
   const { groupId, result } = member;
-  const reply = await runScript<number>(redis, 'settle-member', [...groupKeys(groupId), keys.requests(member.model, member.version)], [
+  const reply = await runScript<number>(redis, 'settle-member', [...groupKeys(groupId), keys.requests(member.model, member.version, member.level ?? 1)], [
     CONSUMER_GROUP,
     member.entryId,
     member.index,
@@ -135,10 +152,10 @@ export async function settleMember(
 /** Move a poison member to the dead-letter stream and fail it in its group (dead-letter-member.lua). */
 export async function deadLetterMember(
   redis: Redis,
-  letter: { model: string; version: number; groupId: string; index: number; entryId: string; deliveries: number; message: string },
+  letter: { model: string; version: number; groupId: string; index: number; entryId: string; deliveries: number; message: string; /** stream level, default 1 */ level?: number },
 ): Promise<MemberOutcome> {
   const { model, version, groupId } = letter;
-  const reply = await runScript<number>(redis, 'dead-letter-member', [...groupKeys(groupId), keys.requests(model, version), keys.deadLetter(model, version)], [
+  const reply = await runScript<number>(redis, 'dead-letter-member', [...groupKeys(groupId), keys.requests(model, version, letter.level ?? 1), keys.deadLetter(model, version)], [
     CONSUMER_GROUP, letter.entryId, letter.deliveries, letter.index, Date.now(), JOB_EVENTS_CHANNEL, groupId, letter.message,
   ]);
   return MEMBER_OUTCOMES[Number(reply)] ?? 'nothing';

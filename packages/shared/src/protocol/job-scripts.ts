@@ -42,6 +42,12 @@ export interface EnqueueJobsRequest {
   created_at: number;
   /** One per request: its id (from `newJobId(model)`) and its input as MessagePack bytes. */
   jobs: readonly { id: string; input: Buffer }[];
+  /** Priority level the requests are queued at (1 = highest, ≤ `levels`); default 1. */
+  priority?: number;
+  /** The version's number of priority levels (`batching.priority_levels`): the cap counts them all; default 1. */
+  levels?: number;
+  /** ms since epoch after which a request still queued fails `deadline_exceeded` without inference; absent = none. */
+  deadline_at?: number;
 }
 
 /**
@@ -54,13 +60,17 @@ export interface EnqueueJobsRequest {
  */
 export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<string[]> {
   const { model, version, jobs } = request;
-  const scriptKeys = [keys.requests(model, version), keys.admission(model)];
+  const priority = request.priority ?? 1;
+  const levelStreams = keys.requestStreams(model, version, request.levels ?? 1);
+  const scriptKeys = [keys.requests(model, version, priority), keys.admission(model)];
   const args: (string | number | Buffer)[] = [request.max_queue_size, model, version, request.created_at];
   for (const job of jobs) {
     scriptKeys.push(keys.job(job.id));
     args.push(job.id);
   }
   for (const job of jobs) args.push(job.input);
+  scriptKeys.push(...levelStreams);
+  args.push(request.deadline_at === undefined ? '' : Math.floor(request.deadline_at), priority, levelStreams.length);
   const reply = await runScript<string[] | number>(redis, 'enqueue', scriptKeys, args);
   if (reply === ENQUEUE_QUEUE_FULL) {
     throw new InferlineError(
@@ -77,8 +87,9 @@ export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Pr
 /**
  * Mark the jobs of a batch running (start.lua, one call) and announce it.
  * @param jobIds jobs of one model (their keys share the model's slot)
+ * @param startedAt ms since epoch; a queued job whose `deadline_at` is not after it is not started
  * @returns per job its status before the call: 'queued' or 'running' (to run), a terminal status or
- *   'missing' (to drop without inference).
+ *   'missing' (to drop without inference), or 'deadline_exceeded' (to settle failed without inference).
  */
 export async function startJobs(redis: Redis, jobIds: readonly string[], startedAt: number): Promise<string[]> {
   if (jobIds.length === 0) return [];
@@ -109,6 +120,8 @@ export interface JobSettlement {
   queue_ms: number;
   /** Part of queue_ms spent waiting for its version to load (a lazily loaded version), ms; absent when it did not wait. */
   load_ms?: number;
+  /** Priority level of the stream the entry is in (1 = highest); default 1. */
+  level?: number;
 }
 
 /**
@@ -119,7 +132,16 @@ export interface JobSettlement {
  */
 export async function settleJobs(redis: Redis, model: string, version: number, batch: BatchFigures, settlements: readonly JobSettlement[]): Promise<boolean[]> {
   if (settlements.length === 0) return [];
-  const scriptKeys = [keys.requests(model, version)];
+  const levels = new Set(settlements.map((s) => s.level ?? 1));
+  if (levels.size > 1) {
+    // One call per level's stream (each acknowledges its own entries); answered in the given order.
+    const byLevel = [...levels].map((level) => settlements.flatMap((s, i) => ((s.level ?? 1) === level ? [{ s, i }] : [])));
+    const replies = await Promise.all(byLevel.map((items) => settleJobs(redis, model, version, batch, items.map(({ s }) => s))));
+    const written = new Array<boolean>(settlements.length).fill(false);
+    byLevel.forEach((items, l) => items.forEach(({ i }, k) => (written[i] = replies[l]?.[k] ?? false)));
+    return written;
+  }
+  const scriptKeys = [keys.requests(model, version, settlements[0]?.level ?? 1)];
   const args: (string | number | Buffer)[] = [
     CONSUMER_GROUP, Date.now(), batch.inference_ms.toFixed(3), batch.batch_size, batch.batch_id, batch.result_ttl_s, JOB_EVENTS_CHANNEL,
   ];
@@ -141,6 +163,8 @@ export interface DeadLetter {
   deliveries: number;
   result_ttl_s: number;
   message: string;
+  /** Priority level of the stream the entry is in; default 1. */
+  level?: number;
 }
 
 /**
@@ -150,8 +174,31 @@ export interface DeadLetter {
  */
 export async function deadLetterJob(redis: Redis, letter: DeadLetter): Promise<boolean> {
   const { model, version, jobId } = letter;
-  const reply = await runScript<number>(redis, 'dead-letter', [keys.job(jobId), keys.requests(model, version), keys.deadLetter(model, version)], [
+  const reply = await runScript<number>(redis, 'dead-letter', [keys.job(jobId), keys.requests(model, version, letter.level ?? 1), keys.deadLetter(model, version)], [
     CONSUMER_GROUP, letter.entryId, letter.deliveries, Date.now(), letter.result_ttl_s, JOB_EVENTS_CHANNEL, jobId, letter.message,
   ]);
   return Number(reply) === 1;
+}
+
+/** What {@link cancelJob} found: `cancelled` by this call, or the state that kept it from being cancelled. */
+export type CancelOutcome = 'cancelled' | 'running' | 'finished' | 'missing';
+
+/**
+ * Cancel a single job that is still queued (cancel.lua): it becomes `cancelled` (error code
+ * `cancelled`), its stream entry is acknowledged and deleted, so no worker runs it and it no longer
+ * counts against `max_queue_size`, and waiters are woken. Reads the job's version and priority level
+ * first (they never change) to name its stream.
+ * @param result_ttl_s seconds the cancelled record lives (its model's `queue.result_ttl_s`)
+ * @returns `cancelled`, or `running` (it runs to its end), `finished` (already terminal), `missing`.
+ * @throws Error when Redis fails.
+ */
+export async function cancelJob(redis: Redis, jobId: string, result_ttl_s: number, message: string): Promise<CancelOutcome> {
+  const [model, version, priority] = await redis.hmget(keys.job(jobId), 'model', 'version', 'priority');
+  if (model == null || version == null) return 'missing';
+  const before = await runScript<string>(redis, 'cancel', [keys.job(jobId), keys.requests(model, Number(version), Number(priority ?? 1))], [
+    CONSUMER_GROUP, Date.now(), result_ttl_s, JOB_EVENTS_CHANNEL, jobId, message,
+  ]);
+  if (before === 'queued') return 'cancelled';
+  if (before === 'running') return 'running';
+  return before === 'missing' ? 'missing' : 'finished';
 }

@@ -13,6 +13,8 @@ export interface JobEntry {
   jobId: string;
   /** MessagePack bytes of the request input. */
   input: Buffer;
+  /** Priority level of the stream it was read from (1 = highest; `keys.requests`). */
+  level: number;
 }
 
 /** A stream entry of an aggregation group member (written by group-add.lua: `group`, `index`, `input`). */
@@ -23,6 +25,8 @@ export interface MemberEntry {
   /** The member's index in its group (≥ 0). */
   index: number;
   input: Buffer;
+  /** Priority level of the stream it was read from (1 = highest). */
+  level: number;
 }
 
 /** One request as read from a model version's stream. */
@@ -32,10 +36,11 @@ export type StreamEntry = JobEntry | MemberEntry;
 export type RawEntry = [Buffer, Buffer[]];
 
 /**
- * Parse a raw stream entry. Returns null for an entry that is neither a job nor a member (never
- * written by the gateway; the worker acknowledges and drops it).
+ * Parse a raw stream entry read from the stream of priority `level` (default 1). Returns null for an
+ * entry that is neither a job nor a member (never written by the gateway; the worker acknowledges and
+ * drops it).
  */
-export function parseEntry([id, fields]: RawEntry): StreamEntry | null {
+export function parseEntry([id, fields]: RawEntry, level = 1): StreamEntry | null {
   let jobId: string | undefined;
   let groupId: string | undefined;
   let index: number | undefined;
@@ -49,9 +54,9 @@ export function parseEntry([id, fields]: RawEntry): StreamEntry | null {
     else if (name === 'index') index = Number(value?.toString());
   }
   const entryId = id.toString();
-  if (jobId !== undefined) return { kind: 'job', entryId, jobId, input: input ?? Buffer.alloc(0) };
+  if (jobId !== undefined) return { kind: 'job', entryId, jobId, input: input ?? Buffer.alloc(0), level };
   if (groupId !== undefined && index !== undefined && Number.isInteger(index) && index >= 0) {
-    return { kind: 'member', entryId, groupId, index, input: input ?? Buffer.alloc(0) };
+    return { kind: 'member', entryId, groupId, index, input: input ?? Buffer.alloc(0), level };
   }
   return null;
 }
@@ -68,7 +73,9 @@ export function acceptedAt(entryId: string): number {
 
 /**
  * A job hash (`keys.job(id)`) as HGETALL returns it with buffers. Fields, by the script that writes them:
- * - enqueue.lua: `id`, `model`, `version`, `status` ('queued'), `created_at` (ms), `entry` (stream entry id);
+ * - enqueue.lua: `id`, `model`, `version`, `status` ('queued'), `created_at` (ms), `entry` (stream entry id),
+ *   `priority` (its stream's level), `deadline_at` (ms, when it has a `timeout_ms`);
+ * - cancel.lua: `status` 'cancelled', `finished_at`, `error_code` 'cancelled', `error_message`;
  * - start.lua: `status` ('running'), `started_at` (ms);
  * - settle.lua: `status` ('succeeded' | 'failed'), `finished_at`, `queue_ms`, `load_ms` (when it waited for a load), `inference_ms`,
  *   `batch_size`, `batch_id`, and `output` (JSON text, see `json-output.ts`) or `error_code` +

@@ -5,6 +5,7 @@ import {
   announceWorker,
   connectRedis,
   keys,
+  queueLength,
   readAdmission,
   readLiveVersions,
   scanRepository,
@@ -377,7 +378,7 @@ export class RepositoryFollower {
           if (held.state !== 'AVAILABLE' || !held.pool || held === loading) continue;
           // A version just loaded for its queued requests serves a batch before it can be evicted, so
           // two models that take turns under a tight budget make progress instead of evicting each other.
-          if (held.consumer?.lastUsedAt === 0 && (await this.#options.redis.xlen(keys.requests(model.name, held.version))) > 0) {
+          if (held.consumer?.lastUsedAt === 0 && (await queueLength(this.#options.redis, model.name, held.version, model.config.batching.priority_levels)) > 0) {
             pending = true;
             continue;
           }
@@ -433,7 +434,7 @@ export class RepositoryFollower {
       await setAdmission(redis, model.name, held.version, 'closed');
       const { written, readyGroups } = await failWaiting(
         redis,
-        { model: model.name, version: held.version, result_ttl_s: model.config.queue.result_ttl_s },
+        { model: model.name, version: held.version, result_ttl_s: model.config.queue.result_ttl_s, levels: model.config.batching.priority_levels },
         'version_unloaded',
         `model "${model.name}" version ${held.version} was unloaded before this request ran; retry without a version`,
       );
@@ -478,7 +479,9 @@ export class RepositoryFollower {
           const watched: { model: FollowedModel; held: HeldVersion; stream: string }[] = [];
           for (const model of this.#models.values()) {
             for (const held of model.held.values()) {
-              if (held.state === 'STANDBY' && !held.demanded) watched.push({ model, held, stream: keys.requests(model.name, held.version) });
+              if (held.state !== 'STANDBY' || held.demanded) continue;
+              // A request at any priority level is a demand.
+              for (const stream of keys.requestStreams(model.name, held.version, model.config.batching.priority_levels)) watched.push({ model, held, stream });
             }
           }
           for (const stream of lastIds.keys()) if (!watched.some((w) => w.stream === stream)) lastIds.delete(stream);
@@ -520,18 +523,18 @@ export class RepositoryFollower {
     const { redis, settings } = this.#options;
     const { version } = held;
     const log = { model: model.name, version };
-    const stream = keys.requests(model.name, version);
+    const levels = model.config.batching.priority_levels;
     const memoryBefore = memoryFigures();
     this.#log.info(log, 'version left the policy: closing admission and draining');
     await setAdmission(redis, model.name, version, 'closed');
     const deadline = Date.now() + settings.drain_timeout_ms;
-    let left = await redis.xlen(stream);
+    let left = await queueLength(redis, model.name, version, levels);
     while (left > 0 && Date.now() < deadline && !this.#stopping) {
       await delay(DRAIN_POLL_MS);
-      left = await redis.xlen(stream);
+      left = await queueLength(redis, model.name, version, levels);
     }
     if (left > 0 && !this.#stopping) {
-      const { written, readyGroups } = await failWaiting(redis, { model: model.name, version, result_ttl_s: model.config.queue.result_ttl_s }, 'version_unloaded', `model "${model.name}" version ${version} was unloaded before this request ran; retry without a version`);
+      const { written, readyGroups } = await failWaiting(redis, { model: model.name, version, result_ttl_s: model.config.queue.result_ttl_s, levels }, 'version_unloaded', `model "${model.name}" version ${version} was unloaded before this request ran; retry without a version`);
       for (const groupId of readyGroups) void this.#options.onGroupReady(groupId).catch(() => undefined);
       this.#log.warn({ ...log, failed: written, drain_timeout_ms: settings.drain_timeout_ms }, 'drain timed out; failed the rest with version_unloaded');
     }
@@ -557,7 +560,7 @@ export class RepositoryFollower {
       if (model.held.has(version)) continue;
       const willLoad = model.selected.includes(version) && !model.failed.has(version);
       if (willLoad) continue;
-      const queued = await redis.xlen(keys.requests(model.name, version));
+      const queued = await queueLength(redis, model.name, version, model.config.batching.priority_levels);
       if (state === 'closed' && queued === 0) continue;
       live ??= (await readLiveVersions(redis, model.name, settings.heartbeat_interval_ms)).versions;
       const holder = live.get(version);
@@ -569,7 +572,7 @@ export class RepositoryFollower {
       const message = failure
         ? `model "${model.name}" version ${version} failed to load: ${failure.error}`
         : `model "${model.name}" version ${version} is no longer served; retry without a version`;
-      const { written, readyGroups } = await failWaiting(redis, { model: model.name, version, result_ttl_s: model.config.queue.result_ttl_s }, code, message);
+      const { written, readyGroups } = await failWaiting(redis, { model: model.name, version, result_ttl_s: model.config.queue.result_ttl_s, levels: model.config.batching.priority_levels }, code, message);
       for (const groupId of readyGroups) void this.#options.onGroupReady(groupId).catch(() => undefined);
       this.#log.warn({ model: model.name, version, failed: written, code }, 'failed the requests queued for a version no worker serves');
     }
