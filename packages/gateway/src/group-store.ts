@@ -10,6 +10,7 @@ import {
   type ReduceJobData,
   type ReducerName,
   type ReduceRetry,
+  type Tenant,
 } from '@inferline/shared';
 import type { ResolvedModel } from './model-catalog.ts';
 
@@ -23,6 +24,10 @@ export interface GroupSpec {
   on_item_error: OnItemError;
   /** Keep each member's input for the reduce (`boxes`). */
   keep_inputs: boolean;
+  /** Where the group's terminal view is POSTed (checked: acceptCallbackUrl). */
+  callback_url?: string;
+  /** The creating request's `Idempotency-Key` and fingerprint (idempotency.ts). */
+  idempotency?: { key: string; fingerprint: string };
 }
 
 /** One call of group-add.lua. */
@@ -39,6 +44,8 @@ export interface GroupAdd {
   /** Refuse the call unless the group holds exactly this many inputs (a retried chunk). */
   start?: number;
   keep_inputs: boolean;
+  /** The caller's tenant (the group's owner): its inputs count against its `max_queued`. */
+  tenant?: Tenant;
 }
 
 /** Outcome of {@link addToGroup}. */
@@ -46,6 +53,8 @@ export interface GroupAddResult {
   /** Inputs the group holds after the call. */
   size: number;
   status: string;
+  /** Set when the create was a retry of an earlier one with the same Idempotency-Key: the group it made (nothing stored now). */
+  replayed_group?: string;
 }
 
 /**
@@ -53,13 +62,14 @@ export interface GroupAddResult {
  * close it, or all at once, atomically (nothing is stored unless every input fits in the stream). When
  * the close finds every member settled (an empty group, or a close after the last member finished), add
  * the group's reduce job.
- * @throws InferlineError `queue_full` (429, nothing stored), `index_conflict` (409, with `size`),
+ * @throws InferlineError `queue_full` / `tenant_queue_full` (429, nothing stored), `idempotency_key_reused` (422), `index_conflict` (409, with `size`),
  *   `group_not_found` (404), `group_closed` (409; with `status`), `internal` on an id collision; Redis
  *   failures as they are (503).
  */
 export async function addToGroup(redis: Redis, queue: Queue<ReduceJobData>, retry: ReduceRetry, add: GroupAdd): Promise<GroupAddResult> {
-  const { target, create } = add;
-  const { size, status, ready } = await groupAdd(redis, {
+  const { target, create, tenant } = add;
+  const ttlS = target.config.queue.result_ttl_s;
+  const { size, status, ready, replayed_group: replayedGroup } = await groupAdd(redis, {
     groupId: add.groupId,
     model: target.config.name,
     version: target.version,
@@ -68,10 +78,21 @@ export async function addToGroup(redis: Redis, queue: Queue<ReduceJobData>, retr
     close: add.close,
     keep_inputs: add.keep_inputs,
     ...(add.start === undefined ? {} : { start: add.start }),
+    ...(tenant ? { tenant: tenant.name, ...(tenant.max_queued === undefined ? {} : { max_queued: tenant.max_queued }) } : {}),
     ...(create
-      ? { create: { reduce: create.reduce, output_name: create.output_name, on_item_error: create.on_item_error, result_ttl_s: target.config.queue.result_ttl_s } }
+      ? {
+          create: {
+            reduce: create.reduce,
+            output_name: create.output_name,
+            on_item_error: create.on_item_error,
+            result_ttl_s: ttlS,
+            ...(create.callback_url === undefined ? {} : { callback_url: create.callback_url }),
+            ...(create.idempotency ? { idempotency: { ...create.idempotency, ttl_s: ttlS } } : {}),
+          },
+        }
       : {}),
   });
+  if (replayedGroup !== undefined) return { size, status, replayed_group: replayedGroup };
   if (ready) await enqueueReduce(queue, add.groupId, retry);
   return { size, status };
 }

@@ -16,3 +16,5 @@ export * from './protocol/job-scripts.ts';
 export * from './metrics.ts';
 export * from './protocol/group-scripts.ts';
 export * from './protocol/version-status.ts';
+export * from './api-keys.ts';
+export * from './callbacks.ts';

@@ -11,6 +11,13 @@ export type JobStatus = (typeof JOB_STATUSES)[number];
 export const TERMINAL_STATUSES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled', 'expired']);
 
 /** `POST /v1/jobs` body: one request (`input`), or the bulk form (`inputs`, one job each, in order). */
+/** `callback_url` of a job or group: where its terminal view is POSTed, signed (callbacks.ts). */
+const CallbackUrl = Type.String({
+  minLength: 1,
+  maxLength: 2048,
+  description: 'http(s) URL that receives the terminal view as a signed POST (`Inferline-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`).',
+});
+
 export const JobCreateBody = Type.Object(
   {
     model: Type.String({ minLength: 1, maxLength: 64 }),
@@ -18,6 +25,7 @@ export const JobCreateBody = Type.Object(
     label: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'A version label of the model (`version_labels`, e.g. "canary"); not with `version`.' })),
     input: Type.Optional(Type.Unknown({ description: 'Text as a JSON string (text model), {"b64": ...} (image model).' })),
     inputs: Type.Optional(Type.Array(Type.Unknown(), { minItems: 1, description: 'Bulk form: each input becomes its own job, answered in order; stored all or nothing.' })),
+    callback_url: Type.Optional(CallbackUrl),
   },
   { additionalProperties: false, examples: [{ model: 'glove-embed', input: 'Call me Ishmael.' }] },
 );
@@ -92,6 +100,7 @@ export const GroupCreateBody = Type.Object(
     reduce: Type.Union(REDUCERS.map((r) => Type.Literal(r))),
     output: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Member output the reducer reads (default: per reducer).' })),
     on_item_error: Type.Optional(Type.Union(ON_ITEM_ERROR.map((r) => Type.Literal(r)), { default: 'fail' })),
+    callback_url: Type.Optional(CallbackUrl),
   },
   { additionalProperties: false },
 );

@@ -16,6 +16,8 @@
     KEYS[4] ready set           (il:groups:ready)
     KEYS[5] open set            (il:groups:open; an open group's score is the time of its last call)
     KEYS[6] admission hash      (il:{m:<model>}:admission; inputs are taken only while field <version> is 'open')
+    KEYS[7] tenant queued hash  (il:{m:<model>}:queued; tenant → its requests waiting or running)
+    KEYS[8] idempotency key     (il:{m:<model>}:idem:groups:<hash>; not touched when the fingerprint is '')
 
     ARGV[1]  group id
     ARGV[2]  create             ('1': create the group, which must not exist; '0': it must exist and be open)
@@ -27,18 +29,33 @@
     ARGV[8]  events channel     (il:events)
     ARGV[9..14] on create: model, version, reduce, output_name, on_item_error, result_ttl_s
     ARGV[15] version            (the stream's, checked against KEYS[6])
-    ARGV[16..] inputs           (MessagePack bytes, in index order)
+    ARGV[16..c+15] inputs       (MessagePack bytes, in index order; c inputs)
+    ARGV[c+16] tenant           ('' = none; on create stored in the record, and its members counted)
+    ARGV[c+17] max_queued       (the tenant's cap in this model's queue; 0 = none)
+    ARGV[c+18] callback_url     (on create; '' = none)
+    ARGV[c+19] idempotency fingerprint (on create; '' = no Idempotency-Key)
+    ARGV[c+20] idempotency ttl_s
 
   Output:
     {code, size, status, ready}: code 0 = done, -1 = the stream is full (queue_full), -2 = expected
     start differs from size (index_conflict), -3 = no such group, -4 = the group is not open, -5 = the
     group already exists, -6 = the version is not open (closed to unload it); size and status as after the call; ready 1 when the close found every member
-    settled (the caller adds the reduce job).
+    settled (the caller adds the reduce job); -7 = the tenant would have more than max_queued requests
+    in the model's queue; -8 = the idempotency key was used with this fingerprint (status = the group
+    id it created); -9 = it was used with another fingerprint.
 ]]
 --- @include "mark-group-ready"
 local groupId = ARGV[1]
-local count = #ARGV - 15
+local count = #ARGV - 20
+local tenant, maxQueued, callbackUrl, fingerprint = ARGV[count + 16], tonumber(ARGV[count + 17]), ARGV[count + 18], ARGV[count + 19]
 local size = 0
+if ARGV[2] == '1' and fingerprint ~= '' then
+  local stored = redis.call('HMGET', KEYS[8], 'fingerprint', 'ids')
+  if stored[1] then
+    if stored[1] ~= fingerprint then return {-9, 0, '', 0} end
+    return {-8, 0, stored[2], 0}
+  end
+end
 if ARGV[2] == '1' then
   if redis.call('EXISTS', KEYS[1]) == 1 then
     return {-5, 0, '', 0}
@@ -62,11 +79,21 @@ end
 if count > 0 and redis.call('XLEN', KEYS[2]) + count > tonumber(ARGV[5]) then
   return {-1, size, 'open', 0}
 end
+if count > 0 and tenant ~= '' and maxQueued > 0 and tonumber(redis.call('HGET', KEYS[7], tenant) or '0') + count > maxQueued then
+  return {-7, size, 'open', 0}
+end
 if ARGV[2] == '1' then
   redis.call('HSET', KEYS[1], 'id', groupId, 'model', ARGV[9], 'version', ARGV[10], 'reduce', ARGV[11],
     'output_name', ARGV[12], 'on_item_error', ARGV[13], 'result_ttl_s', ARGV[14], 'keep_inputs', ARGV[6],
     'status', 'open', 'size', 0, 'remaining', 0, 'completed', 0, 'failed', 0, 'created_at', ARGV[7])
+  if tenant ~= '' then redis.call('HSET', KEYS[1], 'tenant', tenant) end
+  if callbackUrl ~= '' then redis.call('HSET', KEYS[1], 'callback_url', callbackUrl) end
+  if fingerprint ~= '' then
+    redis.call('HSET', KEYS[8], 'fingerprint', fingerprint, 'ids', groupId)
+    redis.call('EXPIRE', KEYS[8], tonumber(ARGV[count + 20]))
+  end
 end
+if count > 0 and tenant ~= '' then redis.call('HINCRBY', KEYS[7], tenant, count) end
 for i = 1, count do
   local index = size + i - 1
   redis.call('XADD', KEYS[2], '*', 'group', groupId, 'index', index, 'input', ARGV[15 + i])

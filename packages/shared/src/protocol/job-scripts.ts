@@ -14,6 +14,9 @@ import { runScript } from '../scripts.ts';
 const ENQUEUE_QUEUE_FULL = -1;
 const ENQUEUE_ID_EXISTS = -2;
 const ENQUEUE_VERSION_CLOSED = -3;
+const ENQUEUE_TENANT_FULL = -4;
+const ENQUEUE_IDEMPOTENCY_REUSED = -6;
+const ENQUEUE_IDEMPOTENT = 'idempotent';
 
 /** `Retry-After` (s) of a 503 `model_unavailable`: about a heartbeat, after which the gateway's view of the workers is fresh. */
 export const MODEL_UNAVAILABLE_RETRY_AFTER_S = 1;
@@ -42,18 +45,60 @@ export interface EnqueueJobsRequest {
   created_at: number;
   /** One per request: its id (from `newJobId(model)`) and its input as MessagePack bytes. */
   jobs: readonly { id: string; input: Buffer }[];
+  /** The tenant the jobs belong to (stored in each record, counted in `keys.tenantQueued`); absent = none. */
+  tenant?: string;
+  /** Most requests the tenant may have waiting or running in this model's queue; absent = no cap. */
+  max_queued?: number;
+  /** Where the terminal view of each job is POSTed (stored in each record). */
+  callback_url?: string;
+  /** An `Idempotency-Key` and the request's fingerprint: a second call with both returns the first call's jobs. */
+  idempotency?: IdempotencyClaim;
+}
+
+/** An `Idempotency-Key` of one request (IETF draft-ietf-httpapi-idempotency-key-header), as the scripts store it. */
+export interface IdempotencyClaim {
+  /** The header's value. */
+  key: string;
+  /** SHA-256 (hex) of the request's content: the same key with another fingerprint is refused. */
+  fingerprint: string;
+  /** Seconds the key is remembered from the first request. */
+  ttl_s: number;
+}
+
+/** What {@link enqueueJobs} did: stored the jobs, or found that an earlier call with the same idempotency key did. */
+export type EnqueueOutcome = { replayed: false; entryIds: string[] } | { replayed: true; /** The first call's job ids, in its order. */ jobIds: string[] };
+
+/**
+ * The error of a request refused because its tenant has `max_queued` requests in the model's queue.
+ * `Retry-After` as for queue_full.
+ */
+export function tenantQueueFullError(tenant: string, model: string, count: number, max: number): InferlineError {
+  return new InferlineError(
+    'tenant_queue_full',
+    `tenant "${tenant}" cannot queue ${count} more request${count === 1 ? '' : 's'} for model "${model}": it may have ${max} waiting or running (max_queued); retry later`,
+    { retry_after_s: QUEUE_FULL_RETRY_AFTER_S },
+  );
+}
+
+/** The error of an `Idempotency-Key` sent again with another request (422, as the IETF draft says). */
+export function idempotencyReusedError(key: string): InferlineError {
+  return new InferlineError('idempotency_key_reused', `Idempotency-Key "${key}" was used with another request; use a new key for a new request`);
 }
 
 /**
  * Admit the requests of one call, all or nothing, in one script call (enqueue.lua): each job record
- * and stream entry is written, or none is.
- * @returns the stream entry ids, in request order.
+ * and stream entry is written, or none is; with `idempotency`, the key is claimed in the same call, so
+ * a retry after a lost answer finds the jobs the first call stored.
+ * @returns the stream entry ids, in request order, or the job ids of the first call with the same
+ *   idempotency key and fingerprint (nothing stored).
  * @throws InferlineError `queue_full` (429, `retry_after_s`) when the stream cannot take them all,
+ *   `tenant_queue_full` (429) over the tenant's `max_queued`, `idempotency_key_reused` (422),
  *   `model_unavailable` ({@link versionClosedError}) when the version is not open for admission,
  *   `internal` on a job id collision; a Redis failure is rethrown as is (the gateway answers 503).
  */
-export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<string[]> {
-  const { model, version, jobs } = request;
+export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<EnqueueOutcome> {
+  const { model, version, jobs, idempotency } = request;
+  const tenant = request.tenant ?? '';
   const scriptKeys = [keys.requests(model, version), keys.admission(model)];
   const args: (string | number | Buffer)[] = [request.max_queue_size, model, version, request.created_at];
   for (const job of jobs) {
@@ -61,7 +106,12 @@ export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Pr
     args.push(job.id);
   }
   for (const job of jobs) args.push(job.input);
+  scriptKeys.push(keys.tenantQueued(model), keys.idempotency(model, 'jobs', tenant, idempotency?.key ?? ''));
+  args.push(tenant, request.max_queued ?? 0, request.callback_url ?? '', idempotency?.fingerprint ?? '', idempotency?.ttl_s ?? 0);
   const reply = await runScript<string[] | number>(redis, 'enqueue', scriptKeys, args);
+  if (Array.isArray(reply) && reply[0] === ENQUEUE_IDEMPOTENT) return { replayed: true, jobIds: (reply[1] ?? '').split('\n') };
+  if (reply === ENQUEUE_TENANT_FULL) throw tenantQueueFullError(tenant, model, jobs.length, request.max_queued ?? 0);
+  if (reply === ENQUEUE_IDEMPOTENCY_REUSED) throw idempotencyReusedError(idempotency?.key ?? '');
   if (reply === ENQUEUE_QUEUE_FULL) {
     throw new InferlineError(
       'queue_full',
@@ -71,7 +121,7 @@ export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Pr
   }
   if (reply === ENQUEUE_VERSION_CLOSED) throw versionClosedError(model, version);
   if (reply === ENQUEUE_ID_EXISTS || !Array.isArray(reply)) throw new InferlineError('internal', `a job id of model "${model}" already exists`);
-  return reply;
+  return { replayed: false, entryIds: reply };
 }
 
 /**
@@ -127,6 +177,7 @@ export async function settleJobs(redis: Redis, model: string, version: number, b
     scriptKeys.push(keys.job(jobId));
     args.push(jobId, entryId, result.ok ? 'succeeded' : 'failed', result.ok ? result.output : `${result.code}\t${result.message}`, queue_ms.toFixed(3), load_ms === undefined ? '' : load_ms.toFixed(3));
   }
+  scriptKeys.push(keys.tenantQueued(model), keys.callbacksDue(model));
   const written = await runScript<number[]>(redis, 'settle', scriptKeys, args);
   return written.map((flag) => Number(flag) === 1);
 }
@@ -150,7 +201,7 @@ export interface DeadLetter {
  */
 export async function deadLetterJob(redis: Redis, letter: DeadLetter): Promise<boolean> {
   const { model, version, jobId } = letter;
-  const reply = await runScript<number>(redis, 'dead-letter', [keys.job(jobId), keys.requests(model, version), keys.deadLetter(model, version)], [
+  const reply = await runScript<number>(redis, 'dead-letter', [keys.job(jobId), keys.requests(model, version), keys.deadLetter(model, version), keys.tenantQueued(model), keys.callbacksDue(model)], [
     CONSUMER_GROUP, letter.entryId, letter.deliveries, Date.now(), letter.result_ttl_s, JOB_EVENTS_CHANNEL, jobId, letter.message,
   ]);
   return Number(reply) === 1;
