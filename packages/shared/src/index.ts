@@ -18,3 +18,4 @@ export * from './protocol/group-scripts.ts';
 export * from './protocol/version-status.ts';
 export * from './api-keys.ts';
 export * from './callbacks.ts';
+export * from './views.ts';
