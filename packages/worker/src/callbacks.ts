@@ -39,6 +39,12 @@ const DRAIN_BATCH = 500;
 /** Completed deliveries BullMQ keeps (so that re-adding one after a crash is a no-op), seconds. */
 const KEEP_COMPLETED_S = 86_400;
 
+/**
+ * Deliveries one aggregator runs at once per `aggregator_concurrency` slot: a delivery waits on the
+ * network (up to callback_timeout_ms), not on the CPU, so a slow receiver must not hold the others up.
+ */
+const DELIVERIES_PER_SLOT = 8;
+
 /** What happened to one delivery attempt, as `inferline_callbacks_total{outcome}` counts it. */
 export type CallbackOutcome = 'delivered' | 'retried' | 'dead_lettered' | 'skipped';
 
@@ -163,8 +169,7 @@ export function startCallbackWorker(
       observe(outcome);
       log.info({ [`${job.data.kind}_id`]: job.data.id, outcome, attempt: job.attemptsMade + 1 }, 'callback');
     },
-    // Deliveries wait on the network, not the CPU: several at once per reduce slot.
-    { connection: redis, prefix: BULLMQ_PREFIX, concurrency: settings.aggregator_concurrency * 8 },
+    { connection: redis, prefix: BULLMQ_PREFIX, concurrency: settings.aggregator_concurrency * DELIVERIES_PER_SLOT },
   );
   worker.on('error', (error) => log.warn({ err: error }, 'callback worker error'));
   worker.on('failed', (job, error) => {
