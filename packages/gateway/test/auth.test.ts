@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { Metadata, status } from '@grpc/grpc-js';
-import { hashApiKey, keys, loadApiKeys, newApiKey, settleMember, type ApiKeyEntry } from '@inferline/shared';
+import { deadLetterJob, hashApiKey, keys, loadApiKeys, newApiKey, settleMember, type ApiKeyEntry } from '@inferline/shared';
 import { connectGrpcClients, grpcError, unaryCall } from '../../../test/harness/grpc-clients.ts';
 import { startGrpcServer } from '../src/grpc/server.ts';
 import type { GatewayApp } from '../src/server.ts';
-import { MODEL, settleJob, silentLogger, startFixture, type Fixture } from './fixture.ts';
+import { entryOf, MODEL, settleJob, silentLogger, startFixture, type Fixture } from './fixture.ts';
 
 const ALICE = newApiKey();
 const BOB = newApiKey();
@@ -135,6 +135,22 @@ describe('API keys and tenants (gateway, real Redis)', () => {
     assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), '1');
     assert.equal((await f.app.inject({ method: 'DELETE', url: `/v1/groups/${id}`, headers: bearer(ALICE) })).statusCode, 200);
     assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), null, 'nothing left counted');
+  });
+
+  it('a dead-lettered job and a group failed by a member (on_item_error "fail") release what they held, once', async () => {
+    const job = (await post(f.app, '/v1/jobs', ALICE, { model: MODEL, input: 'poison' })).json<{ id: string }>().id;
+    const group = (await post(f.app, '/v1/groups', ALICE, { model: MODEL, reduce: 'mean', inputs: ['a', 'b'] })).json<{ id: string }>().id;
+    assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), '3');
+    const letter = { model: MODEL, version: 1, jobId: job, entryId: await entryOf(f.redis, job), deliveries: 6, result_ttl_s: 60, message: 'poison' };
+    assert.equal(await deadLetterJob(f.redis, letter), true);
+    assert.equal(await deadLetterJob(f.redis, letter), false);
+    assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), '2');
+    const entries = await f.redis.xrange(keys.requests(MODEL, 1), '-', '+');
+    const member = entries.find(([, fields]) => fields.includes(group));
+    const settle = () => settleMember(f.redis, { model: MODEL, version: 1, groupId: group, index: 0, entryId: member?.[0] ?? '', result: { ok: false, code: 'inference_failed', message: 'x' } });
+    assert.equal(await settle(), 'group_failed');
+    assert.equal(await settle(), 'nothing');
+    assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), null, 'the failed member and its unsettled sibling are released');
   });
 
   it('limits a tenant\'s requests per second (rate_limit_rps): 429 rate_limited with Retry-After', async () => {
