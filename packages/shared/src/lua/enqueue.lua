@@ -32,7 +32,7 @@
     -2 when a job id already exists
     -3 when the version is not open (no worker opened it, or one closed it to unload it)
     -4 when the tenant would have more than max_queued requests in this model's queue
-    -6 when the idempotency key was used with another fingerprint
+    -5 when the idempotency key was used with another fingerprint
     {'idempotent', '<id>\n<id>...'} when it was used with this fingerprint: the jobs it created then
 ]]
 local n = #KEYS - 4
@@ -41,7 +41,7 @@ local queuedKey, idemKey = KEYS[n + 3], KEYS[n + 4]
 if fingerprint ~= '' then
   local stored = redis.call('HMGET', idemKey, 'fingerprint', 'ids')
   if stored[1] then
-    if stored[1] ~= fingerprint then return -6 end
+    if stored[1] ~= fingerprint then return -5 end
     return { 'idempotent', stored[2] }
   end
 end

@@ -15,7 +15,7 @@ const ENQUEUE_QUEUE_FULL = -1;
 const ENQUEUE_ID_EXISTS = -2;
 const ENQUEUE_VERSION_CLOSED = -3;
 const ENQUEUE_TENANT_FULL = -4;
-const ENQUEUE_IDEMPOTENCY_REUSED = -6;
+const ENQUEUE_IDEMPOTENCY_REUSED = -5;
 const ENQUEUE_IDEMPOTENT = 'idempotent';
 
 /** `Retry-After` (s) of a 503 `model_unavailable`: about a heartbeat, after which the gateway's view of the workers is fresh. */

@@ -68,7 +68,8 @@ export function acceptedAt(entryId: string): number {
 
 /**
  * A job hash (`keys.job(id)`) as HGETALL returns it with buffers. Fields, by the script that writes them:
- * - enqueue.lua: `id`, `model`, `version`, `status` ('queued'), `created_at` (ms), `entry` (stream entry id);
+ * - enqueue.lua: `id`, `model`, `version`, `status` ('queued'), `created_at` (ms), `entry` (stream entry id),
+ *   and when given `tenant` (the owner, api-keys.ts) and `callback_url` (callbacks.ts);
  * - start.lua: `status` ('running'), `started_at` (ms);
  * - settle.lua: `status` ('succeeded' | 'failed'), `finished_at`, `queue_ms`, `load_ms` (when it waited for a load), `inference_ms`,
  *   `batch_size`, `batch_id`, and `output` (JSON text, see `json-output.ts`) or `error_code` +
