@@ -24,7 +24,14 @@ import { gloveRepository } from './harness/repository.ts';
 const MODEL = 'glove-embed';
 const KEY = newApiKey();
 const SECRET = 'callback-secret-of-acme-0123456789';
-const ENTRIES: ApiKeyEntry[] = [{ tenant: 'acme', key_sha256: hashApiKey(KEY), callback_secret: SECRET }];
+/** A tenant that may have one request queued per model (max_queued 1), and another tenant. */
+const CAPPED_KEY = newApiKey();
+const OTHER_KEY = newApiKey();
+const ENTRIES: ApiKeyEntry[] = [
+  { tenant: 'acme', key_sha256: hashApiKey(KEY), callback_secret: SECRET },
+  { tenant: 'capped', key_sha256: hashApiKey(CAPPED_KEY), callback_secret: SECRET, max_queued: 1 },
+  { tenant: 'other', key_sha256: hashApiKey(OTHER_KEY) },
+];
 /** Attempts of a delivery in this suite (CALLBACK_ATTEMPTS). */
 const ATTEMPTS = 3;
 
@@ -68,10 +75,10 @@ async function startReceiver(failFirst: Record<string, number>): Promise<{ url: 
   return { url, server, got, next };
 }
 
-async function call<T>(url: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: T; headers: Headers }> {
+async function call<T>(url: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}, key = KEY): Promise<{ status: number; json: T; headers: Headers }> {
   const response = await fetch(`${url}${path}`, {
     method,
-    headers: { authorization: `Bearer ${KEY}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   return { status: response.status, json: (await response.json()) as T, headers: response.headers };
@@ -161,6 +168,54 @@ describe('callbacks and idempotent retries: gateway + worker + aggregator + real
       await queue.close();
     }
     assert.equal(receiver.got.filter((r) => r.path === '/down').length, ATTEMPTS, 'no attempt past the last');
+  });
+
+  test('behind a paused worker: a cancelled job frees its tenant\'s max_queued slot and its callback is POSTed cancelled; another tenant\'s DELETE is 404; a job failed deadline_exceeded frees its slot', async () => {
+    const as = <T>(key: string, method: string, path: string, body?: unknown) => call<T>(gateway.url, method, path, body, {}, key);
+    const worker = roles[0];
+    assert.ok(worker);
+    // The worker stops reading (SIGSTOP), so the jobs stay queued; its heartbeat outlives the pause.
+    worker.child.kill('SIGSTOP');
+    try {
+      const first = await as<{ id: string }>(CAPPED_KEY, 'POST', '/v1/jobs', { model: MODEL, input: 'to be cancelled', callback_url: `${receiver.url}/cancelled` });
+      assert.equal(first.status, 202);
+      const { id } = first.json;
+      const full = await as<{ error: { code: string } }>(CAPPED_KEY, 'POST', '/v1/jobs', { model: MODEL, input: 'over the cap' });
+      assert.equal(full.status, 429);
+      assert.equal(full.json.error.code, 'tenant_queue_full');
+
+      const foreign = await as<{ error: { code: string } }>(OTHER_KEY, 'DELETE', `/v1/jobs/${id}`);
+      assert.equal(foreign.status, 404);
+      assert.equal(foreign.json.error.code, 'job_not_found');
+      assert.equal((await as<{ status: string }>(CAPPED_KEY, 'GET', `/v1/jobs/${id}`)).json.status, 'queued', 'another tenant cancelled nothing');
+
+      const cancelled = await as<{ status: string }>(CAPPED_KEY, 'DELETE', `/v1/jobs/${id}`);
+      assert.equal(cancelled.status, 200);
+      assert.equal(cancelled.json.status, 'cancelled');
+      const [delivery] = await receiver.next('/cancelled', 1);
+      assert.ok(delivery);
+      assert.equal(delivery.headers[DELIVERY_HEADER], `job:${id}`);
+      assert.ok(verifyCallbackSignature(SECRET, String(delivery.headers[SIGNATURE_HEADER]), delivery.body, Math.floor(Date.now() / 1000)));
+      const view = JSON.parse(delivery.body.toString()) as { id: string; status: string; error?: { code: string } };
+      assert.deepEqual([view.id, view.status, view.error?.code], [id, 'cancelled', 'cancelled']);
+
+      const expiring = await as<{ id: string }>(CAPPED_KEY, 'POST', '/v1/jobs', { model: MODEL, input: 'nobody waits for this one', timeout_ms: 1 });
+      assert.equal(expiring.status, 202, 'the cancel freed the slot');
+      assert.equal((await as<unknown>(CAPPED_KEY, 'POST', '/v1/jobs', { model: MODEL, input: 'over the cap' })).status, 429, 'the expiring job holds it');
+      // The 1 ms deadline has passed long before the worker resumes (it is stopped).
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      worker.child.kill('SIGCONT');
+      let expired: { status: string; error?: { code: string } };
+      do expired = (await as<typeof expired>(CAPPED_KEY, 'GET', `/v1/jobs/${expiring.json.id}?wait=30`)).json;
+      while (expired.status === 'queued' || expired.status === 'running');
+      assert.deepEqual([expired.status, expired.error?.code], ['failed', 'deadline_exceeded']);
+      assert.equal(await probe.hget(keys.tenantQueued(MODEL), 'capped'), null, 'nothing counted for the tenant');
+      const next = await call<{ status: string }>(gateway.url, 'POST', '/v1/jobs', { model: MODEL, input: 'after the deadline' }, { prefer: 'wait=30' }, CAPPED_KEY);
+      assert.equal(next.status, 200, 'the failed job freed the slot');
+      assert.equal(next.json.status, 'succeeded');
+    } finally {
+      worker.child.kill('SIGCONT');
+    }
   });
 
   test('a client whose connection dropped after its job was stored retries with the same Idempotency-Key: the first job, not a second', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { Metadata, status } from '@grpc/grpc-js';
-import { deadLetterJob, hashApiKey, keys, loadApiKeys, newApiKey, settleMember, type ApiKeyEntry } from '@inferline/shared';
+import { deadLetterJob, hashApiKey, keys, loadApiKeys, newApiKey, settleJobs, settleMember, startJobs, type ApiKeyEntry } from '@inferline/shared';
 import { connectGrpcClients, grpcError, unaryCall } from '../../../test/harness/grpc-clients.ts';
 import { startGrpcServer } from '../src/grpc/server.ts';
 import type { GatewayApp } from '../src/server.ts';
@@ -135,6 +135,53 @@ describe('API keys and tenants (gateway, real Redis)', () => {
     assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), '1');
     assert.equal((await f.app.inject({ method: 'DELETE', url: `/v1/groups/${id}`, headers: bearer(ALICE) })).statusCode, 200);
     assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), null, 'nothing left counted');
+  });
+
+  it('DELETE /v1/jobs/:id: another tenant gets 404 and changes nothing; the owner\'s cancel releases its max_queued slot and records its callback due, once', async () => {
+    const ids: string[] = [];
+    for (const input of ['a', 'b', 'c']) {
+      const created = await post(f.app, '/v1/jobs', ALICE, { model: MODEL, input, callback_url: 'http://127.0.0.1:9/hook' });
+      assert.equal(created.statusCode, 202);
+      ids.push(created.json<{ id: string }>().id);
+    }
+    const id = ids[0] ?? '';
+    assert.equal((await post(f.app, '/v1/jobs', ALICE, { model: MODEL, input: 'd' })).json<ErrorBody>().error.code, 'tenant_queue_full');
+    const remove = (key: string) => f.app.inject({ method: 'DELETE', url: `/v1/jobs/${id}`, headers: bearer(key) });
+
+    const other = await remove(BOB);
+    assert.equal(other.statusCode, 404);
+    assert.equal(other.json<ErrorBody>().error.code, 'job_not_found');
+    assert.equal(await f.redis.hget(keys.job(id), 'status'), 'queued', 'another tenant cancels nothing');
+    assert.equal(await f.redis.xlen(keys.requests(MODEL, 1)), 3);
+    assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), '3');
+
+    const own = await remove(ALICE_2);
+    assert.equal(own.statusCode, 200, 'any key of the owning tenant cancels');
+    assert.equal(own.json<{ status: string }>().status, 'cancelled');
+    assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), '2', 'the cancelled job no longer counts');
+    assert.notEqual(await f.redis.zscore(keys.callbacksDue(MODEL), id), null, 'its callback is due');
+    assert.equal(await f.redis.zcard(keys.callbacksDue(MODEL)), 1, 'only the cancelled job is due');
+    assert.equal((await remove(ALICE)).json<ErrorBody>().error.code, 'job_finished');
+    assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), '2', 'a second DELETE releases nothing more');
+    assert.equal((await post(f.app, '/v1/jobs', ALICE, { model: MODEL, input: 'd' })).statusCode, 202, 'the slot is free again');
+  });
+
+  it('a job past its timeout_ms, failed deadline_exceeded by the worker without a run, releases its max_queued slot', async () => {
+    const created = await post(f.app, '/v1/jobs', ALICE, { model: MODEL, input: 'late', timeout_ms: 1 });
+    assert.equal(created.statusCode, 202);
+    const { id } = created.json<{ id: string }>();
+    assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), '1');
+    // A batch formed after the deadline: start.lua reports it, and the worker settles it failed unrun
+    // through settle.lua, as the version consumer does (test/callbacks.test.ts runs the real worker).
+    const deadline = Number(await f.redis.hget(keys.job(id), 'deadline_at'));
+    assert.deepEqual(await startJobs(f.redis, [id], deadline + 1), ['deadline_exceeded']);
+    assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), '1', 'still counted while it waits to be failed');
+    const written = await settleJobs(f.redis, MODEL, 1, { inference_ms: 0, batch_size: 0, batch_id: '', result_ttl_s: 60 }, [
+      { jobId: id, entryId: await entryOf(f.redis, id), level: 1, queue_ms: 1, result: { ok: false, code: 'deadline_exceeded', message: 'late' } },
+    ]);
+    assert.deepEqual(written, [true]);
+    assert.equal(await f.redis.hget(keys.job(id), 'error_code'), 'deadline_exceeded');
+    assert.equal(await f.redis.hget(keys.tenantQueued(MODEL), 'alice'), null, 'released');
   });
 
   it('a dead-lettered job and a group failed by a member (on_item_error "fail") release what they held, once', async () => {
