@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
-import { connectRedis, JOB_EVENTS_CHANNEL, keys, loadModelConfig, runScript, type GroupView } from '../packages/shared/src/index.ts';
+import { connectRedis, groupAdd, keys, loadModelConfig, type GroupView } from '../packages/shared/src/index.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
 import { ROOT, startAggregatorProcess, startGatewayProcess, startRole, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
@@ -174,13 +174,17 @@ describe('aggregation groups over glove-embed: gateway + 2 workers + aggregator 
     const id = `lost-${Date.now()}`;
     const connection = connectRedis(redis.url, { name: 'test' });
     try {
-      const [code, , status] = await runScript<[number, number, string, number]>(
-        connection,
-        'group-add',
-        [keys.group(id), keys.requests('glove-embed', 1), keys.groupInputs(id), keys.groupsReady(), keys.groupsOpen(), keys.admission('glove-embed'), keys.requests('glove-embed', 1)],
-        [id, 1, 1, -1, 1000, 0, Date.now(), JOB_EVENTS_CHANNEL, 'glove-embed', 1, 'collect', '*', 'fail', 60, 1, '', 1],
-      );
-      assert.deepEqual([code, status], [0, 'reducing']);
+      const { status, ready } = await groupAdd(connection, {
+        groupId: id,
+        model: 'glove-embed',
+        version: 1,
+        max_queue_size: 1000,
+        inputs: [],
+        create: { reduce: 'collect', output_name: '*', on_item_error: 'fail', result_ttl_s: 60 },
+        close: true,
+        keep_inputs: false,
+      });
+      assert.deepEqual([status, ready], ['reducing', true]);
     } finally {
       connection.disconnect();
     }

@@ -23,12 +23,13 @@ export function connectGrpcClients(address: string): GrpcClients {
  * Make a unary call; resolves with the response, rejects with the ServiceError (its `code`,
  * `details`, `metadata`).
  * @param deadlineMs the call's gRPC deadline from now (default 60 s)
+ * @param metadata the call's metadata (e.g. `authorization: Bearer <key>`)
  */
-export function unaryCall<T>(client: Client, method: string, request: unknown, deadlineMs = 60_000): Promise<T> {
+export function unaryCall<T>(client: Client, method: string, request: unknown, deadlineMs = 60_000, metadata = new Metadata()): Promise<T> {
   return new Promise((resolve, reject) => {
     const fn = (client as unknown as Record<string, (...args: unknown[]) => void>)[method];
     if (!fn) throw new Error(`no method ${method}`);
-    fn.call(client, request, new Metadata(), { deadline: Date.now() + deadlineMs }, (error: ServiceError | null, response: T) => (error ? reject(error) : resolve(response)));
+    fn.call(client, request, metadata, { deadline: Date.now() + deadlineMs }, (error: ServiceError | null, response: T) => (error ? reject(error) : resolve(response)));
   });
 }
 

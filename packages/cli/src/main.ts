@@ -89,6 +89,19 @@ program
     },
   );
 
+program
+  .command('keys')
+  .description('manage API keys')
+  .command('create')
+  .description('make a new API key for a tenant: prints the key once, and the line to add to API_KEYS_FILE')
+  .requiredOption('--tenant <name>', 'tenant the key belongs to ([A-Za-z0-9_.-], at most 64)')
+  .option('--rate-limit-rps <n>', "the tenant's requests per second", positiveInteger)
+  .option('--max-queued <n>', "the tenant's requests waiting or running per model", positiveInteger)
+  .option('--callback-secret', "also make the secret that signs the tenant's callbacks")
+  .action(async (options: { tenant: string; rateLimitRps?: number; maxQueued?: number; callbackSecret?: boolean }) => {
+    (await import('./commands/keys.ts')).createKey({ ...options, stdout: process.stdout });
+  });
+
 try {
   await program.parseAsync(process.argv);
   // Long-running commands return once stopped; leftover handles must not keep the process alive.

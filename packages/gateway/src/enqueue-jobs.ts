@@ -1,6 +1,7 @@
-import { encode, enqueueJobs as enqueueScript, InferlineError, priorityLevel, type JobRecord, type Redis } from '@inferline/shared';
+import { encode, enqueueJobs as enqueueScript, InferlineError, priorityLevel, type JobRecord, type Redis, type Tenant } from '@inferline/shared';
 import { readImageInput } from './image-input.ts';
 import { validateInput } from './input-validation.ts';
+import { readJobRecord } from './job-view.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import type { ModelCatalog, ResolvedModel, VersionSelector } from './model-catalog.ts';
 
@@ -58,18 +59,32 @@ export function queueDeadline(target: ResolvedModel, createdAt: number, timeoutM
   return timeout === undefined ? undefined : createdAt + timeout;
 }
 
+/** Who admits requests, and what comes with them besides the inputs. */
+export interface AdmitOptions {
+  /** Priority level and queue deadline ({@link QueuePolicy}). */
+  policy?: QueuePolicy;
+  /** The caller's tenant: stored on each job, counted against its `max_queued`. */
+  tenant?: Tenant;
+  /** Where each job's terminal view is POSTed (checked by the caller: checkCallbackUrl). */
+  callback_url?: string;
+  /** The request's `Idempotency-Key` and the fingerprint of its content (idempotency.ts). */
+  idempotency?: { key: string; fingerprint: string };
+}
+
 /**
  * Admit requests for one model version, all or nothing: validate every input against the signature
  * first (text, tensors; image headers read by readImageInput), so an invalid one rejects the whole call
  * before anything is stored, then store them all in one enqueue.lua call (job records and stream
  * entries, atomically). Counts `inferline_requests_total` per job.
+ * `options.policy` gives the priority level and queue deadline ({@link QueuePolicy}). With
+ * `options.idempotency`, a call whose key and fingerprint an earlier call stored returns that
+ * call's records as they are now (`replayed`), and stores nothing.
  *
  * @param jobIds one fresh id (`newJobId(model)`) per input, in the same order; created by the caller
  *   so that it can watch for their events before they can fire.
- * @param policy priority level and queue deadline ({@link QueuePolicy})
- * @returns the stored records (`queued`), in input order.
- * @throws InferlineError `invalid_input` (also a `priority` above `priority_levels`), `invalid_image`, `payload_too_large`, `queue_full` (nothing
- *   stored in every case), `internal` on an id collision; a Redis failure is rethrown as is (the error
+ * @returns the stored records (`queued`), in input order, or the replayed ones.
+ * @throws InferlineError `invalid_input` (also a `priority` above `priority_levels`), `invalid_image`, `payload_too_large`, `queue_full`,
+ *   `tenant_queue_full`, `idempotency_key_reused` (nothing stored in every case), `internal` on an id collision; a Redis failure is rethrown as is (the error
  *   handler maps it to 503 `unavailable`; nothing acknowledged).
  */
 export async function enqueueJobs(
@@ -78,17 +93,20 @@ export async function enqueueJobs(
   target: ResolvedModel,
   inputs: readonly unknown[],
   jobIds: readonly string[],
-  policy: QueuePolicy = {},
-): Promise<JobRecord[]> {
+  options: AdmitOptions = {},
+): Promise<{ records: JobRecord[]; replayed: boolean }> {
   const model = target.config.name;
   const labels = { model, version: String(target.version) };
   const createdAt = Date.now();
+  const { tenant, idempotency } = options;
+  const policy = options.policy ?? {};
+  let replayedIds: string[] | undefined;
   try {
     const { batching } = target.config;
     const priority = priorityLevel(batching, policy.priority);
     const stored = await readInputs(target, inputs);
     const deadline = queueDeadline(target, createdAt, policy.timeout_ms);
-    await enqueueScript(redis, {
+    const outcome = await enqueueScript(redis, {
       model,
       version: target.version,
       max_queue_size: batching.max_queue_size,
@@ -97,13 +115,21 @@ export async function enqueueJobs(
       priority,
       levels: batching.priority_levels,
       ...(deadline === undefined ? {} : { deadline_at: deadline }),
+      ...(tenant ? { tenant: tenant.name, ...(tenant.max_queued === undefined ? {} : { max_queued: tenant.max_queued }) } : {}),
+      ...(options.callback_url === undefined ? {} : { callback_url: options.callback_url }),
+      ...(idempotency ? { idempotency: { ...idempotency, ttl_s: target.config.queue.result_ttl_s } } : {}),
     });
+    if (outcome.replayed) replayedIds = outcome.jobIds;
   } catch (error) {
     metrics.requests.inc({ ...labels, status: error instanceof InferlineError ? error.code : 'unavailable' }, inputs.length);
     throw error;
   }
+  if (replayedIds) {
+    metrics.requests.inc({ ...labels, status: 'replayed' }, inputs.length);
+    return { records: await Promise.all(replayedIds.map((id) => readJobRecord(redis, id))), replayed: true };
+  }
   metrics.requests.inc({ ...labels, status: 'accepted' }, inputs.length);
-  return jobIds.map((id) => ({ id, model, version: target.version, status: 'queued', created_at: createdAt }));
+  return { records: jobIds.map((id) => ({ id, model, version: target.version, status: 'queued', created_at: createdAt })), replayed: false };
 }
 
 /**
@@ -125,17 +151,16 @@ export async function admitJobs(
     jobIds: readonly string[];
     /** The caller's resolution of `model` + `selector`, when it already made one (it is not made again). */
     target?: ResolvedModel;
-    policy?: QueuePolicy;
-  },
-): Promise<{ target: ResolvedModel; records: JobRecord[] }> {
-  const { model, selector, inputs, jobIds, policy } = request;
+  } & AdmitOptions,
+): Promise<{ target: ResolvedModel; records: JobRecord[]; replayed: boolean }> {
+  const { model, selector, inputs, jobIds } = request;
   let target = request.target ?? (await models.resolve(model, selector));
   try {
-    return { target, records: await enqueueJobs(redis, metrics, target, inputs, jobIds, policy) };
+    return { target, ...(await enqueueJobs(redis, metrics, target, inputs, jobIds, request)) };
   } catch (error) {
     if (!(error instanceof InferlineError) || error.details?.version_closed !== true) throw error;
     await models.refreshLive();
     target = models.resolveNow(model, selector);
-    return { target, records: await enqueueJobs(redis, metrics, target, inputs, jobIds, policy) };
+    return { target, ...(await enqueueJobs(redis, metrics, target, inputs, jobIds, request)) };
   }
 }

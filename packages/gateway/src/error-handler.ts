@@ -68,7 +68,7 @@ export function messageErrorBody(error: InferlineError): { error: string } {
 /**
  * The app's error handler: every error answer is `toBody(error)` (default {@link nativeErrorBody})
  * with the status of its code. Server errors are logged with the request's context; `queue_full` and
- * every 503 carry `Retry-After` (`details.retry_after_s`, else 1 s). A plugin whose routes speak
+ * every 429 and 503 carry `Retry-After` (`details.retry_after_s`, else 1 s). A plugin whose routes speak
  * another protocol sets its own with another `toBody` (fastify error handlers are encapsulated).
  */
 export function createErrorHandler(redis: Redis, maxBodyBytes: number, toBody: (error: InferlineError) => unknown = nativeErrorBody) {
@@ -77,7 +77,7 @@ export function createErrorHandler(redis: Redis, maxBodyBytes: number, toBody: (
     if (mapped.code === 'unavailable') request.log.warn({ code: mapped.code, cause: (error as Error).message, ...request.logContext }, 'request refused: Redis unreachable');
     else if (mapped.statusCode >= 500) request.log.error({ err: error, code: mapped.code, ...request.logContext }, 'request failed');
     else request.log.debug({ code: mapped.code, message: mapped.message, ...request.logContext }, 'request rejected');
-    if (mapped.code === 'queue_full' || mapped.statusCode === 503) {
+    if (mapped.statusCode === 429 || mapped.statusCode === 503) {
       const retryAfter = mapped.details?.retry_after_s;
       reply.header('retry-after', String(typeof retryAfter === 'number' ? retryAfter : QUEUE_FULL_RETRY_AFTER_S));
     }

@@ -10,6 +10,7 @@ import {
   type ReduceJobData,
   type ReducerName,
   type ReduceRetry,
+  type Tenant,
 } from '@inferline/shared';
 import type { ResolvedModel } from './model-catalog.ts';
 
@@ -27,6 +28,10 @@ export interface GroupSpec {
   priority: number;
   /** ms since epoch after which members still queued fail `deadline_exceeded`; absent = none. */
   deadline_at?: number;
+  /** Where the group's terminal view is POSTed (checked: acceptCallbackUrl). */
+  callback_url?: string;
+  /** The creating request's `Idempotency-Key` and fingerprint (idempotency.ts). */
+  idempotency?: { key: string; fingerprint: string };
 }
 
 /** One call of group-add.lua. */
@@ -45,6 +50,8 @@ export interface GroupAdd {
   keep_inputs: boolean;
   /** Priority level of the group's members (its record's `priority`; the create's). */
   priority: number;
+  /** The caller's tenant (the group's owner): its inputs count against its `max_queued`. */
+  tenant?: Tenant;
 }
 
 /** Outcome of {@link addToGroup}. */
@@ -52,6 +59,8 @@ export interface GroupAddResult {
   /** Inputs the group holds after the call. */
   size: number;
   status: string;
+  /** Set when the create was a retry of an earlier one with the same Idempotency-Key: the group it made (nothing stored now). */
+  replayed_group?: string;
 }
 
 /**
@@ -59,13 +68,14 @@ export interface GroupAddResult {
  * close it, or all at once, atomically (nothing is stored unless every input fits in the stream). When
  * the close finds every member settled (an empty group, or a close after the last member finished), add
  * the group's reduce job.
- * @throws InferlineError `queue_full` (429, nothing stored), `index_conflict` (409, with `size`),
+ * @throws InferlineError `queue_full` / `tenant_queue_full` (429, nothing stored), `idempotency_key_reused` (422), `index_conflict` (409, with `size`),
  *   `group_not_found` (404), `group_closed` (409; with `status`), `internal` on an id collision; Redis
  *   failures as they are (503).
  */
 export async function addToGroup(redis: Redis, queue: Queue<ReduceJobData>, retry: ReduceRetry, add: GroupAdd): Promise<GroupAddResult> {
-  const { target, create } = add;
-  const { size, status, ready } = await groupAdd(redis, {
+  const { target, create, tenant } = add;
+  const ttlS = target.config.queue.result_ttl_s;
+  const { size, status, ready, replayed_group: replayedGroup } = await groupAdd(redis, {
     groupId: add.groupId,
     model: target.config.name,
     version: target.version,
@@ -77,10 +87,21 @@ export async function addToGroup(redis: Redis, queue: Queue<ReduceJobData>, retr
     levels: target.config.batching.priority_levels,
     ...(create?.deadline_at === undefined ? {} : { deadline_at: create.deadline_at }),
     ...(add.start === undefined ? {} : { start: add.start }),
+    ...(tenant ? { tenant: tenant.name, ...(tenant.max_queued === undefined ? {} : { max_queued: tenant.max_queued }) } : {}),
     ...(create
-      ? { create: { reduce: create.reduce, output_name: create.output_name, on_item_error: create.on_item_error, result_ttl_s: target.config.queue.result_ttl_s } }
+      ? {
+          create: {
+            reduce: create.reduce,
+            output_name: create.output_name,
+            on_item_error: create.on_item_error,
+            result_ttl_s: ttlS,
+            ...(create.callback_url === undefined ? {} : { callback_url: create.callback_url }),
+            ...(create.idempotency ? { idempotency: { ...create.idempotency, ttl_s: ttlS } } : {}),
+          },
+        }
       : {}),
   });
+  if (replayedGroup !== undefined) return { size, status, replayed_group: replayedGroup };
   if (ready) await enqueueReduce(queue, add.groupId, retry);
   return { size, status };
 }

@@ -1,4 +1,4 @@
-import { connectRedis, readLiveVersions, type Logger, type Redis, type Settings } from '@inferline/shared';
+import { connectRedis, loadApiKeys, readLiveVersions, type Logger, type Redis, type Settings } from '@inferline/shared';
 import { startGrpcServer, type RunningGrpcServer } from './grpc/server.ts';
 import { JobEvents } from './job-events.ts';
 import { ModelCatalog } from './model-catalog.ts';
@@ -24,11 +24,15 @@ export interface RunningGateway {
  * repository catalog, then listen on `settings.host:settings.port` (HTTP) and, unless `grpc_port` is 0,
  * `settings.host:settings.grpc_port` (gRPC, grpc/server.ts), in the same process.
  *
- * Redis need not be up at start: `/readyz` answers 503 until it is.
- * @throws InferlineError `invalid_config` when the model repository cannot be read; an error when the
+ * Redis need not be up at start: `/readyz` answers 503 until it is. API keys are read once, at start
+ * (`API_KEYS_FILE`, `API_KEYS`); without any, the gateway is open, and says so loudly in its log.
+ * @throws InferlineError `invalid_config` when the model repository or the keys cannot be read; an error when the
  *   port cannot be bound.
  */
 export async function startGateway(settings: Settings & { redis_url: string }, logger: Logger): Promise<RunningGateway> {
+  const apiKeys = loadApiKeys(settings);
+  if (apiKeys.enabled) logger.info({ tenants: apiKeys.tenants.size, keys: apiKeys.entries.length }, 'API keys configured: every route but the probes and /docs needs one');
+  else logger.warn('NO API KEY CONFIGURED: the gateway is open to anyone who can reach it (set API_KEYS_FILE or API_KEYS; see `inferline keys create`)');
   const redis = connectRedis(settings.redis_url, { name: 'inferline-gateway', failFast: true, enableAutoPipelining: true });
   logConnectionErrors(redis, logger, 'command');
   const subscriber = connectRedis(settings.redis_url, { name: 'inferline-gateway-events' });
@@ -39,7 +43,7 @@ export async function startGateway(settings: Settings & { redis_url: string }, l
   try {
     models = await ModelCatalog.open(settings.model_repository, settings.poll_interval_ms, logger, settings.traffic_seed);
     followWorkers(models, redis, settings.heartbeat_interval_ms);
-    const app = buildApp({ redis, events, models, settings, logger });
+    const app = buildApp({ redis, events, models, settings, logger, apiKeys });
     await app.listen({ host: settings.host, port: settings.port });
     const bound = app.server.address();
     const port = typeof bound === 'object' && bound ? bound.port : settings.port;
@@ -50,7 +54,7 @@ export async function startGateway(settings: Settings & { redis_url: string }, l
     let grpc: RunningGrpcServer | undefined;
     if (settings.grpc_port > 0) {
       try {
-        grpc = await startGrpcServer({ redis, events, models, metrics: app.metrics, settings, logger, shutdown: grpcShutdown.signal }, settings.host, settings.grpc_port);
+        grpc = await startGrpcServer({ redis, events, models, metrics: app.metrics, settings, logger, shutdown: grpcShutdown.signal, apiKeys }, settings.host, settings.grpc_port);
       } catch (error) {
         await app.close();
         throw error;

@@ -4,6 +4,8 @@
  */
 export interface LogContext {
   job_id?: string;
+  /** The tenant of the request's API key. */
+  tenant?: string;
   model?: string;
   version?: number;
   group_id?: string;

@@ -37,6 +37,10 @@ export function registerOpenApi(app: FastifyInstance<Server, IncomingMessage, Se
         version: gatewayPackage.version,
       },
       tags: TAGS,
+      // With API keys configured every route but the probes needs `Authorization: Bearer <key>`;
+      // Swagger UI's "Authorize" button takes the key and "Try it out" sends it.
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'An API key (`inferline keys create`); needed when the gateway has keys configured.' } } },
+      security: [{ bearerAuth: [] }],
     },
   });
   void app.register(swaggerUi, {

@@ -1,9 +1,11 @@
 import multipart from '@fastify/multipart';
+import rateLimit from '@fastify/rate-limit';
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { setMaxListeners } from 'node:events';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { Logger } from '@inferline/shared';
+import { InferlineError, loadApiKeys, RATE_LIMIT_PREFIX, type ApiKeys, type Logger, type Redis } from '@inferline/shared';
+import { authenticate } from './auth.ts';
 import { createErrorHandler, notFoundHandler } from './error-handler.ts';
 import type { LogContext } from './log-context.ts';
 import { createMetrics, type GatewayMetrics } from './metrics.ts';
@@ -103,10 +105,14 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
   // A reference-type default would be shared by every request: set a fresh object per request instead.
   app.decorateRequest('logContext', null as unknown as LogContext);
   app.decorateRequest('bodyRead', false);
+  app.decorateRequest('tenant', undefined);
   app.addHook('onRequest', (request, _reply, done) => {
     request.logContext = {};
     done();
   });
+  const apiKeys = deps.apiKeys ?? loadApiKeys(deps.settings);
+  app.addHook('onRequest', authenticate(apiKeys, deps.settings.metrics_api_key));
+  registerRateLimit(app, apiKeys, deps.redis);
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unknown';
     const seconds = reply.elapsedTime / 1000;
@@ -117,7 +123,7 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
     done();
   });
 
-  const context: RouteContext = { ...deps, metrics, shutdown: shutdown.signal };
+  const context: RouteContext = { ...deps, apiKeys, metrics, shutdown: shutdown.signal };
   void app.register(opsRoutes, context);
   void app.register(jobRoutes, context);
   void app.register(groupRoutes, context);
@@ -125,4 +131,34 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
   void app.register(tfservingRoutes, context);
   void app.register(v2Routes, { ...context, prefix: '/v2' });
   return app as GatewayApp;
+}
+
+/** Window of the per-tenant request rate (`rate_limit_rps` counts requests per this window), ms. */
+const RATE_LIMIT_WINDOW_MS = 1_000;
+
+/**
+ * Per-tenant request rate (`rate_limit_rps` of the tenant's key entries): `@fastify/rate-limit` with
+ * its Redis store (a fixed one-second window per tenant, shared by every gateway replica), on every
+ * route of an authenticated request. A tenant over its rate gets 429 `rate_limited` with
+ * `Retry-After` (seconds to the window's end) and the `x-ratelimit-*` headers. Requests without a
+ * tenant (open routes, no key configured) and tenants without `rate_limit_rps` are not counted.
+ * https://github.com/fastify/fastify-rate-limit
+ */
+function registerRateLimit(app: FastifyInstance<Server, IncomingMessage, ServerResponse, Logger, TypeBoxTypeProvider>, apiKeys: ApiKeys, redis: Redis): void {
+  if (![...apiKeys.tenants.values()].some((tenant) => tenant.rate_limit_rps !== undefined)) return;
+  void app.register(rateLimit, {
+    global: true,
+    // After authentication (onRequest), before the body is read.
+    hook: 'preParsing',
+    redis,
+    nameSpace: RATE_LIMIT_PREFIX,
+    timeWindow: RATE_LIMIT_WINDOW_MS,
+    keyGenerator: (request) => request.tenant?.name ?? '',
+    allowList: (request) => request.tenant?.rate_limit_rps === undefined,
+    max: (request) => request.tenant?.rate_limit_rps ?? 0,
+    errorResponseBuilder: (request, context) =>
+      new InferlineError('rate_limited', `tenant "${request.tenant?.name ?? ''}" sent more than ${context.max} requests per second (rate_limit_rps); retry in ${context.after}`, {
+        retry_after_s: Math.max(1, Math.ceil(context.ttl / 1000)),
+      }),
+  });
 }

@@ -1,4 +1,4 @@
-import { ERROR_STATUS, InferlineError, TERMINAL_STATUSES, newJobId, type ErrorCode, type JobView } from '@inferline/shared';
+import { ERROR_STATUS, InferlineError, TERMINAL_STATUSES, newJobId, type ErrorCode, type JobView, type Tenant } from '@inferline/shared';
 import { admitJobs, checkBulkSize } from './enqueue-jobs.ts';
 import { toJobView } from './job-view.ts';
 import type { LogContext } from './log-context.ts';
@@ -24,6 +24,8 @@ export interface SyncJobsRequest {
   /** Aborts the wait (client gone, shutdown); the jobs stay queued and run. */
   signal: AbortSignal;
   log?: LogContext;
+  /** The caller's tenant: owns the jobs, counted against its `max_queued`. */
+  tenant?: Tenant;
 }
 
 /**
@@ -57,6 +59,7 @@ export async function runSyncJobs(deps: SyncJobsDeps, request: SyncJobsRequest):
       jobIds: ids,
       target: request.target,
       policy: { timeout_ms: timeoutMs },
+      ...(request.tenant ? { tenant: request.tenant } : {}),
     });
     target = admitted.target;
     if (request.log) request.log.version = target.version;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
+import { loadApiKeys } from '@inferline/shared';
 import { connectGrpcClients, grpcError, unaryCall, type GrpcClients } from '../../../test/harness/grpc-clients.ts';
 import { encodeBytesElements } from '../src/binary-tensor-data.ts';
 import { protoRoot } from '../src/grpc/protos.ts';
@@ -22,7 +23,7 @@ interface PredictResponse {
 
 /** Start the gRPC server on a free port over a fixture's connections. */
 async function serve(f: Fixture, shutdown: AbortSignal): Promise<{ server: RunningGrpcServer; clients: GrpcClients }> {
-  const server = await startGrpcServer({ redis: f.appRedis, events: f.events, models: f.models, metrics: f.app.metrics, settings: f.settings, logger: silentLogger, shutdown }, '127.0.0.1', 0);
+  const server = await startGrpcServer({ redis: f.appRedis, events: f.events, models: f.models, metrics: f.app.metrics, settings: f.settings, logger: silentLogger, shutdown, apiKeys: loadApiKeys(f.settings) }, '127.0.0.1', 0);
   return { server, clients: connectGrpcClients(`127.0.0.1:${server.port}`) };
 }
 

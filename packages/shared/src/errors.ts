@@ -8,6 +8,12 @@ export const ERROR_STATUS = {
   invalid_image: 400,
   invalid_config: 500,
   invalid_reduce: 400,
+  /** A `callback_url` that is not http(s), does not resolve, or resolves to a non-public address. */
+  invalid_callback_url: 400,
+  /** No API key, or one that no entry lists (`WWW-Authenticate: Bearer`). */
+  unauthorized: 401,
+  /** The same `Idempotency-Key` with another request body. */
+  idempotency_key_reused: 422,
   empty_group: 400,
   job_not_found: 404,
   group_not_found: 404,
@@ -17,6 +23,10 @@ export const ERROR_STATUS = {
   payload_too_large: 413,
   unsupported_media_type: 415,
   queue_full: 429,
+  /** The tenant sent more than its `rate_limit_rps`. */
+  rate_limited: 429,
+  /** The tenant has `max_queued` requests waiting or running in the model's queue. */
+  tenant_queue_full: 429,
   unavailable: 503,
   /** No live worker has the version AVAILABLE yet (loading, or no worker); retry after `Retry-After`. */
   model_unavailable: 503,

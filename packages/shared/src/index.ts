@@ -17,3 +17,6 @@ export * from './metrics.ts';
 export * from './protocol/group-scripts.ts';
 export * from './protocol/version-status.ts';
 export * from './protocol/queue-length.ts';
+export * from './api-keys.ts';
+export * from './callbacks.ts';
+export * from './views.ts';

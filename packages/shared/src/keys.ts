@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { nanoid } from 'nanoid';
 
 /**
@@ -48,6 +49,12 @@ export const BULLMQ_PREFIX = `${PREFIX}:bull`;
 
 /** BullMQ queue on which a group whose members all settled waits for its reduce (DESIGN.md section 5). */
 export const REDUCE_QUEUE = 'reduce';
+
+/** Key prefix of the per-tenant request counters of `@fastify/rate-limit`'s Redis store (`il:ratelimit:<tenant>`). */
+export const RATE_LIMIT_PREFIX = `${PREFIX}:ratelimit:`;
+
+/** BullMQ queue of callback deliveries (POST of a terminal job or group view to its callback_url). */
+export const CALLBACKS_QUEUE = 'callbacks';
 
 /** Hash tag shared by all keys of one model. */
 function modelTag(model: string): string {
@@ -113,4 +120,21 @@ export const keys = {
    * cancels a group left open longer than `open_group_ttl_s` (its client went away).
    */
   groupsOpen: (): string => `${PREFIX}:groups:open`,
+  /**
+   * Hash: tenant → its requests (jobs and group members) waiting or running in this model's queues.
+   * enqueue.lua and group-add.lua add, the scripts that settle, fail or cancel subtract, in the same
+   * call as the state change.
+   */
+  tenantQueued: (model: string): string => `${PREFIX}:${modelTag(model)}:queued`,
+  /**
+   * Hash `{fingerprint, ids}`: what the first request with one `Idempotency-Key` of one tenant created
+   * (`scope` jobs: the job ids, newline-separated; groups: the group id). Key and tenant are hashed
+   * into the name (SHA-256), so any key text is safe and the name stays short.
+   */
+  idempotency: (model: string, scope: 'jobs' | 'groups', tenant: string, idempotencyKey: string): string =>
+    `${PREFIX}:${modelTag(model)}:idem:${scope}:${createHash('sha256').update(`${tenant}\n${idempotencyKey}`).digest('hex')}`,
+  /** Sorted set: ids of this model's jobs with a callback_url that reached a terminal state → ms; drained by the aggregator. */
+  callbacksDue: (model: string): string => `${PREFIX}:${modelTag(model)}:callbacks`,
+  /** Sorted set: ids of groups with a callback_url that reached a terminal state → ms; drained by the aggregator. */
+  groupCallbacksDue: (): string => `${PREFIX}:groups:callbacks`,
 } as const;

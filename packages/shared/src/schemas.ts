@@ -20,7 +20,15 @@ export const TimeoutField = Type.Integer({
   description: "Queue deadline, ms from acceptance: still queued when its batch is formed after it, the request fails deadline_exceeded without inference; absent = the model's batching.default_timeout_ms.",
 });
 
+/** `callback_url` of a job or group: where its terminal view is POSTed, signed (callbacks.ts). */
+const CallbackUrl = Type.String({
+  minLength: 1,
+  maxLength: 2048,
+  description: 'http(s) URL that receives the terminal view as a signed POST (`Inferline-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`).',
+});
+
 /** `POST /v1/jobs` body: one request (`input`), or the bulk form (`inputs`, one job each, in order). */
+
 export const JobCreateBody = Type.Object(
   {
     model: Type.String({ minLength: 1, maxLength: 64 }),
@@ -30,6 +38,7 @@ export const JobCreateBody = Type.Object(
     inputs: Type.Optional(Type.Array(Type.Unknown(), { minItems: 1, description: 'Bulk form: each input becomes its own job, answered in order; stored all or nothing.' })),
     priority: Type.Optional(PriorityField),
     timeout_ms: Type.Optional(TimeoutField),
+    callback_url: Type.Optional(CallbackUrl),
   },
   { additionalProperties: false, examples: [{ model: 'glove-embed', input: 'Call me Ishmael.' }] },
 );
@@ -108,6 +117,7 @@ export const GroupCreateBody = Type.Object(
     timeout_ms: Type.Optional(
       Type.Integer({ minimum: 1, maximum: 86_400_000, description: "Queue deadline of the whole group, ms from its creation: members still queued after it fail deadline_exceeded without inference (as on_item_error decides); absent = the model's batching.default_timeout_ms." }),
     ),
+    callback_url: Type.Optional(CallbackUrl),
   },
   { additionalProperties: false },
 );

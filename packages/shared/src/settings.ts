@@ -135,8 +135,39 @@ export const Settings = Type.Object({
   open_group_ttl_s: Type.Integer({ minimum: 1, default: 3_600 }),
   /** Reduces one aggregator runs at once (BullMQ worker `concurrency`). */
   aggregator_concurrency: Type.Integer({ minimum: 1, default: 1 }),
+  /**
+   * File of API keys (`{tenant, key_sha256, rate_limit_rps?, max_queued?, callback_secret?}` as a JSON
+   * array or JSON lines, api-keys.ts); with any key configured, every route but the probes needs one.
+   */
+  api_keys_file: Type.Optional(Type.String()),
+  /** API key entries inline, in the format of api_keys_file (added to its entries). */
+  api_keys: Type.Optional(Type.String()),
+  /**
+   * Bearer token `GET /metrics` needs while API keys are configured (tenant keys never read metrics:
+   * they span every tenant); unset = `/metrics` answers 401 while keys are configured.
+   */
+  metrics_api_key: Type.Optional(Type.String({ minLength: 16 })),
+  /** Secret of the callback signature when no API key is configured, or for a tenant without `callback_secret`. */
+  callback_secret: Type.Optional(Type.String({ minLength: 16 })),
+  /** Accept `callback_url`s that resolve to loopback, private, link-local or other non-public addresses (tests, a private network). */
+  callback_allow_private: Type.Boolean({ default: false }),
+  /** Attempts of one callback delivery (BullMQ `attempts`) before it is dead-lettered (kept in the queue's failed set). */
+  callback_attempts: Type.Integer({ minimum: 1, default: 8 }),
+  /** First retry delay of a failed callback, ms (BullMQ exponential backoff: doubles per attempt). */
+  callback_backoff_ms: Type.Integer({ minimum: 0, default: 1_000 }),
+  /** Longest time one callback POST may take (connect + answer), ms; past it the attempt failed. */
+  callback_timeout_ms: Type.Integer({ minimum: 100, default: 10_000 }),
+  /** How often the aggregator moves due callbacks (settled jobs and groups with a callback_url) onto the queue `callbacks`, ms. */
+  callback_poll_interval_ms: Type.Integer({ minimum: 10, default: 250 }),
 });
 export type Settings = Static<typeof Settings>;
+
+/** `true`/`1`/`yes` → true, `false`/`0`/`no` → false, anything else as it is (the schema then names the variable). */
+function parseBoolean(value: string): boolean | string {
+  if (/^(true|1|yes)$/i.test(value)) return true;
+  if (/^(false|0|no)$/i.test(value)) return false;
+  return value;
+}
 
 /**
  * Read settings from an environment (default `process.env`), convert numbers, apply defaults and
@@ -148,8 +179,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   for (const [name, schema] of Object.entries(Settings.properties)) {
     const value = env[name.toUpperCase()];
     if (value === undefined || value === '') continue;
-    const isNumber = 'type' in schema && (schema.type === 'integer' || schema.type === 'number');
-    raw[name] = isNumber ? Number(value) : value;
+    const type = 'type' in schema ? schema.type : undefined;
+    raw[name] = type === 'integer' || type === 'number' ? Number(value) : type === 'boolean' ? parseBoolean(value) : value;
   }
   const settings = Value.Default(Settings, raw) as Settings;
   const first = Value.Errors(Settings, settings).First();

@@ -20,6 +20,8 @@ export interface JobCounter {
  *   attempt threw, say Redis failed; BullMQ retries it, and the last one fails the group with
  *   `reduce_failed`). Each attempt counts once.
  * - `inferline_reduce_duration_seconds`: time of each attempt, read to write.
+ * - `inferline_callbacks_total{outcome}`: callback delivery attempts: `delivered`, `retried`,
+ *   `dead_lettered`, `skipped`.
  * - `inferline_reduce_backlog{state}`: jobs of the BullMQ queue `reduce` `waiting` and `active`, read
  *   on each scrape; left out of a scrape when Redis does not answer (the scrape does not fail).
  */
@@ -27,6 +29,7 @@ export class AggregatorMetrics {
   readonly registry = new Registry();
   readonly #reduces: Counter<'status'>;
   readonly #duration: Histogram;
+  readonly #callbacks: Counter<'outcome'>;
 
   constructor(queue: JobCounter, logger: Logger) {
     const registers = [this.registry];
@@ -41,6 +44,12 @@ export class AggregatorMetrics {
       name: 'inferline_reduce_duration_seconds',
       help: 'Time of one reduce attempt, from reading the member outputs to writing the group output.',
       buckets: REDUCE_DURATION_BUCKETS_S,
+      registers,
+    });
+    this.#callbacks = new Counter({
+      name: 'inferline_callbacks_total',
+      help: 'Callback delivery attempts by outcome: delivered (2xx), retried (failed, tried again later), dead_lettered (last attempt failed; kept in the failed set), skipped (record expired).',
+      labelNames: ['outcome'] as const,
       registers,
     });
     new Gauge({
@@ -58,6 +67,11 @@ export class AggregatorMetrics {
         }
       },
     });
+  }
+
+  /** Count one callback delivery attempt by its outcome (callbacks.ts `CallbackOutcome`). */
+  observeCallback(outcome: string): void {
+    this.#callbacks.inc({ outcome });
   }
 
   /** Record one reduce attempt: its outcome (see the class doc) and its time, seconds. */

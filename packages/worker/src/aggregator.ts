@@ -9,8 +9,11 @@ import {
   enqueueReduce,
   groupCancel,
   groupFinish,
+  createCallbacksQueue,
   isInferlineError,
   keys,
+  loadApiKeys,
+  scanRepository,
   REDUCE_QUEUE,
   type Logger,
   type ReduceJobData,
@@ -18,6 +21,7 @@ import {
   type Settings,
 } from '@inferline/shared';
 import { AggregatorMetrics } from './aggregator-metrics.ts';
+import { drainDueCallbacks, startCallbackWorker } from './callbacks.ts';
 import { serveMetrics } from './metrics.ts';
 import { createReducer } from './reducers/index.ts';
 
@@ -127,13 +131,17 @@ export async function sweepAbandonedGroups(redis: Redis, ttlMs: number): Promise
  * with exponential backoff; an output that does not fit the reducer fails the group at once, and the
  * last failed attempt fails it with `reduce_failed`. Every `reduce_sweep_interval_ms` it re-adds lost
  * reduce jobs ({@link sweepReadyGroups}) and cancels groups left open longer than `open_group_ttl_s`
- * ({@link sweepAbandonedGroups}). With `aggregator_metrics_port` set it serves `/metrics`
+ * ({@link sweepAbandonedGroups}). It also delivers callbacks (callbacks.ts): every
+ * `callback_poll_interval_ms` it moves the ids of finished jobs and groups with a callback_url from
+ * their due sets onto the BullMQ queue `callbacks`, whose worker POSTs each signed terminal view,
+ * retried with exponential backoff. With `aggregator_metrics_port` set it serves `/metrics`
  * ({@link AggregatorMetrics}), `/healthz` and `/readyz` (ready while its Redis connection is).
  * @throws Error when aggregator_metrics_port cannot be bound.
  */
 export async function startAggregator(options: AggregatorOptions): Promise<void> {
   const { settings, logger, signal } = options;
   const log = logger;
+  const apiKeys = loadApiKeys(settings);
   const redis = connectRedis(settings.redis_url, { name: 'aggregator' });
   redis.on('error', (error: Error) => log.warn({ err: error }, 'redis connection error'));
   const queue = createReduceQueue(redis, (error) => log.debug({ err: error }, 'reduce queue: redis connection error'));
@@ -184,6 +192,31 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
     );
   });
 
+  // Callbacks: drain the due sets every callback_poll_interval_ms onto the queue `callbacks`
+  // (callbacks.ts); the model list (each model has its own due set) is re-read every poll_interval_ms.
+  const callbacksQueue = createCallbacksQueue(redis, (error) => log.debug({ err: error }, 'callbacks queue: redis connection error'));
+  const callbackWorker = startCallbackWorker(redis, apiKeys, settings, log, (outcome) => metrics.observeCallback(outcome));
+  let models: string[] = [];
+  let modelsReadAt = 0;
+  let draining = false;
+  const drain = (): void => {
+    if (draining) return;
+    draining = true;
+    (async () => {
+      if (Date.now() - modelsReadAt >= settings.poll_interval_ms) {
+        models = (await scanRepository(settings.model_repository)).models.map((model) => model.config.name);
+        modelsReadAt = Date.now();
+      }
+      await drainDueCallbacks(redis, callbacksQueue, models, settings);
+    })()
+      .catch((error: unknown) => log.warn({ err: error }, 'drain of due callbacks failed'))
+      .finally(() => {
+        draining = false;
+      });
+  };
+  drain();
+  const drainTimer = setInterval(drain, settings.callback_poll_interval_ms);
+
   const sweep = (): void => {
     // A ready group whose job still exists (waiting, running, retrying) needs nothing; count re-adds.
     let readded = 0;
@@ -215,7 +248,9 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
     });
   } finally {
     clearInterval(timer);
-    await worker.close();
+    clearInterval(drainTimer);
+    await Promise.all([worker.close(), callbackWorker.close()]);
+    await callbacksQueue.close();
     metricsServer?.close();
     await queue.close();
     await redis.quit().catch(() => redis.disconnect());

@@ -26,10 +26,11 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
     options: { create?: boolean; close?: boolean; start?: number; maxQueueSize?: number; onItemError?: 'fail' | 'skip'; reduce?: string } = {},
   ): Promise<[number, number, string, number]> {
     const { create = false, close = false, start = -1, maxQueueSize = 1000, onItemError = 'skip', reduce = 'mean' } = options;
-    return runScript(db.redis, 'group-add', [keys.group(groupId), stream, keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen(), keys.admission(MODEL), stream], [
+    return runScript(db.redis, 'group-add', [keys.group(groupId), stream, keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen(), keys.admission(MODEL), keys.tenantQueued(MODEL), keys.idempotency(MODEL, 'groups', '', ''), stream], [
       groupId, create ? 1 : 0, close ? 1 : 0, start, maxQueueSize, 0, Date.now(), JOB_EVENTS_CHANNEL,
       MODEL, 1, reduce, 'embedding', onItemError, 60, 1, '', 1,
       ...inputs.map((input) => encode(input)),
+      '', 0, '', '', 0,
     ]);
   }
 
@@ -119,7 +120,7 @@ describe('group protocol (group-add, start-members, settle-member, group-finish,
   test('cancel: members still queued are dropped; cancelling twice or an unknown group says so', async () => {
     await add('g1', ['a', 'b'], { create: true, close: true });
     const cancel = (id: string): Promise<number> =>
-      runScript(db.redis, 'group-cancel', [keys.group(id), keys.groupResults(id), keys.groupErrors(id), keys.groupInputs(id), keys.groupsReady()], [
+      runScript(db.redis, 'group-cancel', [keys.group(id), keys.groupResults(id), keys.groupErrors(id), keys.groupInputs(id), keys.groupsReady(), keys.tenantQueued(MODEL), keys.groupCallbacksDue()], [
         Date.now(), JOB_EVENTS_CHANNEL, id, 'cancelled',
       ]);
     assert.equal(await cancel('g1'), 1);

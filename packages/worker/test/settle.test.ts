@@ -10,6 +10,7 @@ import {
   decode,
   encode,
   enqueueJobs,
+  type EnqueueOutcome,
   keys,
   parseEntry,
   type RawEntry,
@@ -34,7 +35,7 @@ describe('settle and reclaim against a real Redis', () => {
 
   /** Enqueue through the real enqueue script, as the gateway does. */
   async function enqueue(id: string, input: unknown, maxQueueSize = 1000): Promise<string[]> {
-    return enqueueJobs(db.redis, { model: MODEL, version: 1, max_queue_size: maxQueueSize, created_at: Date.now(), jobs: [{ id, input: encode(input) }] });
+    return entryIdsOf(await enqueueJobs(db.redis, { model: MODEL, version: 1, max_queue_size: maxQueueSize, created_at: Date.now(), jobs: [{ id, input: encode(input) }] }));
   }
   const figures = { inference_ms: 2, batch_size: 1, batch_id: 'b1', result_ttl_s: 60 };
   const settle = (settlements: Settlement[]): Promise<{ written: number }> => settleBatch(db.redis, MODEL, 1, figures, settlements);
@@ -165,7 +166,7 @@ describe('settle and reclaim against a real Redis', () => {
 
   test('a bulk enqueue is all or nothing: too many for the queue, or one id taken, stores none', async () => {
     const jobs = (ids: string[]) => ids.map((id) => ({ id, input: encode(id) }));
-    const request = (ids: string[], max: number) => enqueueJobs(db.redis, { model: MODEL, version: 1, max_queue_size: max, created_at: Date.now(), jobs: jobs(ids) });
+    const request = async (ids: string[], max: number) => entryIdsOf(await enqueueJobs(db.redis, { model: MODEL, version: 1, max_queue_size: max, created_at: Date.now(), jobs: jobs(ids) }));
     await assert.rejects(request(['b0', 'b1', 'b2'], 2), (error: unknown) => error instanceof InferlineError && error.code === 'queue_full');
     assert.equal(await db.redis.xlen(stream), 0);
     assert.equal(await db.redis.exists(keys.job('b0'), keys.job('b1')), 0);
@@ -196,3 +197,9 @@ describe('settle and reclaim against a real Redis', () => {
     assert.equal(await db.redis.xlen(stream), 0);
   });
 });
+
+/** The stream entry ids of an enqueue that stored its jobs. */
+function entryIdsOf(outcome: EnqueueOutcome): string[] {
+  assert.equal(outcome.replayed, false);
+  return outcome.replayed ? [] : outcome.entryIds;
+}

@@ -11,6 +11,8 @@ export function grpcCode(error: InferlineError): status {
   if (error.code === 'queue_full') return status.RESOURCE_EXHAUSTED;
   if (error.code === 'deadline_exceeded') return status.DEADLINE_EXCEEDED;
   if (error.code === 'cancelled') return status.CANCELLED;
+  if (error.code === 'unauthorized') return status.UNAUTHENTICATED;
+  if (error.statusCode === 429) return status.RESOURCE_EXHAUSTED;
   switch (error.statusCode) {
     case 400:
     case 413:

@@ -1,5 +1,5 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
-import { InferlineError } from '@inferline/shared';
+import { InferlineError, type Tenant } from '@inferline/shared';
 import { encodeRawElements } from '../binary-tensor-data.ts';
 import type { VersionSelector } from '../model-catalog.ts';
 import { outputTensors, selectOutputs, tensorMetadata, tensorRows, type RequestTensor, type ResponseTensor } from '../oip-tensors.ts';
@@ -66,7 +66,7 @@ export function inferenceService(deps: GrpcDeps): UntypedServiceImplementation {
         outputs: config.signature.outputs.map(tensorMetadata),
       });
     }),
-    ModelInfer: unary(deps, 'ModelInfer', (request: ModelInferRequest, call) => modelInfer(deps, request, call.waitMs, call.signal)),
+    ModelInfer: unary(deps, 'ModelInfer', (request: ModelInferRequest, call) => modelInfer(deps, request, call.waitMs, call.signal, call.tenant)),
   };
 }
 
@@ -77,7 +77,7 @@ function selectorOf(name: string, version: string): VersionSelector {
   return { version: Number(version) };
 }
 
-async function modelInfer(deps: GrpcDeps, request: ModelInferRequest, waitMs: number, signal: AbortSignal) {
+async function modelInfer(deps: GrpcDeps, request: ModelInferRequest, waitMs: number, signal: AbortSignal, tenant: Tenant | undefined) {
   const selector = selectorOf(request.model_name, request.model_version);
   const target = await deps.models.resolve(request.model_name, selector);
   const raw = request.raw_input_contents.length > 0;
@@ -103,6 +103,7 @@ async function modelInfer(deps: GrpcDeps, request: ModelInferRequest, waitMs: nu
     what: `rows of "${request.inputs[0]?.name ?? ''}"`,
     waitMs,
     signal,
+    ...(tenant ? { tenant } : {}),
   });
   const tensorsOut = outputTensors(served.config, outputs, requested);
   return {

@@ -51,6 +51,7 @@ export function tfservingServices(deps: GrpcDeps): { prediction: UntypedServiceI
         what: `rows of "${tensors[0]?.name ?? ''}"`,
         waitMs: call.waitMs,
         signal: call.signal,
+        ...(call.tenant ? { tenant: call.tenant } : {}),
       });
       const tensorsOut = outputTensors(served.config, outputs, request.output_filter);
       return {

@@ -16,7 +16,10 @@ import {
   type GroupView as GroupViewType,
   type ReducerName,
 } from '@inferline/shared';
+import { requireGroupOwner } from '../auth.ts';
+import { acceptCallbackUrl } from '../callback-url.ts';
 import { queueDeadline, readInputs } from '../enqueue-jobs.ts';
+import { idempotencyKey, requestFingerprint } from '../idempotency.ts';
 import { addToGroup, cancelGroup } from '../group-store.ts';
 import { readGroup, TERMINAL_GROUP_STATUSES } from '../group-view.ts';
 import type { ResolvedModel } from '../model-catalog.ts';
@@ -60,29 +63,54 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     return readInputs(target, inputs);
   };
 
-  app.post('/v1/groups', { schema: { summary: 'Create a group (closed when it carries inputs, else open for chunks)', tags: ['Groups'], body: GroupCreateBody, response: { 202: GroupView, ...Replies } } }, async (request, reply) => {
-    const { model, version, label, inputs, reduce, output, on_item_error: onItemError = 'fail', priority: asked, timeout_ms: timeoutMs } = request.body;
+  const createHeaders = Type.Object({
+    'idempotency-key': Type.Optional(Type.String({ description: 'IETF httpapi Idempotency-Key: a retry with the same key and body answers the group the first request created (`Idempotent-Replayed: true`); another body is 422.' })),
+  });
+  app.post('/v1/groups', { schema: { summary: 'Create a group (closed when it carries inputs, else open for chunks)', tags: ['Groups'], headers: createHeaders, body: GroupCreateBody, response: { 200: GroupView, 202: GroupView, ...Replies } } }, async (request, reply) => {
+    const { model, version, label, inputs, reduce, output, on_item_error: onItemError = 'fail', priority: asked, timeout_ms: timeoutMs, callback_url: callbackUrl } = request.body;
     request.logContext.model = model;
+    const key = idempotencyKey(request.headers['idempotency-key']);
     if (version !== undefined && label !== undefined) throw new InferlineError('invalid_input', 'body: give "version" or "label", not both');
     const target = await ctx.models.resolve(model, { version, label });
     request.logContext.version = target.version;
     const outputName = resolveReduceOutput(target.config, reduce, output);
     const priority = priorityLevel(target.config.batching, asked);
     const deadline = queueDeadline(target, Date.now(), timeoutMs);
+    const callback = await acceptCallbackUrl(callbackUrl, request.tenant, settings);
     const stored = inputs ? await readGroupInputs(target, inputs, reduce, 0) : [];
-    const id = nanoid();
+    let id = nanoid();
     request.logContext.group_id = id;
     request.logContext.inputs = stored.length;
     const keepInputs = REDUCERS_KEEPING_INPUTS.has(reduce);
-    await addToGroup(redis, queue, settings, {
+    const added = await addToGroup(redis, queue, settings, {
       groupId: id,
       target,
       inputs: stored,
-      create: { id, target, reduce, output_name: outputName, on_item_error: onItemError, keep_inputs: keepInputs, priority, ...(deadline === undefined ? {} : { deadline_at: deadline }) },
+      create: {
+        id,
+        target,
+        reduce,
+        output_name: outputName,
+        on_item_error: onItemError,
+        keep_inputs: keepInputs,
+        priority,
+        ...(deadline === undefined ? {} : { deadline_at: deadline }),
+        ...(callback === undefined ? {} : { callback_url: callback }),
+        ...(key === undefined ? {} : { idempotency: { key, fingerprint: requestFingerprint('POST /v1/groups', request.body) } }),
+      },
       close: inputs !== undefined,
       keep_inputs: keepInputs,
       priority,
+      ...(request.tenant ? { tenant: request.tenant } : {}),
     });
+    if (added.replayed_group !== undefined) {
+      // A retry of a create that was stored: answer that group as it is now (200 once terminal).
+      id = added.replayed_group;
+      request.logContext.group_id = id;
+      const view = await readGroup(redis, id, true);
+      const code = TERMINAL_GROUP_STATUSES.has(view.status) ? 200 : 202;
+      return reply.code(code).header('location', `/v1/groups/${id}`).header('idempotent-replayed', 'true').send(code === 200 ? await readGroup(redis, id) : view);
+    }
     countAccepted(target, stored.length);
     return reply.code(202).header('location', `/v1/groups/${id}`).send(await readGroup(redis, id, true));
   });
@@ -93,6 +121,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     async (request, reply) => {
       const { id } = request.params;
       request.logContext.group_id = id;
+      await requireGroupOwner(redis, id, request.tenant);
       const group = await readGroup(redis, id, true);
       request.logContext.model = group.model;
       if (group.status !== 'open') throw new InferlineError('group_closed', `group "${id}" is ${group.status}: it takes no more inputs`, { status: group.status, size: group.size });
@@ -110,6 +139,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
         keep_inputs: REDUCERS_KEEPING_INPUTS.has(group.reduce),
         // The level the group was created at (above the model's levels after a config change: its lowest).
         priority: Math.min(Number((await redis.hget(keys.group(id), 'priority')) ?? 1), target.config.batching.priority_levels),
+        ...(request.tenant ? { tenant: request.tenant } : {}),
       });
       countAccepted(target, stored.length);
       return reply.code(202).send(await readGroup(redis, id, true));
@@ -119,6 +149,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
   app.post('/v1/groups/:id/close', { schema: { summary: 'Close a group: no more inputs', tags: ['Groups'], params: GroupParams, response: { 200: GroupView, ...Replies } } }, async (request) => {
     const { id } = request.params;
     request.logContext.group_id = id;
+    await requireGroupOwner(redis, id, request.tenant);
     const group = await readGroup(redis, id, true);
     request.logContext.model = group.model;
     // Closing twice (a retried close) answers the current state.
@@ -152,6 +183,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     async (request, reply) => {
       const { id } = request.params;
       request.logContext.group_id = id;
+      await requireGroupOwner(redis, id, request.tenant);
       const waitS = request.query.wait ?? 0;
       if (waitS === 0) return readGroup(redis, id);
       return waitForGroup(id, waitS * 1000, requestSignal(reply, ctx.shutdown));
@@ -161,6 +193,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
   app.get('/v1/groups/:id/output.png', { schema: { summary: 'The picture of a succeeded boxes group (image/png)', tags: ['Groups'], params: GroupParams } }, async (request, reply) => {
     const { id } = request.params;
     request.logContext.group_id = id;
+    await requireGroupOwner(redis, id, request.tenant);
     const [status, reduce, output] = await redis.hmgetBuffer(keys.group(id), 'status', 'reduce', 'output');
     if (!status) throw new InferlineError('group_not_found', `group "${id}" does not exist or has expired`);
     const image = output && output.length > 0 ? decode<{ image?: unknown }>(output).image : undefined;
@@ -173,6 +206,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
   app.delete('/v1/groups/:id', { schema: { summary: 'Cancel a group', tags: ['Groups'], params: GroupParams, response: { 200: GroupView, ...Replies } } }, async (request) => {
     const { id } = request.params;
     request.logContext.group_id = id;
+    await requireGroupOwner(redis, id, request.tenant);
     await cancelGroup(redis, id);
     return readGroup(redis, id, true);
   });
@@ -180,6 +214,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
   app.get('/v1/groups/:id/events', { schema: { summary: 'A group\'s progress as server-sent events', tags: ['Groups'], params: GroupParams } }, async (request, reply) => {
     const { id } = request.params;
     request.logContext.group_id = id;
+    await requireGroupOwner(redis, id, request.tenant);
     const watch = ctx.events.watch(id);
     try {
       let view = await readGroup(redis, id, true);

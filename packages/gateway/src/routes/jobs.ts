@@ -16,7 +16,10 @@ import {
   type JobView as JobViewType,
 } from '@inferline/shared';
 import { Value } from '@sinclair/typebox/value';
+import { requireJobOwner } from '../auth.ts';
+import { acceptCallbackUrl } from '../callback-url.ts';
 import { admitJobs, checkBulkSize } from '../enqueue-jobs.ts';
+import { idempotencyKey, requestFingerprint } from '../idempotency.ts';
 import { jobListJson, jobViewJson, readJob, readJobRecord, sendJsonBytes } from '../job-view.ts';
 import { openEventStream } from '../event-stream.ts';
 import { whenRedisReady } from '../redis-ready.ts';
@@ -69,7 +72,10 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
         description: 'Answers 202 with the job (or `{"jobs"}`), or 200 with the finished job(s) when `Prefer: wait=N` is given and they finish within N s. Also takes `multipart/form-data` (fields `model`, `version`, file `input`).',
         tags: ['Jobs'],
         body: JobCreateBody,
-        headers: Type.Object({ prefer: Type.Optional(Type.String({ description: 'RFC 7240, e.g. `wait=10`: answer 200 with the result if it is ready within 10 s.' })) }),
+        headers: Type.Object({
+          prefer: Type.Optional(Type.String({ description: 'RFC 7240, e.g. `wait=10`: answer 200 with the result if it is ready within 10 s.' })),
+          'idempotency-key': Type.Optional(Type.String({ description: 'IETF httpapi Idempotency-Key: a retry with the same key and body answers the first request\'s job(s) (`Idempotent-Replayed: true`); another body is 422.' })),
+        }),
         response: { 200: Type.Union([JobView, JobList]), 202: Type.Union([JobView, JobList]), '4xx': ErrorReply, '5xx': ErrorReply },
       },
       // A multipart form's fields are text: `version` becomes a number before the schema sees it.
@@ -81,8 +87,9 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       },
     },
     async (request, reply) => {
-      const { model, version, label, input, inputs, priority, timeout_ms: timeoutMs } = request.body;
+      const { model, version, label, input, inputs, priority, timeout_ms: timeoutMs, callback_url: callbackUrl } = request.body;
       request.logContext.model = model;
+      const key = idempotencyKey(request.headers['idempotency-key']);
       if ((input === undefined) === (inputs === undefined)) {
         throw new InferlineError('invalid_input', 'body: exactly one of "input" (one request) or "inputs" (a list, one job each) is required');
       }
@@ -90,26 +97,46 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       if (inputs) checkBulkSize(inputs.length, ctx.settings.max_bulk_inputs, 'inputs');
       // Fail fast on an unknown model before any id is made or any watch opened.
       ctx.models.require(model);
+      const callback = await acceptCallbackUrl(callbackUrl, request.tenant, ctx.settings);
       const values = inputs ?? [input];
-      const ids = values.map(() => newJobId(model));
+      let ids = values.map(() => newJobId(model));
       if (inputs) request.logContext.jobs = ids.length;
       else request.logContext.job_id = ids[0];
       const preferred = preferredWaitS(request.headers.prefer);
       const waitS = preferred === undefined ? 0 : Math.min(preferred, ctx.settings.max_wait_s);
       // Watch before enqueueing: a job can finish before the enqueue call returns.
-      const watch = waitS > 0 ? ctx.events.watch(ids) : undefined;
+      let watch = waitS > 0 ? ctx.events.watch(ids) : undefined;
       let records: JobRecord[];
+      let replayed = false;
       try {
         const policy = { ...(priority === undefined ? {} : { priority }), ...(timeoutMs === undefined ? {} : { timeout_ms: timeoutMs }) };
-        const admitted = await admitJobs(ctx.models, ctx.redis, ctx.metrics, { model, selector: { version, label }, inputs: values, jobIds: ids, policy });
+        const admitted = await admitJobs(ctx.models, ctx.redis, ctx.metrics, {
+          model,
+          selector: { version, label },
+          inputs: values,
+          jobIds: ids,
+          policy,
+          ...(request.tenant ? { tenant: request.tenant } : {}),
+          ...(callback === undefined ? {} : { callback_url: callback }),
+          ...(key === undefined ? {} : { idempotency: { key, fingerprint: requestFingerprint('POST /v1/jobs', request.body) } }),
+        });
         request.logContext.version = admitted.target.version;
         records = admitted.records;
+        replayed = admitted.replayed;
+        if (replayed) {
+          // The first request's jobs: watch those instead of the ids made for this one.
+          ids = records.map((record) => record.id);
+          watch?.close();
+          watch = waitS > 0 ? ctx.events.watch(ids) : undefined;
+        }
         if (watch) records = await waitForJobs(ctx.redis, watch, waitS * 1000, requestSignal(reply, ctx.shutdown), records);
       } finally {
         watch?.close();
       }
       const finished = records.every((record) => TERMINAL_STATUSES.has(record.status));
-      reply.code(watch && finished ? 200 : 202);
+      // A replay answers the first request's jobs as they are now: 200 once they are all terminal.
+      reply.code((watch || replayed) && finished ? 200 : 202);
+      if (replayed) reply.header('idempotent-replayed', 'true');
       if (watch) reply.header('preference-applied', `wait=${waitS}`);
       if (!inputs) return sendJsonBytes(reply.header('location', `/v1/jobs/${ids[0] ?? ''}`), jobViewJson(records[0] as JobRecord));
       return sendJsonBytes(reply, jobListJson(records));
@@ -132,6 +159,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
     async (request, reply) => {
       const { id } = request.params;
       request.logContext.job_id = id;
+      await requireJobOwner(ctx.redis, id, request.tenant);
       const waitS = request.query.wait ?? 0;
       if (waitS === 0) return sendJsonBytes(reply, jobViewJson(await readJobRecord(ctx.redis, id)));
       const watch = ctx.events.watch(id);
@@ -149,7 +177,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
     {
       schema: {
         summary: 'Cancel a queued job',
-        description: 'A queued job becomes `cancelled` and never runs (200). A running job runs to its end: 409 `not_cancellable`; a finished one: 409 `job_finished`.',
+        description: 'A queued job becomes `cancelled` and never runs (200). A running job runs to its end: 409 `not_cancellable`; a finished one: 409 `job_finished`; another tenant\'s job: 404 `job_not_found`.',
         tags: ['Jobs'],
         params: JobParams,
         response: { 200: JobView, '4xx': ErrorReply, '5xx': ErrorReply },
@@ -160,6 +188,8 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       request.logContext.job_id = id;
       const model = jobIdModel(id);
       if (model) request.logContext.model = model;
+      // Another tenant's job is not found (404), as for GET; its tenant never changes once stored.
+      await requireJobOwner(ctx.redis, id, request.tenant);
       const resultTtlS = (model ? ctx.models.get(model)?.config.queue.result_ttl_s : undefined) ?? DEFAULT_RESULT_TTL_S;
       const outcome = await cancelJob(ctx.redis, id, resultTtlS, 'cancelled by DELETE /v1/jobs/:id');
       if (outcome === 'missing') throw new InferlineError('job_not_found', `job "${id}" does not exist or has expired`);
@@ -175,6 +205,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
   app.get('/v1/jobs/:id/events', { schema: { summary: 'A job\'s states as server-sent events', tags: ['Jobs'], params: JobParams } }, async (request, reply) => {
     const { id } = request.params;
     request.logContext.job_id = id;
+    await requireJobOwner(ctx.redis, id, request.tenant);
     const watch = ctx.events.watch(id);
     try {
       let view = await readJob(ctx.redis, id);

@@ -1,6 +1,6 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
-import { ERROR_STATUS, InferlineError, TERMINAL_STATUSES, newJobId, type ErrorCode, type JobView, type ModelConfig } from '@inferline/shared';
+import { ERROR_STATUS, InferlineError, TERMINAL_STATUSES, newJobId, type ErrorCode, type JobView, type ModelConfig, type Tenant } from '@inferline/shared';
 import { toJobView } from '../job-view.ts';
 import { admitJobs, checkBulkSize } from '../enqueue-jobs.ts';
 import type { LogContext } from '../log-context.ts';
@@ -59,7 +59,7 @@ export const tfservingRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app,
           next(request.body === undefined ? new InferlineError('invalid_input', 'JSON Parse error: The document is empty') : undefined);
         },
       },
-      (request, reply) => predict(ctx, request.params as PredictParams, request.body, request.logContext, requestSignal(reply, ctx.shutdown)),
+      (request, reply) => predict(ctx, request.params as PredictParams, request.body, request.logContext, requestSignal(reply, ctx.shutdown), request.tenant),
     );
   route(`/v1/models/${NAME_PARAM}::predict`, NameParams, 'Predict (TF Serving): the latest version');
   route(`/v1/models/${NAME_PARAM}/versions/:version(^[0-9]+)::predict`, VersionParams, 'Predict (TF Serving): one version');
@@ -68,7 +68,7 @@ export const tfservingRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app,
 };
 
 /** Enqueue one job per instance, wait for all, answer their predictions in instance order. */
-async function predict(ctx: RouteContext, params: PredictParams, body: PredictBody, log: LogContext, signal: AbortSignal): Promise<PredictReply> {
+async function predict(ctx: RouteContext, params: PredictParams, body: PredictBody, log: LogContext, signal: AbortSignal, tenant: Tenant | undefined): Promise<PredictReply> {
   log.model = params.name;
   const selector = { version: params.version, label: params.label };
   // Resolved first for the signature the instances are read with; admitJobs takes this resolution and
@@ -84,7 +84,7 @@ async function predict(ctx: RouteContext, params: PredictParams, body: PredictBo
   const watch = ctx.events.watch(ids);
   let views: JobView[];
   try {
-    const { target: admitted, records: queued } = await admitJobs(ctx.models, ctx.redis, ctx.metrics, { model: params.name, selector, inputs: values, jobIds: ids, target }).catch(
+    const { target: admitted, records: queued } = await admitJobs(ctx.models, ctx.redis, ctx.metrics, { model: params.name, selector, inputs: values, jobIds: ids, target, ...(tenant ? { tenant } : {}) }).catch(
       (error: unknown) => {
         throw instanceError(error, format);
       },

@@ -154,6 +154,7 @@ async function infer(ctx: RouteContext, params: ModelParams, request: FastifyReq
     waitMs: ctx.settings.max_wait_s * 1000,
     signal: requestSignal(reply, ctx.shutdown),
     log,
+    ...(request.tenant ? { tenant: request.tenant } : {}),
   });
   const tensorsOut = outputTensors(served.config, outputs, requested);
   const binaryDefault = inference.parameters?.binary_data_output === true;

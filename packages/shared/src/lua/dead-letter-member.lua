@@ -11,6 +11,8 @@
     KEYS[5] ready set           (il:groups:ready)
     KEYS[6] request stream      (il:{m:<model>}:v<version>:requests)
     KEYS[7] dead-letter stream  (il:{m:<model>}:v<version>:dead)
+    KEYS[8] tenant queued hash  (il:{m:<model>}:queued)
+    KEYS[9] callbacks due set   (il:groups:callbacks)
 
     ARGV[1] consumer group
     ARGV[2] stream entry id
@@ -28,7 +30,7 @@
 --- @include "settle-group-member"
 copyToDeadLetter(KEYS[6], KEYS[7], ARGV[2], ARGV[3])
 local outcome = settleGroupMember(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[4], 'failed', '', 'poison',
-  ARGV[8], ARGV[5], ARGV[6], ARGV[7])
+  ARGV[8], ARGV[5], ARGV[6], ARGV[7], KEYS[8], KEYS[9])
 redis.call('XACK', KEYS[6], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[6], ARGV[2])
 return outcome

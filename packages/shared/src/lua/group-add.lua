@@ -16,7 +16,9 @@
     KEYS[4] ready set           (il:groups:ready)
     KEYS[5] open set            (il:groups:open; an open group's score is the time of its last call)
     KEYS[6] admission hash      (il:{m:<model>}:admission; inputs are taken only while field <version> is 'open')
-    KEYS[7..] every priority level's stream of the version (KEYS[2] among them): max_queue_size counts
+    KEYS[7] tenant queued hash  (il:{m:<model>}:queued; tenant → its requests waiting or running)
+    KEYS[8] idempotency key     (il:{m:<model>}:idem:groups:<hash>; not touched when the fingerprint is '')
+    KEYS[9..] every priority level's stream of the version (KEYS[2] among them): max_queue_size counts
                                 all levels
 
     ARGV[1]  group id
@@ -32,18 +34,33 @@
     ARGV[16] on create: deadline_at (ms since epoch, '' = none; members still queued after it fail with
                                 deadline_exceeded, see start-members.lua)
     ARGV[17] on create: priority (the level of KEYS[2], 1 = highest)
-    ARGV[18..] inputs           (MessagePack bytes, in index order)
+    ARGV[18..c+17] inputs       (MessagePack bytes, in index order; c inputs)
+    ARGV[c+18] tenant           ('' = none; on create stored in the record, and its members counted)
+    ARGV[c+19] max_queued       (the tenant's cap in this model's queue; 0 = none)
+    ARGV[c+20] callback_url     (on create; '' = none)
+    ARGV[c+21] idempotency fingerprint (on create; '' = no Idempotency-Key)
+    ARGV[c+22] idempotency ttl_s
 
   Output:
     {code, size, status, ready}: code 0 = done, -1 = the stream is full (queue_full), -2 = expected
     start differs from size (index_conflict), -3 = no such group, -4 = the group is not open, -5 = the
     group already exists, -6 = the version is not open (closed to unload it); size and status as after the call; ready 1 when the close found every member
-    settled (the caller adds the reduce job).
+    settled (the caller adds the reduce job); -7 = the tenant would have more than max_queued requests
+    in the model's queue; -8 = the idempotency key was used with this fingerprint (status = the group
+    id it created); -9 = it was used with another fingerprint.
 ]]
 --- @include "mark-group-ready"
 local groupId = ARGV[1]
-local count = #ARGV - 17
+local count = #ARGV - 22
+local tenant, maxQueued, callbackUrl, fingerprint = ARGV[count + 18], tonumber(ARGV[count + 19]), ARGV[count + 20], ARGV[count + 21]
 local size = 0
+if ARGV[2] == '1' and fingerprint ~= '' then
+  local stored = redis.call('HMGET', KEYS[8], 'fingerprint', 'ids')
+  if stored[1] then
+    if stored[1] ~= fingerprint then return {-9, 0, '', 0} end
+    return {-8, 0, stored[2], 0}
+  end
+end
 if ARGV[2] == '1' then
   if redis.call('EXISTS', KEYS[1]) == 1 then
     return {-5, 0, '', 0}
@@ -66,12 +83,15 @@ if count > 0 and redis.call('HGET', KEYS[6], ARGV[15]) ~= 'open' then
 end
 if count > 0 then
   local queued = 0
-  for i = 7, #KEYS do
+  for i = 9, #KEYS do
     queued = queued + redis.call('XLEN', KEYS[i])
   end
   if queued + count > tonumber(ARGV[5]) then
     return {-1, size, 'open', 0}
   end
+end
+if count > 0 and tenant ~= '' and maxQueued > 0 and tonumber(redis.call('HGET', KEYS[7], tenant) or '0') + count > maxQueued then
+  return {-7, size, 'open', 0}
 end
 if ARGV[2] == '1' then
   redis.call('HSET', KEYS[1], 'id', groupId, 'model', ARGV[9], 'version', ARGV[10], 'reduce', ARGV[11],
@@ -79,7 +99,14 @@ if ARGV[2] == '1' then
     'status', 'open', 'size', 0, 'remaining', 0, 'completed', 0, 'failed', 0, 'created_at', ARGV[7],
     'priority', ARGV[17])
   if ARGV[16] ~= '' then redis.call('HSET', KEYS[1], 'deadline_at', ARGV[16]) end
+  if tenant ~= '' then redis.call('HSET', KEYS[1], 'tenant', tenant) end
+  if callbackUrl ~= '' then redis.call('HSET', KEYS[1], 'callback_url', callbackUrl) end
+  if fingerprint ~= '' then
+    redis.call('HSET', KEYS[8], 'fingerprint', fingerprint, 'ids', groupId)
+    redis.call('EXPIRE', KEYS[8], tonumber(ARGV[count + 22]))
+  end
 end
+if count > 0 and tenant ~= '' then redis.call('HINCRBY', KEYS[7], tenant, count) end
 for i = 1, count do
   local index = size + i - 1
   redis.call('XADD', KEYS[2], '*', 'group', groupId, 'index', index, 'input', ARGV[17 + i])

@@ -9,6 +9,8 @@
     KEYS[3] group errors hash   (il:{g:<id>}:errors)
     KEYS[4] group inputs hash   (il:{g:<id>}:inputs)
     KEYS[5] ready set           (il:groups:ready)
+    KEYS[6] tenant queued hash  (il:{m:<model>}:queued of the group's model)
+    KEYS[7] callbacks due set   (il:groups:callbacks)
 
     ARGV[1] now                 (ms since epoch)
     ARGV[2] events channel
@@ -27,5 +29,5 @@ if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'error_code', 'cancelled', 'error_message', ARGV[4])
-finishGroup(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], 'cancelled', ARGV[1], ARGV[2], ARGV[3])
+finishGroup(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], 'cancelled', ARGV[1], ARGV[2], ARGV[3], KEYS[6], KEYS[7])
 return 1

@@ -9,6 +9,8 @@
     KEYS[3] group errors hash   (il:{g:<id>}:errors)
     KEYS[4] group inputs hash   (il:{g:<id>}:inputs)
     KEYS[5] ready set           (il:groups:ready)
+    KEYS[6] tenant queued hash  (il:{m:<model>}:queued of the group's model)
+    KEYS[7] callbacks due set   (il:groups:callbacks)
 
     ARGV[1] status              ('succeeded' | 'failed')
     ARGV[2] output              (MessagePack bytes, '' when failed)
@@ -34,5 +36,5 @@ end
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'failed_indexes', ARGV[3])
 end
-finishGroup(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[6], ARGV[7], ARGV[8])
+finishGroup(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[6], ARGV[7], ARGV[8], KEYS[6], KEYS[7])
 return 1

@@ -10,6 +10,8 @@
     KEYS[4] group inputs hash   (il:{g:<id>}:inputs)
     KEYS[5] ready set           (il:groups:ready)
     KEYS[6] request stream      (il:{m:<model>}:v<version>:requests)
+    KEYS[7] tenant queued hash  (il:{m:<model>}:queued)
+    KEYS[8] callbacks due set   (il:groups:callbacks)
 
     ARGV[1]  consumer group
     ARGV[2]  stream entry id
@@ -28,7 +30,7 @@
 ]]
 --- @include "settle-group-member"
 local outcome = settleGroupMember(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
-  ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+  ARGV[7], ARGV[8], ARGV[9], ARGV[10], KEYS[7], KEYS[8])
 redis.call('XACK', KEYS[6], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[6], ARGV[2])
 return outcome

@@ -6,6 +6,8 @@
   Input:
     KEYS[1]      request stream      (il:{m:<model>}:v<version>:requests)
     KEYS[2..n+1] job keys            (il:{m:<model>}:job:<id>), one per request
+    KEYS[n+2]    tenant queued hash  (il:{m:<model>}:queued)
+    KEYS[n+3]    callbacks due set   (il:{m:<model>}:callbacks)
 
     ARGV[1] consumer group
     ARGV[2] finished_at              (ms since epoch)
@@ -26,11 +28,14 @@
 
   Output:
     array of n: 1 when this call wrote that result, 0 when the job was already terminal or missing
+  Each result written also releases the job (includes/release-job.lua: tenant count, callback due).
 ]]
+--- @include "release-job"
+local n = #KEYS - 3
 local written = {}
 local entryIds = {}
 local ttl = tonumber(ARGV[6])
-for i = 2, #KEYS do
+for i = 2, n + 1 do
   local at = 8 + (i - 2) * 6
   local jobId, entryId, status, value, queueMs, loadMs = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5]
   entryIds[i - 1] = entryId
@@ -48,6 +53,7 @@ for i = 2, #KEYS do
     end
     if loadMs ~= '' then redis.call('HSET', KEYS[i], 'load_ms', loadMs) end
     redis.call('EXPIRE', KEYS[i], ttl)
+    releaseJob(KEYS[i], KEYS[n + 2], KEYS[n + 3], jobId, ARGV[2])
     redis.call('PUBLISH', ARGV[7], table.concat({ jobId, status, queueMs, loadMs, ARGV[3], ARGV[4], ARGV[5], value }, '\t'))
     written[i - 1] = 1
   end

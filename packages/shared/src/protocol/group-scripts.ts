@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { InferlineError } from '../errors.ts';
 import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys } from '../keys.ts';
 import { runScript } from '../scripts.ts';
-import { QUEUE_FULL_RETRY_AFTER_S, versionClosedError } from './job-scripts.ts';
+import { idempotencyReusedError, QUEUE_FULL_RETRY_AFTER_S, tenantQueueFullError, versionClosedError, type IdempotencyClaim } from './job-scripts.ts';
 
 /**
  * One typed function per aggregation-group script (group-add, start-members, settle-member,
@@ -18,6 +18,16 @@ function groupKeys(groupId: string): string[] {
   return [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId), keys.groupInputs(groupId), keys.groupsReady()];
 }
 
+/** The keys every script that may finish a group takes last: its model's tenant counts, the group callbacks due set. */
+function releaseKeys(model: string): string[] {
+  return [keys.tenantQueued(model), keys.groupCallbacksDue()];
+}
+
+/** The model of a group's record ('' when the group does not exist: its scripts then find no record either). */
+async function groupModel(redis: Redis, groupId: string): Promise<string> {
+  return (await redis.hget(keys.group(groupId), 'model')) ?? '';
+}
+
 /** Reply codes of group-add.lua (see its header). */
 const ADD_QUEUE_FULL = -1;
 const ADD_INDEX_CONFLICT = -2;
@@ -25,6 +35,9 @@ const ADD_NO_GROUP = -3;
 const ADD_NOT_OPEN = -4;
 const ADD_EXISTS = -5;
 const ADD_VERSION_CLOSED = -6;
+const ADD_TENANT_FULL = -7;
+const ADD_IDEMPOTENT = -8;
+const ADD_IDEMPOTENCY_REUSED = -9;
 
 /** What a new group is (stored in its record by group-add.lua, with the call's model and version). */
 export interface GroupCreate {
@@ -33,6 +46,10 @@ export interface GroupCreate {
   output_name: string;
   on_item_error: string;
   result_ttl_s: number;
+  /** Where the group's terminal view is POSTed. */
+  callback_url?: string;
+  /** An `Idempotency-Key` of the creating request: a second create with both returns the first group. */
+  idempotency?: IdempotencyClaim;
 }
 
 /** One group-add.lua call. */
@@ -57,19 +74,27 @@ export interface GroupAddRequest {
   levels?: number;
   /** On create: ms since epoch after which members still queued fail `deadline_exceeded`; absent = none. */
   deadline_at?: number;
+  /** The tenant of the group (stored on create; its inputs counted in `keys.tenantQueued`); absent = none. */
+  tenant?: string;
+  /** Most requests the tenant may have waiting or running in the model's queue; absent = no cap. */
+  max_queued?: number;
 }
 
 /**
  * Create a group, append member requests to its model version's stream, close it, or all at once,
  * atomically (group-add.lua; nothing is stored unless every input fits in the stream).
  * @returns the group's size and status after the call, and `ready` when the close found every member
- *   settled (the caller adds the reduce job).
- * @throws InferlineError `queue_full` (429), `index_conflict` (409, with `size`), `group_not_found`,
- *   `group_closed` (409, with `status`), `model_unavailable` (503) when inputs are added to a version
- *   that is not open for admission, `internal` on an id collision.
+ *   settled (the caller adds the reduce job); or `replayed_group` when a create with the same
+ *   idempotency key and fingerprint made that group before (nothing stored).
+ * @throws InferlineError `queue_full` (429), `tenant_queue_full` (429), `idempotency_key_reused`
+ *   (422), `index_conflict` (409, with `size`), `group_not_found`, `group_closed` (409, with
+ *   `status`), `model_unavailable` (503) when inputs are added to a version that is not open for
+ *   admission, `internal` on an id collision.
  */
-export async function groupAdd(redis: Redis, add: GroupAddRequest): Promise<{ size: number; status: string; ready: boolean }> {
+export async function groupAdd(redis: Redis, add: GroupAddRequest): Promise<{ size: number; status: string; ready: boolean; replayed_group?: string }> {
   const { groupId, create } = add;
+  const tenant = add.tenant ?? '';
+  const idempotency = create?.idempotency;
   const meta = create ? [add.model, add.version, create.reduce, create.output_name, create.on_item_error, create.result_ttl_s] : ['', '', '', '', '', ''];
   const priority = add.priority ?? 1;
   const deadline = add.deadline_at === undefined ? '' : Math.floor(add.deadline_at);
@@ -78,11 +103,22 @@ export async function groupAdd(redis: Redis, add: GroupAddRequest): Promise<{ si
     'group-add',
     [
       keys.group(groupId), keys.requests(add.model, add.version, priority), keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen(), keys.admission(add.model),
+      keys.tenantQueued(add.model), keys.idempotency(add.model, 'groups', tenant, idempotency?.key ?? ''),
       ...keys.requestStreams(add.model, add.version, add.levels ?? 1),
     ],
-    [groupId, create ? 1 : 0, add.close ? 1 : 0, add.start ?? -1, add.max_queue_size, add.keep_inputs ? 1 : 0, Date.now(), JOB_EVENTS_CHANNEL, ...meta, add.version, deadline, priority, ...add.inputs],
+    [
+      groupId, create ? 1 : 0, add.close ? 1 : 0, add.start ?? -1, add.max_queue_size, add.keep_inputs ? 1 : 0, Date.now(), JOB_EVENTS_CHANNEL, ...meta, add.version,
+      deadline, priority, ...add.inputs,
+      tenant, add.max_queued ?? 0, create?.callback_url ?? '', idempotency?.fingerprint ?? '', idempotency?.ttl_s ?? 0,
+    ],
   );
   switch (code) {
+    case ADD_IDEMPOTENT:
+      return { size: 0, status: '', ready: false, replayed_group: status };
+    case ADD_IDEMPOTENCY_REUSED:
+      throw idempotencyReusedError(idempotency?.key ?? '');
+    case ADD_TENANT_FULL:
+      throw tenantQueueFullError(tenant, add.model, add.inputs.length, add.max_queued ?? 0);
     case ADD_QUEUE_FULL:
       throw new InferlineError(
         'queue_full',
@@ -134,7 +170,7 @@ export async function settleMember(
   member: { model: string; version: number; groupId: string; index: number; entryId: string; result: MemberResult; /** stream level, default 1 */ level?: number },
 ): Promise<MemberOutcome> {
   const { groupId, result } = member;
-  const reply = await runScript<number>(redis, 'settle-member', [...groupKeys(groupId), keys.requests(member.model, member.version, member.level ?? 1)], [
+  const reply = await runScript<number>(redis, 'settle-member', [...groupKeys(groupId), keys.requests(member.model, member.version, member.level ?? 1), ...releaseKeys(member.model)], [
     CONSUMER_GROUP,
     member.entryId,
     member.index,
@@ -155,7 +191,9 @@ export async function deadLetterMember(
   letter: { model: string; version: number; groupId: string; index: number; entryId: string; deliveries: number; message: string; /** stream level, default 1 */ level?: number },
 ): Promise<MemberOutcome> {
   const { model, version, groupId } = letter;
-  const reply = await runScript<number>(redis, 'dead-letter-member', [...groupKeys(groupId), keys.requests(model, version, letter.level ?? 1), keys.deadLetter(model, version)], [
+  const reply = await runScript<number>(redis, 'dead-letter-member', [
+    ...groupKeys(groupId), keys.requests(model, version, letter.level ?? 1), keys.deadLetter(model, version), ...releaseKeys(model),
+  ], [
     CONSUMER_GROUP, letter.entryId, letter.deliveries, letter.index, Date.now(), JOB_EVENTS_CHANNEL, groupId, letter.message,
   ]);
   return MEMBER_OUTCOMES[Number(reply)] ?? 'nothing';
@@ -166,7 +204,8 @@ export async function deadLetterMember(
  * @returns 'cancelled', 'finished' (already terminal) or 'missing'.
  */
 export async function groupCancel(redis: Redis, groupId: string, message: string): Promise<'cancelled' | 'finished' | 'missing'> {
-  const outcome = await runScript<number>(redis, 'group-cancel', groupKeys(groupId), [Date.now(), JOB_EVENTS_CHANNEL, groupId, message]);
+  const model = await groupModel(redis, groupId);
+  const outcome = await runScript<number>(redis, 'group-cancel', [...groupKeys(groupId), ...releaseKeys(model)], [Date.now(), JOB_EVENTS_CHANNEL, groupId, message]);
   return outcome === 1 ? 'cancelled' : outcome === 0 ? 'finished' : 'missing';
 }
 
@@ -178,7 +217,8 @@ export type GroupOutcome =
 /** Write a group's outcome (group-finish.lua). @returns true when it wrote (the group was reducing). */
 export async function groupFinish(redis: Redis, groupId: string, outcome: GroupOutcome): Promise<boolean> {
   const ok = outcome.status === 'succeeded';
-  const written = await runScript<number>(redis, 'group-finish', groupKeys(groupId), [
+  const model = await groupModel(redis, groupId);
+  const written = await runScript<number>(redis, 'group-finish', [...groupKeys(groupId), ...releaseKeys(model)], [
     outcome.status,
     ok ? outcome.output : '',
     ok ? outcome.failed_indexes : '',

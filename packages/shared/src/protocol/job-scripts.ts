@@ -4,7 +4,7 @@ import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys } from '../keys.ts';
 import { runScript } from '../scripts.ts';
 
 /**
- * One typed function per job script (enqueue.lua, start.lua, settle.lua, dead-letter.lua): each builds
+ * One typed function per job script (enqueue.lua, start.lua, settle.lua, dead-letter.lua, cancel.lua): each builds
  * its keys and arguments and decodes its reply, and reply codes become errors here once. Callers never
  * assemble script arguments by hand. Every key a call passes is in the model's Redis Cluster slot
  * (`keys.ts`: a job id carries its model's hash tag), which `protocol-slots.test.ts` checks.
@@ -14,6 +14,9 @@ import { runScript } from '../scripts.ts';
 const ENQUEUE_QUEUE_FULL = -1;
 const ENQUEUE_ID_EXISTS = -2;
 const ENQUEUE_VERSION_CLOSED = -3;
+const ENQUEUE_TENANT_FULL = -4;
+const ENQUEUE_IDEMPOTENCY_REUSED = -5;
+const ENQUEUE_IDEMPOTENT = 'idempotent';
 
 /** `Retry-After` (s) of a 503 `model_unavailable`: about a heartbeat, after which the gateway's view of the workers is fresh. */
 export const MODEL_UNAVAILABLE_RETRY_AFTER_S = 1;
@@ -48,18 +51,60 @@ export interface EnqueueJobsRequest {
   levels?: number;
   /** ms since epoch after which a request still queued fails `deadline_exceeded` without inference; absent = none. */
   deadline_at?: number;
+  /** The tenant the jobs belong to (stored in each record, counted in `keys.tenantQueued`); absent = none. */
+  tenant?: string;
+  /** Most requests the tenant may have waiting or running in this model's queue; absent = no cap. */
+  max_queued?: number;
+  /** Where the terminal view of each job is POSTed (stored in each record). */
+  callback_url?: string;
+  /** An `Idempotency-Key` and the request's fingerprint: a second call with both returns the first call's jobs. */
+  idempotency?: IdempotencyClaim;
+}
+
+/** An `Idempotency-Key` of one request (IETF draft-ietf-httpapi-idempotency-key-header), as the scripts store it. */
+export interface IdempotencyClaim {
+  /** The header's value. */
+  key: string;
+  /** SHA-256 (hex) of the request's content: the same key with another fingerprint is refused. */
+  fingerprint: string;
+  /** Seconds the key is remembered from the first request. */
+  ttl_s: number;
+}
+
+/** What {@link enqueueJobs} did: stored the jobs, or found that an earlier call with the same idempotency key did. */
+export type EnqueueOutcome = { replayed: false; entryIds: string[] } | { replayed: true; /** The first call's job ids, in its order. */ jobIds: string[] };
+
+/**
+ * The error of a request refused because its tenant has `max_queued` requests in the model's queue.
+ * `Retry-After` as for queue_full.
+ */
+export function tenantQueueFullError(tenant: string, model: string, count: number, max: number): InferlineError {
+  return new InferlineError(
+    'tenant_queue_full',
+    `tenant "${tenant}" cannot queue ${count} more request${count === 1 ? '' : 's'} for model "${model}": it may have ${max} waiting or running (max_queued); retry later`,
+    { retry_after_s: QUEUE_FULL_RETRY_AFTER_S },
+  );
+}
+
+/** The error of an `Idempotency-Key` sent again with another request (422, as the IETF draft says). */
+export function idempotencyReusedError(key: string): InferlineError {
+  return new InferlineError('idempotency_key_reused', `Idempotency-Key "${key}" was used with another request; use a new key for a new request`);
 }
 
 /**
  * Admit the requests of one call, all or nothing, in one script call (enqueue.lua): each job record
- * and stream entry is written, or none is.
- * @returns the stream entry ids, in request order.
+ * and stream entry is written, or none is; with `idempotency`, the key is claimed in the same call, so
+ * a retry after a lost answer finds the jobs the first call stored.
+ * @returns the stream entry ids, in request order, or the job ids of the first call with the same
+ *   idempotency key and fingerprint (nothing stored).
  * @throws InferlineError `queue_full` (429, `retry_after_s`) when the stream cannot take them all,
+ *   `tenant_queue_full` (429) over the tenant's `max_queued`, `idempotency_key_reused` (422),
  *   `model_unavailable` ({@link versionClosedError}) when the version is not open for admission,
  *   `internal` on a job id collision; a Redis failure is rethrown as is (the gateway answers 503).
  */
-export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<string[]> {
-  const { model, version, jobs } = request;
+export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<EnqueueOutcome> {
+  const { model, version, jobs, idempotency } = request;
+  const tenant = request.tenant ?? '';
   const priority = request.priority ?? 1;
   const levelStreams = keys.requestStreams(model, version, request.levels ?? 1);
   const scriptKeys = [keys.requests(model, version, priority), keys.admission(model)];
@@ -69,9 +114,13 @@ export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Pr
     args.push(job.id);
   }
   for (const job of jobs) args.push(job.input);
-  scriptKeys.push(...levelStreams);
+  scriptKeys.push(keys.tenantQueued(model), keys.idempotency(model, 'jobs', tenant, idempotency?.key ?? ''), ...levelStreams);
+  args.push(tenant, request.max_queued ?? 0, request.callback_url ?? '', idempotency?.fingerprint ?? '', idempotency?.ttl_s ?? 0);
   args.push(request.deadline_at === undefined ? '' : Math.floor(request.deadline_at), priority, levelStreams.length);
   const reply = await runScript<string[] | number>(redis, 'enqueue', scriptKeys, args);
+  if (Array.isArray(reply) && reply[0] === ENQUEUE_IDEMPOTENT) return { replayed: true, jobIds: (reply[1] ?? '').split('\n') };
+  if (reply === ENQUEUE_TENANT_FULL) throw tenantQueueFullError(tenant, model, jobs.length, request.max_queued ?? 0);
+  if (reply === ENQUEUE_IDEMPOTENCY_REUSED) throw idempotencyReusedError(idempotency?.key ?? '');
   if (reply === ENQUEUE_QUEUE_FULL) {
     throw new InferlineError(
       'queue_full',
@@ -81,7 +130,7 @@ export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Pr
   }
   if (reply === ENQUEUE_VERSION_CLOSED) throw versionClosedError(model, version);
   if (reply === ENQUEUE_ID_EXISTS || !Array.isArray(reply)) throw new InferlineError('internal', `a job id of model "${model}" already exists`);
-  return reply;
+  return { replayed: false, entryIds: reply };
 }
 
 /**
@@ -149,6 +198,7 @@ export async function settleJobs(redis: Redis, model: string, version: number, b
     scriptKeys.push(keys.job(jobId));
     args.push(jobId, entryId, result.ok ? 'succeeded' : 'failed', result.ok ? result.output : `${result.code}\t${result.message}`, queue_ms.toFixed(3), load_ms === undefined ? '' : load_ms.toFixed(3));
   }
+  scriptKeys.push(keys.tenantQueued(model), keys.callbacksDue(model));
   const written = await runScript<number[]>(redis, 'settle', scriptKeys, args);
   return written.map((flag) => Number(flag) === 1);
 }
@@ -174,7 +224,9 @@ export interface DeadLetter {
  */
 export async function deadLetterJob(redis: Redis, letter: DeadLetter): Promise<boolean> {
   const { model, version, jobId } = letter;
-  const reply = await runScript<number>(redis, 'dead-letter', [keys.job(jobId), keys.requests(model, version, letter.level ?? 1), keys.deadLetter(model, version)], [
+  const reply = await runScript<number>(redis, 'dead-letter', [
+    keys.job(jobId), keys.requests(model, version, letter.level ?? 1), keys.deadLetter(model, version), keys.tenantQueued(model), keys.callbacksDue(model),
+  ], [
     CONSUMER_GROUP, letter.entryId, letter.deliveries, Date.now(), letter.result_ttl_s, JOB_EVENTS_CHANNEL, jobId, letter.message,
   ]);
   return Number(reply) === 1;
@@ -186,7 +238,8 @@ export type CancelOutcome = 'cancelled' | 'running' | 'finished' | 'missing';
 /**
  * Cancel a single job that is still queued (cancel.lua): it becomes `cancelled` (error code
  * `cancelled`), its stream entry is acknowledged and deleted, so no worker runs it and it no longer
- * counts against `max_queue_size`, and waiters are woken. Reads the job's version and priority level
+ * counts against `max_queue_size`, its tenant's `max_queued` slot is released and its callback (if
+ * any) recorded due, and waiters are woken. Reads the job's version and priority level
  * first (they never change) to name its stream.
  * @param result_ttl_s seconds the cancelled record lives (its model's `queue.result_ttl_s`)
  * @returns `cancelled`, or `running` (it runs to its end), `finished` (already terminal), `missing`.
@@ -195,7 +248,9 @@ export type CancelOutcome = 'cancelled' | 'running' | 'finished' | 'missing';
 export async function cancelJob(redis: Redis, jobId: string, result_ttl_s: number, message: string): Promise<CancelOutcome> {
   const [model, version, priority] = await redis.hmget(keys.job(jobId), 'model', 'version', 'priority');
   if (model == null || version == null) return 'missing';
-  const before = await runScript<string>(redis, 'cancel', [keys.job(jobId), keys.requests(model, Number(version), Number(priority ?? 1))], [
+  const before = await runScript<string>(redis, 'cancel', [
+    keys.job(jobId), keys.requests(model, Number(version), Number(priority ?? 1)), keys.tenantQueued(model), keys.callbacksDue(model),
+  ], [
     CONSUMER_GROUP, Date.now(), result_ttl_s, JOB_EVENTS_CHANNEL, jobId, message,
   ]);
   if (before === 'queued') return 'cancelled';

@@ -74,7 +74,8 @@ export function acceptedAt(entryId: string): number {
 /**
  * A job hash (`keys.job(id)`) as HGETALL returns it with buffers. Fields, by the script that writes them:
  * - enqueue.lua: `id`, `model`, `version`, `status` ('queued'), `created_at` (ms), `entry` (stream entry id),
- *   `priority` (its stream's level), `deadline_at` (ms, when it has a `timeout_ms`);
+ *   `priority` (its stream's level), `deadline_at` (ms, when it has a `timeout_ms`), and when given
+ *   `tenant` (the owner, api-keys.ts) and `callback_url` (callbacks.ts);
  * - cancel.lua: `status` 'cancelled', `finished_at`, `error_code` 'cancelled', `error_message`;
  * - start.lua: `status` ('running'), `started_at` (ms);
  * - settle.lua: `status` ('succeeded' | 'failed'), `finished_at`, `queue_ms`, `load_ms` (when it waited for a load), `inference_ms`,

@@ -13,6 +13,7 @@
     code, message                                          the member's error ('' when succeeded)
     now                                                    ms since epoch
     channel, groupId                                       events channel and the group id
+    queuedKey, dueKey                                      as finishGroup's (the written member stops counting for its tenant)
 
   Returns 0 = nothing written, 1 = written, 2 = written and the group is ready for its reduce,
   3 = written and the group failed.
@@ -20,13 +21,17 @@
 --- @include "finish-group"
 --- @include "mark-group-ready"
 local function settleGroupMember(groupKey, resultsKey, errorsKey, inputsKey, readyKey, index, status, output, code,
-                                 message, now, channel, groupId)
+                                 message, now, channel, groupId, queuedKey, dueKey)
   local groupStatus = redis.call('HGET', groupKey, 'status')
   if groupStatus ~= 'open' and groupStatus ~= 'queued' then
     return 0
   end
   if redis.call('HEXISTS', resultsKey, index) == 1 or redis.call('HEXISTS', errorsKey, index) == 1 then
     return 0
+  end
+  local tenant = redis.call('HGET', groupKey, 'tenant')
+  if tenant and redis.call('HINCRBY', queuedKey, tenant, -1) <= 0 then
+    redis.call('HDEL', queuedKey, tenant)
   end
   if status == 'succeeded' then
     redis.call('HSET', resultsKey, index, output)
@@ -38,7 +43,7 @@ local function settleGroupMember(groupKey, resultsKey, errorsKey, inputsKey, rea
       redis.call('HINCRBY', groupKey, 'remaining', -1)
       redis.call('HSET', groupKey, 'error_code', 'member_failed',
         'error_message', 'input ' .. index .. ' failed (' .. code .. '): ' .. message)
-      finishGroup(groupKey, resultsKey, errorsKey, inputsKey, readyKey, 'failed', now, channel, groupId)
+      finishGroup(groupKey, resultsKey, errorsKey, inputsKey, readyKey, 'failed', now, channel, groupId, queuedKey, dueKey)
       return 3
     end
   end
