@@ -49,6 +49,7 @@ const options = new Command()
   .option('--version-memory', 'instead: load and unload version 1 of --model a few times, printing tf.memory() and RSS (bench/version-memory.ts)')
   .option('--rounds <n>', 'with --version-memory: load/unload rounds', '3')
   .option('--instances', 'instead: instance threads and lazy loading (bench/instances.ts)')
+  .option('--sections <list>', 'with --instances: the sections to run, comma-separated (default all)')
   .option('--compare', `instead: inferline vs a BullMQ baseline vs a naive server on ${COMPARE_MODEL} (bench/compare.ts)`)
   .parse()
   .opts<{
@@ -63,11 +64,12 @@ const options = new Command()
     compare?: boolean;
     versionMemory?: boolean;
     instances?: boolean;
+    sections?: string;
     rounds: string;
   }>();
 
 if (options.instances) {
-  await benchInstances({ durationMs: Number(options.durationS) * 1000 });
+  await benchInstances({ durationMs: Number(options.durationS) * 1000, ...(options.sections ? { sections: options.sections.split(',').map(Number) } : {}) });
 } else if (options.versionMemory) {
   await benchVersionMemory({ repository: join(ROOT, 'models'), model: options.model, rounds: Number(options.rounds) });
 } else if (options.compare) {
