@@ -74,7 +74,11 @@ export function messageErrorBody(error: InferlineError): { error: string } {
 export function createErrorHandler(redis: Redis, maxBodyBytes: number, toBody: (error: InferlineError) => unknown = nativeErrorBody) {
   return (error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const mapped = toInferlineError(error, redis, maxBodyBytes, request);
-    if (mapped.code === 'unavailable') request.log.warn({ code: mapped.code, cause: (error as Error).message, ...request.logContext }, 'request refused: Redis unreachable');
+    if (mapped.code === 'unavailable') {
+      // 503 `unavailable` is also a readiness answer (no worker yet) while Redis is fine: say which.
+      const redisDown = isConnectionError(error) || redis.status !== 'ready';
+      request.log.warn({ code: mapped.code, cause: (error as Error).message, ...request.logContext }, redisDown ? 'request refused: Redis unreachable' : 'request refused: unavailable');
+    }
     else if (mapped.statusCode >= 500) request.log.error({ err: error, code: mapped.code, ...request.logContext }, 'request failed');
     else request.log.debug({ code: mapped.code, message: mapped.message, ...request.logContext }, 'request rejected');
     if (mapped.statusCode === 429 || mapped.statusCode === 503) {

@@ -108,6 +108,9 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
   app.decorateRequest('tenant', undefined);
   app.addHook('onRequest', (request, _reply, done) => {
     request.logContext = {};
+    // A DELETE or GET that names a content type but sends no body (clients that set
+    // `content-type: application/json` on every call) has no body to parse, not a malformed one.
+    if ((request.method === 'DELETE' || request.method === 'GET') && !hasBody(request.headers)) delete request.headers['content-type'];
     done();
   });
   const apiKeys = deps.apiKeys ?? loadApiKeys(deps.settings);
@@ -161,4 +164,9 @@ function registerRateLimit(app: FastifyInstance<Server, IncomingMessage, ServerR
         retry_after_s: Math.max(1, Math.ceil(context.ttl / 1000)),
       }),
   });
+}
+
+/** Whether a request announces a body: a non-zero Content-Length, or a Transfer-Encoding (RFC 9112 section 6). */
+function hasBody(headers: { 'content-length'?: string; 'transfer-encoding'?: string }): boolean {
+  return headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0');
 }

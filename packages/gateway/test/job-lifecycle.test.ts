@@ -36,6 +36,15 @@ describe('routes/jobs: cancel, deadlines, priority', () => {
     assert.equal((await remove(job.id)).json<{ error: { code: string } }>().error.code, 'job_finished', 'a second DELETE finds it finished');
   });
 
+  it('a DELETE that names a JSON content type and sends no body cancels, as one without the header does', async () => {
+    const job = await enqueue();
+    const res = await f.app.inject({ method: 'DELETE', url: `/v1/jobs/${job.id}`, headers: { 'content-type': 'application/json' } });
+    assert.equal(res.statusCode, 200, res.body);
+    assert.equal(res.json<JobView>().status, 'cancelled');
+    const malformed = await f.app.inject({ method: 'POST', url: '/v1/jobs', headers: { 'content-type': 'application/json' }, payload: '' });
+    assert.equal(malformed.statusCode, 400, 'a POST with an empty JSON body is still refused');
+  });
+
   it('a long-poll on a queued job ends with cancelled as soon as it is cancelled', async () => {
     const job = await enqueue();
     const poll = f.app.inject({ url: `/v1/jobs/${job.id}?wait=9` });
