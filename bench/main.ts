@@ -6,6 +6,9 @@
  * `npm run bench -- --instances [--duration-s 10]`: model instances in threads and lazy loading under a
  * memory budget: cold starts, 1 vs 2 instances, head of line, many models (bench/instances.ts).
  *
+ * `npm run bench -- --redis-ops [--duration-s 10 --concurrency 32]`: Redis calls and Redis CPU per request, by
+ * way in, counted from INFO commandstats (bench/redis-ops.ts).
+ *
  * `npm run bench -- --version-memory [--model glove-embed --rounds 3]`: a version's memory through
  * load → warm up → unload (bench/version-memory.ts).
  * `npm run bench -- --group 100000 [--model glove-embed --workers 1 --chunk-size 1000]`: one
@@ -36,6 +39,7 @@ import { benchEndToEnd } from './end-to-end.ts';
 import { benchGroup } from './group.ts';
 import { benchInProcess } from './in-process.ts';
 import { benchInstances } from './instances.ts';
+import { benchRedisOps } from './redis-ops.ts';
 
 const options = new Command()
   .option('--model <name>', 'model to measure', 'glove-embed')
@@ -50,6 +54,7 @@ const options = new Command()
   .option('--rounds <n>', 'with --version-memory: load/unload rounds', '3')
   .option('--instances', 'instead: instance threads and lazy loading (bench/instances.ts)')
   .option('--sections <list>', 'with --instances: the sections to run, comma-separated (default all)')
+  .option('--redis-ops', 'instead: Redis calls and Redis CPU per request, counted from INFO commandstats (bench/redis-ops.ts)')
   .option('--compare', `instead: inferline vs a BullMQ baseline vs a naive server on ${COMPARE_MODEL} (bench/compare.ts)`)
   .parse()
   .opts<{
@@ -65,10 +70,13 @@ const options = new Command()
     versionMemory?: boolean;
     instances?: boolean;
     sections?: string;
+    redisOps?: boolean;
     rounds: string;
   }>();
 
-if (options.instances) {
+if (options.redisOps) {
+  await benchRedisOps({ durationMs: Number(options.durationS) * 1000, clients: Number((options.concurrency ?? '32').split(',')[0]) });
+} else if (options.instances) {
   await benchInstances({ durationMs: Number(options.durationS) * 1000, ...(options.sections ? { sections: options.sections.split(',').map(Number) } : {}) });
 } else if (options.versionMemory) {
   await benchVersionMemory({ repository: join(ROOT, 'models'), model: options.model, rounds: Number(options.rounds) });
