@@ -29,7 +29,7 @@ export interface SyncJobsRequest {
 }
 
 /**
- * Run a synchronous compatibility call (OIP v2 infer, gRPC ModelInfer and Predict) through the queue:
+ * Run a synchronous compatibility call (TF Serving :predict, OIP v2 infer, gRPC ModelInfer and Predict) through the queue:
  * one job per input row, admitted all or nothing by {@link admitJobs} (validation, `queue_full`, a
  * version switch), waited for with {@link waitForJobs} (job events; no polling), answered in row order.
  * The wait is also the rows' queue deadline (or the model's `default_timeout_ms` when shorter): a row

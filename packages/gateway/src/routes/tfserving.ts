@@ -1,14 +1,12 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
-import { ERROR_STATUS, InferlineError, TERMINAL_STATUSES, newJobId, type ErrorCode, type JobView, type ModelConfig, type Tenant } from '@inferline/shared';
-import { toJobView } from '../job-view.ts';
-import { admitJobs, checkBulkSize } from '../enqueue-jobs.ts';
+import { InferlineError, type ModelConfig, type Tenant } from '@inferline/shared';
 import type { LogContext } from '../log-context.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
 import { TF_SERVING_ERRORS, useTfServingConventions } from '../tfserving-scope.ts';
 import { PredictBody, readPredictRequest } from '../tfserving-request.ts';
-import { waitForJobs } from '../wait-for-jobs.ts';
+import { runSyncJobs } from '../sync-jobs.ts';
 
 /** Model names as config.ts allows them; a regex param lets the route end in `:predict`. */
 const NAME_PARAM = ':name(^[a-z0-9][a-z0-9_.-]*)';
@@ -36,7 +34,8 @@ const PREDICT_DESCRIPTION =
  * `POST /v1/models/:name[/versions/:v|/labels/:label]:predict` with `{"instances": [...]}` → `{"predictions": [...]}`
  * or `{"inputs": [...]}` → `{"outputs": [...]}`. Each instance becomes one job (so the workers batch
  * them with everybody else's), the call waits for all of them (job events, at most
- * `settings.max_wait_s`) and answers in instance order. With one output tensor a prediction is its
+ * `settings.max_wait_s`, through runSyncJobs as the other synchronous protocols) and answers in
+ * instance order. With one output tensor a prediction is its
  * value, with several an object by output name, as TF Serving does.
  *
  * TF Serving's conventions (useTfServingConventions): any or no Content-Type, `NaN` / `Infinity`
@@ -44,8 +43,8 @@ const PREDICT_DESCRIPTION =
  *
  * Errors: a malformed body or any invalid instance → 400 before anything is stored; unknown model,
  * version or label → 404; a full queue → 429, no worker has the version → 503 (both with
- * `Retry-After`); a failed job → its error code; jobs unfinished at the deadline → 504 (they stay
- * queued and run).
+ * `Retry-After`); a failed job → its error code; jobs unfinished when the wait runs out → 504 (the
+ * wait is their queue deadline: those still queued then fail `deadline_exceeded` without running).
  */
 export const tfservingRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, done) => {
   useTfServingConventions(app, ctx);
@@ -76,26 +75,21 @@ async function predict(ctx: RouteContext, params: PredictParams, body: PredictBo
   const target = await ctx.models.resolve(params.name, selector);
   log.version = target.version;
   const { format, values } = readPredictRequest(body, target.config);
-  checkBulkSize(values.length, ctx.settings.max_bulk_inputs, format === 'row' ? 'instances' : 'inputs');
-  const ids = values.map(() => newJobId(target.config.name));
-  log.jobs = ids.length;
-
-  // Watch before enqueueing: a job can finish before the enqueue call returns.
-  const watch = ctx.events.watch(ids);
-  let views: JobView[];
-  try {
-    const { target: admitted, records: queued } = await admitJobs(ctx.models, ctx.redis, ctx.metrics, { model: params.name, selector, inputs: values, jobIds: ids, target, ...(tenant ? { tenant } : {}) }).catch(
-      (error: unknown) => {
-        throw instanceError(error, format);
-      },
-    );
-    log.version = admitted.version;
-    views = (await waitForJobs(ctx.redis, watch, ctx.settings.max_wait_s * 1000, signal, queued)).map(toJobView);
-  } finally {
-    watch.close();
-  }
-  const predictions = views.map((view) => prediction(view, target.config));
-  return format === 'row' ? { predictions } : { outputs: columnarOutputs(predictions, target.config) };
+  const { target: served, outputs } = await runSyncJobs(ctx, {
+    model: params.name,
+    selector,
+    target,
+    inputs: values,
+    what: format === 'row' ? 'instances' : 'inputs',
+    waitMs: ctx.settings.max_wait_s * 1000,
+    signal,
+    log,
+    ...(tenant ? { tenant } : {}),
+  }).catch((error: unknown) => {
+    throw instanceError(error, format);
+  });
+  const predictions = outputs.map((output) => prediction(output, served.config));
+  return format === 'row' ? { predictions } : { outputs: columnarOutputs(predictions, served.config) };
 }
 
 /**
@@ -108,19 +102,8 @@ function instanceError(error: unknown, format: 'row' | 'columnar'): unknown {
   return new InferlineError(error.code, `Failed to process element: ${error.details.index} of ${list}. Error: ${error.message}`, error.details);
 }
 
-/**
- * The prediction of one finished job.
- * @throws InferlineError the job's own error when it failed, `deadline_exceeded` when it did not finish.
- */
-function prediction(view: JobView, config: ModelConfig): unknown {
-  if (!TERMINAL_STATUSES.has(view.status)) {
-    throw new InferlineError('deadline_exceeded', `job ${view.id} is still ${view.status} after the gateway's max_wait_s; poll GET /v1/jobs/${view.id}`);
-  }
-  if (view.status !== 'succeeded') {
-    const code = view.error && view.error.code in ERROR_STATUS ? (view.error.code as ErrorCode) : 'inference_failed';
-    throw new InferlineError(code, `job ${view.id} ${view.status}: ${view.error?.message ?? 'no result'}`);
-  }
-  const output = view.output ?? {};
+/** The prediction of one succeeded job: with one output tensor its value, with several an object by output name. */
+function prediction(output: Record<string, unknown>, config: ModelConfig): unknown {
   const [only] = config.signature.outputs;
   return config.signature.outputs.length === 1 && only && only.name in output ? output[only.name] : output;
 }
