@@ -3,6 +3,7 @@ import { admitJobs, checkBulkSize } from './enqueue-jobs.ts';
 import { toJobView } from './job-view.ts';
 import type { LogContext } from './log-context.ts';
 import type { ResolvedModel, VersionSelector } from './model-catalog.ts';
+import { outputTensors, selectOutputs, tensorRows, type RequestTensor, type ResponseTensor } from './oip-tensors.ts';
 import type { RouteContext } from './route-context.ts';
 import { waitForJobs } from './wait-for-jobs.ts';
 
@@ -68,6 +69,25 @@ export async function runSyncJobs(deps: SyncJobsDeps, request: SyncJobsRequest):
     watch.close();
   }
   return { target, outputs: views.map(finishedOutput) };
+}
+
+/**
+ * {@link runSyncJobs} for the tensor protocols (OIP v2 REST and gRPC, TF Serving gRPC Predict): the
+ * request's tensors become one job input per row (`tensorRows`), the `requested` output names are
+ * checked before anything is queued (`selectOutputs`; all outputs when absent), and the rows' outputs
+ * come back as response tensors (`outputTensors`).
+ * @throws InferlineError `invalid_input` for tensors that do not fit the signature or an unknown
+ *   output name, and as runSyncJobs.
+ */
+export async function runTensorJobs(
+  deps: SyncJobsDeps,
+  request: Omit<SyncJobsRequest, 'inputs' | 'what'> & { tensors: readonly RequestTensor[]; requested?: readonly string[] | undefined },
+): Promise<{ target: ResolvedModel; tensors: ResponseTensor[] }> {
+  const { tensors, requested, ...call } = request;
+  const inputs = tensorRows(call.target.config, tensors);
+  selectOutputs(call.target.config, requested);
+  const { target, outputs } = await runSyncJobs(deps, { ...call, inputs, what: `rows of "${tensors[0]?.name ?? ''}"` });
+  return { target, tensors: outputTensors(target.config, outputs, requested) };
 }
 
 /**

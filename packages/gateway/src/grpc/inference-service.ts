@@ -2,10 +2,10 @@ import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import { InferlineError, type Tenant } from '@inferline/shared';
 import { encodeRawElements } from '../binary-tensor-data.ts';
 import type { VersionSelector } from '../model-catalog.ts';
-import { outputTensors, selectOutputs, tensorMetadata, tensorRows, type RequestTensor, type ResponseTensor } from '../oip-tensors.ts';
+import { tensorMetadata, type RequestTensor, type ResponseTensor } from '../oip-tensors.ts';
 import { checkReady } from '../readiness.ts';
 import { OIP_SERVER_NAME, OIP_SERVER_VERSION } from '../oip-server.ts';
-import { runSyncJobs } from '../sync-jobs.ts';
+import { runTensorJobs } from '../sync-jobs.ts';
 import { unary, type GrpcDeps } from './unary.ts';
 
 /** `InferTensorContents` as proto-loader gives it (defaults on). */
@@ -92,20 +92,16 @@ async function modelInfer(deps: GrpcDeps, request: ModelInferRequest, waitMs: nu
     }
     return { ...base, data: typedContents(input.datatype, input.contents) };
   });
-  const inputs = tensorRows(target.config, tensors);
-  const requested = request.outputs.map((output) => output.name);
-  selectOutputs(target.config, requested);
-  const { target: served, outputs } = await runSyncJobs(deps, {
+  const { target: served, tensors: tensorsOut } = await runTensorJobs(deps, {
     model: request.model_name,
     selector,
     target,
-    inputs,
-    what: `rows of "${request.inputs[0]?.name ?? ''}"`,
+    tensors,
+    requested: request.outputs.map((output) => output.name),
     waitMs,
     signal,
     ...(tenant ? { tenant } : {}),
   });
-  const tensorsOut = outputTensors(served.config, outputs, requested);
   return {
     model_name: served.config.name,
     model_version: String(served.version),

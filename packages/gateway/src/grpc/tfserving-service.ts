@@ -1,10 +1,9 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import { InferlineError, readLiveVersions } from '@inferline/shared';
 import type { VersionSelector } from '../model-catalog.ts';
-import { outputTensors, selectOutputs, tensorRows } from '../oip-tensors.ts';
 import { knownVersions, labelVersion } from '../routes/models.ts';
 import { SERVING_SIGNATURE } from '../tfserving-request.ts';
-import { runSyncJobs } from '../sync-jobs.ts';
+import { runTensorJobs } from '../sync-jobs.ts';
 import { protoRoot } from './protos.ts';
 import { fromTensorProto, signatureDefMap, toTensorProto, type TensorProto } from './tensor-proto.ts';
 import { unary, type GrpcDeps } from './unary.ts';
@@ -41,19 +40,16 @@ export function tfservingServices(deps: GrpcDeps): { prediction: UntypedServiceI
       const selector = selectorOf(spec);
       const target = await deps.models.resolve(spec.name, selector);
       const tensors = Object.entries(request.inputs).map(([name, proto]) => fromTensorProto(name, proto, target.config));
-      const inputs = tensorRows(target.config, tensors);
-      selectOutputs(target.config, request.output_filter);
-      const { target: served, outputs } = await runSyncJobs(deps, {
+      const { target: served, tensors: tensorsOut } = await runTensorJobs(deps, {
         model: spec.name,
         selector,
         target,
-        inputs,
-        what: `rows of "${tensors[0]?.name ?? ''}"`,
+        tensors,
+        requested: request.output_filter,
         waitMs: call.waitMs,
         signal: call.signal,
         ...(call.tenant ? { tenant: call.tenant } : {}),
       });
-      const tensorsOut = outputTensors(served.config, outputs, request.output_filter);
       return {
         model_spec: { name: served.config.name, version: { value: served.version }, signature_name: SERVING_SIGNATURE },
         outputs: Object.fromEntries(tensorsOut.map((tensor) => [tensor.name, toTensorProto(tensor)])),

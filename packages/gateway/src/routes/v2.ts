@@ -6,12 +6,12 @@ import { InferlineError, QUEUE_FULL_RETRY_AFTER_S } from '@inferline/shared';
 import { encodeRawElements, frameInferenceResponse, INFERENCE_HEADER_CONTENT_LENGTH, splitInferenceBody, takeBinaryInputs } from '../binary-tensor-data.ts';
 import { toInferlineError } from '../error-handler.ts';
 import type { VersionSelector } from '../model-catalog.ts';
-import { outputTensors, selectOutputs, tensorMetadata, tensorRows, type OipTensorMetadata } from '../oip-tensors.ts';
+import { tensorMetadata, type OipTensorMetadata } from '../oip-tensors.ts';
 import { OIP_SERVER_NAME, OIP_SERVER_VERSION } from '../oip-server.ts';
 import { checkReady } from '../readiness.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
-import { runSyncJobs } from '../sync-jobs.ts';
+import { runTensorJobs } from '../sync-jobs.ts';
 
 /** Extensions reported by `GET /v2` (Triton's names): the binary tensor data extension. */
 export const OIP_REST_EXTENSIONS = ['binary_tensor_data'];
@@ -141,22 +141,18 @@ async function infer(ctx: RouteContext, params: ModelParams, request: FastifyReq
   const raws = takeBinaryInputs(inference.inputs, binary);
 
   const tensors = inference.inputs.map((input, i) => ({ ...input, raw: raws[i] }));
-  const inputs = tensorRows(target.config, tensors);
-  const requested = inference.outputs?.map((output) => output.name);
   // Unknown output names are refused before anything is queued.
-  selectOutputs(target.config, requested);
-  const { target: served, outputs } = await runSyncJobs(ctx, {
+  const { target: served, tensors: tensorsOut } = await runTensorJobs(ctx, {
     model: params.name,
     selector,
     target,
-    inputs,
-    what: `rows of "${tensors[0]?.name ?? ''}"`,
+    tensors,
+    requested: inference.outputs?.map((output) => output.name),
     waitMs: ctx.settings.max_wait_s * 1000,
     signal: requestSignal(reply, ctx.shutdown),
     log,
     ...(request.tenant ? { tenant: request.tenant } : {}),
   });
-  const tensorsOut = outputTensors(served.config, outputs, requested);
   const binaryDefault = inference.parameters?.binary_data_output === true;
   const binaries: Buffer[] = [];
   const outputsJson = tensorsOut.map((tensor) => {
