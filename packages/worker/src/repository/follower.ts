@@ -411,10 +411,7 @@ export class RepositoryFollower {
   async #evict(model: FollowedModel, held: HeldVersion): Promise<void> {
     const log = { model: model.name, version: held.version };
     const idleMs = Date.now() - (held.consumer?.lastUsedAt || held.loadedAt || Date.now());
-    held.stop.abort();
-    await held.running;
-    await held.reader?.quit().catch(() => held.reader?.disconnect());
-    await held.pool?.dispose();
+    await stopServing(held);
     const memory = memoryFigures();
     for (const key of ['pool', 'consumer', 'reader', 'running', 'loadedAt', 'footprint'] as const) delete held[key];
     Object.assign(held, { state: 'STANDBY', stop: new AbortController() });
@@ -538,10 +535,7 @@ export class RepositoryFollower {
       for (const groupId of readyGroups) void this.#options.onGroupReady(groupId).catch(() => undefined);
       this.#log.warn({ ...log, failed: written, drain_timeout_ms: settings.drain_timeout_ms }, 'drain timed out; failed the rest with version_unloaded');
     }
-    held.stop.abort();
-    await held.running;
-    await held.reader?.quit().catch(() => held.reader?.disconnect());
-    await held.pool?.dispose();
+    await stopServing(held);
     model.held.delete(version);
     this.#options.metrics.setWeightBytes(this.#heldBytes());
     await this.#announce(model);
@@ -622,10 +616,8 @@ export class RepositoryFollower {
     const { redis, consumer, settings } = this.#options;
     await Promise.all([...this.#models.keys()].map((name) => withdrawWorker(redis, name, consumer, settings.heartbeat_interval_ms).catch(() => undefined)));
     await this.#loads;
-    for (const version of held) {
-      await version.reader?.quit().catch(() => version.reader?.disconnect());
-      await version.pool?.dispose();
-    }
+    // Their consumers have stopped already (above); a load that finished meanwhile stops here.
+    for (const version of held) await stopServing(version);
     for (const model of this.#models.values()) model.held.clear();
   }
 
@@ -634,6 +626,17 @@ export class RepositoryFollower {
     for (const model of this.#models.values()) for (const held of model.held.values()) held.reader?.disconnect();
     this.#watcher?.disconnect();
   }
+}
+
+/**
+ * Stop serving a held version: its consumer stops fetching and settles the batches it holds, its
+ * reader connection closes, its instance threads end (their memory with them).
+ */
+async function stopServing(held: HeldVersion): Promise<void> {
+  held.stop.abort();
+  await held.running;
+  await held.reader?.quit().catch(() => held.reader?.disconnect());
+  await held.pool?.dispose();
 }
 
 /** Warm-up batch sizes: every allowed batch size, else 1 and max_batch_size. */
