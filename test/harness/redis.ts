@@ -2,14 +2,26 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
-import { Redis } from 'ioredis';
-import { connectRedis } from '../../packages/shared/src/redis.ts';
+import { connectRedis, masterNodes, whenConnected, type Redis } from '../../packages/shared/src/redis.ts';
 import { startRedisServer } from '../../packages/cli/src/redis-server.ts';
 import { CONSUMER_GROUP } from '../../packages/shared/src/keys.ts';
+import { startTestCluster, type TestCluster } from './redis-cluster.ts';
 
-/** A Redis for one test file: its own redis-server, or `INFERLINE_TEST_REDIS_URL` when set. */
+/**
+ * Which Redis the suites run against: `INFERLINE_TEST_REDIS=cluster` starts a 3-master Redis Cluster
+ * per suite (`npm run test:cluster`), anything else (the default) one redis-server.
+ */
+export const TEST_REDIS_CLUSTER = process.env.INFERLINE_TEST_REDIS === 'cluster';
+
+/**
+ * A Redis for one test file: its own redis-server, a 3-master cluster under
+ * `INFERLINE_TEST_REDIS=cluster`, or `INFERLINE_TEST_REDIS_URL` when set.
+ */
 export interface TestRedis {
+  /** `redis://...`, or `redis+cluster://...` for a cluster (what REDIS_URL takes). */
   url: string;
+  /** The cluster, when the suite runs against one. */
+  cluster?: TestCluster;
   /** Remove every key (between tests). */
   flush(): Promise<void>;
   /** Stop the server (when this harness started it) and remove its data folder. */
@@ -26,6 +38,7 @@ export async function startTestRedis(): Promise<TestRedis> {
     return { url: external, flush: () => flushAll(external), stop: () => Promise.resolve() };
   }
   const dir = await mkdtemp(join(tmpdir(), 'inferline-test-redis-'));
+  if (TEST_REDIS_CLUSTER) return startClusterRedis(dir);
   const server = await startRedisServer({ dir, appendonly: false });
   return {
     url: server.url,
@@ -67,10 +80,35 @@ export function useTestRedis(): { readonly server: TestRedis; readonly redis: Re
   };
 }
 
+/** A 3-master cluster in `dir` ({@link startTestCluster}) as a TestRedis. */
+async function startClusterRedis(dir: string): Promise<TestRedis> {
+  const cluster = await startTestCluster(dir);
+  return {
+    url: cluster.url,
+    cluster,
+    flush: () => flushAll(cluster.url),
+    stop: async () => {
+      await cluster.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** FLUSHALL on every master (one on a single Redis). */
 async function flushAll(url: string): Promise<void> {
-  const redis = new Redis(url);
-  await redis.flushall();
-  redis.disconnect();
+  const redis = connectRedis(url, { name: 'test-flush' });
+  try {
+    await whenConnected(redis);
+    await Promise.all(masterNodes(redis).map((node) => node.flushall()));
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Every key matching `pattern` (KEYS) over every master: a cluster spreads keys over its masters. */
+export async function keysEverywhere(redis: Redis, pattern: string): Promise<string[]> {
+  await whenConnected(redis);
+  return (await Promise.all(masterNodes(redis).map((node) => node.keys(pattern)))).flat();
 }
 
 /**

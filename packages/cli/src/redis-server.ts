@@ -26,6 +26,8 @@ export interface RedisServerOptions {
   appendonly?: boolean;
   /** Where redis-server's log goes: a file path, or '' for stdout; default `<dir>/redis.log`. */
   logfile?: string;
+  /** More redis-server arguments, e.g. `['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf']`. */
+  extraArgs?: readonly string[];
 }
 
 /** Ask the OS for a free TCP port on 127.0.0.1. */
@@ -77,6 +79,7 @@ export async function startRedisServer(options: RedisServerOptions): Promise<Red
     '--maxmemory-policy', 'noeviction',
     '--logfile', options.logfile ?? 'redis.log',
     '--daemonize', 'no',
+    ...(options.extraArgs ?? []),
   ];
   // Its own process group: a terminal's Ctrl-C reaches the workers, which still need Redis to settle
   // their batch; the owner stops this server last, with stop().

@@ -1,4 +1,4 @@
-import { encode, enqueueJobs as enqueueScript, InferlineError, priorityLevel, type JobRecord, type Redis, type Tenant } from '@inferline/shared';
+import { encode, enqueueJobs as enqueueScript, idShard, InferlineError, partitionLimit, priorityLevel, type JobRecord, type Redis, type Tenant } from '@inferline/shared';
 import { readImageInput } from './image-input.ts';
 import { validateInput } from './input-validation.ts';
 import { readJobRecord } from './job-view.ts';
@@ -80,8 +80,10 @@ export interface AdmitOptions {
  * `options.idempotency`, a call whose key and fingerprint an earlier call stored returns that
  * call's records as they are now (`replayed`), and stores nothing.
  *
- * @param jobIds one fresh id (`newJobId(model)`) per input, in the same order; created by the caller
- *   so that it can watch for their events before they can fire.
+ * @param jobIds one fresh id per input, in the same order, all of one shard (`newJobId(chooseShard(config))`):
+ *   the call goes to that partition, whose share of `max_queue_size` and of the tenant's `max_queued`
+ *   (`partitionLimit`) it is checked against. Created by the caller so that it can watch for their
+ *   events before they can fire.
  * @returns the stored records (`queued`), in input order, or the replayed ones.
  * @throws InferlineError `invalid_input` (also a `priority` above `priority_levels`), `invalid_image`, `payload_too_large`, `queue_full`,
  *   `tenant_queue_full`, `idempotency_key_reused` (nothing stored in every case), `internal` on an id collision; a Redis failure is rethrown as is (the error
@@ -106,16 +108,18 @@ export async function enqueueJobs(
     const priority = priorityLevel(batching, policy.priority);
     const stored = await readInputs(target, inputs);
     const deadline = queueDeadline(target, createdAt, policy.timeout_ms);
+    const partitions = target.config.partitions;
     const outcome = await enqueueScript(redis, {
       model,
+      shard: idShard(jobIds[0] ?? '') ?? model,
       version: target.version,
-      max_queue_size: batching.max_queue_size,
+      max_queue_size: partitionLimit(batching.max_queue_size, partitions),
       created_at: createdAt,
       jobs: stored.map((input, i) => ({ id: jobIds[i] ?? '', input: encode(input) })),
       priority,
       levels: batching.priority_levels,
       ...(deadline === undefined ? {} : { deadline_at: deadline }),
-      ...(tenant ? { tenant: tenant.name, ...(tenant.max_queued === undefined ? {} : { max_queued: tenant.max_queued }) } : {}),
+      ...(tenant ? { tenant: tenant.name, ...(tenant.max_queued === undefined ? {} : { max_queued: partitionLimit(tenant.max_queued, partitions) }) } : {}),
       ...(options.callback_url === undefined ? {} : { callback_url: options.callback_url }),
       ...(idempotency ? { idempotency: { ...idempotency, ttl_s: target.config.queue.result_ttl_s } } : {}),
     });

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { collectProcessMetrics, keys, type Logger, type Redis } from '@inferline/shared';
+import { collectProcessMetrics, keys, modelShards, type Logger, type Redis } from '@inferline/shared';
 import type { ModelCatalog } from './model-catalog.ts';
 
 /** Upper bounds (s) of `inferline_request_duration_seconds`; long-polls and sync calls reach tens of seconds. */
@@ -41,42 +41,32 @@ export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatInter
   });
   new Gauge({
     name: 'inferline_queue_depth',
-    help: 'Requests waiting or in flight in the streams of a model (XLEN over its served versions and their priority levels).',
+    help: 'Requests waiting or in flight in the streams of a model (XLEN over its served versions, their priority levels and partitions).',
     labelNames: ['model'] as const,
     registers: [registry],
     async collect() {
       this.reset();
-      const served = models.list().map((m) => ({ name: m.config.name, streams: m.served.flatMap((v) => keys.requestStreams(m.config.name, v, m.config.batching.priority_levels)) }));
-      const pipeline = redis.pipeline();
-      for (const m of served) for (const stream of m.streams) pipeline.xlen(stream);
-      const replies = await readPipeline(pipeline, logger, 'inferline_queue_depth');
-      if (!replies) return;
-      let i = 0;
-      for (const m of served) {
-        let depth = 0;
-        for (let n = 0; n < m.streams.length; n++) depth += Number(replies[i++] ?? 0);
-        this.set({ model: m.name }, depth);
-      }
+      const served = models.list().map((m) => ({
+        name: m.config.name,
+        streams: modelShards(m.config.name, m.config.partitions).flatMap((shard) => m.served.flatMap((v) => keys.requestStreams(shard, v, m.config.batching.priority_levels))),
+      }));
+      const replies = await readAll(served.map((m) => m.streams.map((stream) => redis.xlen(stream))), logger, 'inferline_queue_depth');
+      served.forEach((m, i) => replies && this.set({ model: m.name }, sum(replies[i])));
     },
   });
   new Gauge({
     name: 'inferline_dead_letters',
-    help: 'Requests kept in the dead-letter streams of a model (XLEN over its served versions): delivered more than max_deliveries times and failed with "poison". Only an operator removes them.',
+    help: 'Requests kept in the dead-letter streams of a model (XLEN over its served versions and partitions): delivered more than max_deliveries times and failed with "poison". Only an operator removes them.',
     labelNames: ['model'] as const,
     registers: [registry],
     async collect() {
       this.reset();
-      const served = models.list().map((m) => ({ name: m.config.name, versions: m.served }));
-      const pipeline = redis.pipeline();
-      for (const m of served) for (const v of m.versions) pipeline.xlen(keys.deadLetter(m.name, v));
-      const replies = await readPipeline(pipeline, logger, 'inferline_dead_letters');
-      if (!replies) return;
-      let i = 0;
-      for (const m of served) {
-        let count = 0;
-        for (let n = 0; n < m.versions.length; n++) count += Number(replies[i++] ?? 0);
-        this.set({ model: m.name }, count);
-      }
+      const served = models.list().map((m) => ({
+        name: m.config.name,
+        streams: modelShards(m.config.name, m.config.partitions).flatMap((shard) => m.served.map((v) => keys.deadLetter(shard, v))),
+      }));
+      const replies = await readAll(served.map((m) => m.streams.map((stream) => redis.xlen(stream))), logger, 'inferline_dead_letters');
+      served.forEach((m, i) => replies && this.set({ model: m.name }, sum(replies[i])));
     },
   });
   new Gauge({
@@ -87,12 +77,9 @@ export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatInter
     async collect() {
       this.reset();
       const names = models.list().map((m) => m.config.name);
-      const pipeline = redis.pipeline();
       const since = Date.now() - 3 * heartbeatIntervalMs;
-      for (const name of names) pipeline.zcount(keys.workers(name), since, '+inf');
-      const replies = await readPipeline(pipeline, logger, 'inferline_workers');
-      if (!replies) return;
-      names.forEach((name, i) => this.set({ model: name }, Number(replies[i] ?? 0)));
+      const replies = await readAll(names.map((name) => [redis.zcount(keys.workers(name), since, '+inf')]), logger, 'inferline_workers');
+      names.forEach((name, i) => replies && this.set({ model: name }, sum(replies[i])));
     },
   });
   new Gauge({
@@ -102,24 +89,30 @@ export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatInter
     registers: [registry],
     async collect() {
       this.reset();
-      const replies = await readPipeline(redis.pipeline().zcard(keys.groupsOpen()).zcard(keys.groupsReady()), logger, 'inferline_groups');
+      const replies = await readAll([[redis.zcard(keys.groupsOpen())], [redis.zcard(keys.groupsReady())]], logger, 'inferline_groups');
       if (!replies) return;
-      this.set({ state: 'open' }, Number(replies[0] ?? 0));
-      this.set({ state: 'ready' }, Number(replies[1] ?? 0));
+      this.set({ state: 'open' }, sum(replies[0]));
+      this.set({ state: 'ready' }, sum(replies[1]));
     },
   });
   return { registry, requests, requestDuration };
 }
 
-/** Replies of a pipeline, or undefined (logged) when it failed. */
-async function readPipeline(pipeline: ReturnType<Redis['pipeline']>, logger: Logger, metric: string): Promise<unknown[] | undefined> {
+/**
+ * The replies of groups of commands sent at once (the command connection auto-pipelines them; on a
+ * cluster ioredis sends each to its key's master, which one MULTI-less pipeline could not do across
+ * slots), or undefined (logged) when one failed.
+ */
+async function readAll(groups: readonly (readonly Promise<number>[])[], logger: Logger, metric: string): Promise<number[][] | undefined> {
   try {
-    const results = (await pipeline.exec()) ?? [];
-    const failed = results.find(([error]) => error)?.[0];
-    if (failed) throw failed;
-    return results.map(([, value]) => value);
+    return await Promise.all(groups.map((group) => Promise.all(group)));
   } catch (error) {
     logger.warn({ err: error, metric }, 'metric not collected: Redis did not answer');
     return undefined;
   }
+}
+
+/** Sum of numbers (0 for none). */
+function sum(values: readonly number[] | undefined): number {
+  return (values ?? []).reduce((total, value) => total + Number(value), 0);
 }

@@ -6,6 +6,7 @@ import type { ResolvedModel, VersionSelector } from './model-catalog.ts';
 import { outputTensors, selectOutputs, tensorRows, type RequestTensor, type ResponseTensor } from './oip-tensors.ts';
 import type { RouteContext } from './route-context.ts';
 import { waitForJobs } from './wait-for-jobs.ts';
+import { chooseShard } from './partition-choice.ts';
 
 /** What a synchronous call needs of the gateway (a route's context, or the gRPC server's). */
 export type SyncJobsDeps = Pick<RouteContext, 'redis' | 'events' | 'models' | 'metrics' | 'settings'>;
@@ -45,7 +46,8 @@ export interface SyncJobsRequest {
  */
 export async function runSyncJobs(deps: SyncJobsDeps, request: SyncJobsRequest): Promise<{ target: ResolvedModel; outputs: Record<string, unknown>[] }> {
   checkBulkSize(request.inputs.length, deps.settings.max_bulk_inputs, request.what);
-  const ids = request.inputs.map(() => newJobId(request.target.config.name));
+  const shard = chooseShard(request.target.config);
+  const ids = request.inputs.map(() => newJobId(shard));
   if (request.log) request.log.jobs = ids.length;
   // Watch before enqueueing: a job can finish before the enqueue call returns.
   const watch = deps.events.watch(ids);

@@ -2,7 +2,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { Queue } from 'bullmq';
 import ipaddr from 'ipaddr.js';
-import type { Redis } from 'ioredis';
+import type { Redis } from './redis.ts';
 import { InferlineError } from './errors.ts';
 import { BULLMQ_PREFIX, CALLBACKS_QUEUE } from './keys.ts';
 

@@ -247,6 +247,16 @@ export const ModelConfig = Type.Object(
      * request (without a budget every served version is loaded at start anyway).
      */
     preload: Type.Optional(Type.Boolean({ default: false })),
+    /**
+     * Partitions of the model's request streams (default 1): the gateway spreads the model's requests
+     * over this many shards, each with its own hash tag (`{m:<model>}`, `{m:<model>~1}`, ...), so on a
+     * Redis Cluster one busy model uses several masters. Workers consume every partition. Per
+     * partition: the streams (every priority level), dead letters, admission, job records,
+     * idempotency keys and tenant counts; `max_queue_size` and a tenant's `max_queued` are checked
+     * per partition against ceil(limit / partitions). Raising it takes effect at once; lower it only
+     * on a drained model (entries left on a removed partition are read until the version unloads).
+     */
+    partitions: Type.Optional(Type.Integer({ minimum: 1, maximum: 256, default: 1 })),
     version_policy: Type.Optional(VersionPolicy),
     /** Label → version (`{"stable": 1, "canary": 2}`); a label may point only to a served version. */
     version_labels: Type.Optional(Type.Record(Type.String({ pattern: LABEL_PATTERN }), Type.Integer({ minimum: 1 }))),
@@ -267,6 +277,7 @@ export type ModelConfig = ModelConfigInput & {
   batching: BatchingConfig;
   queue: QueueConfig;
   preload: boolean;
+  partitions: number;
   version_policy: VersionPolicy;
   version_labels: Record<string, number>;
 };
@@ -280,6 +291,7 @@ export function parseModelConfig(raw: unknown, source = 'config.json'): ModelCon
   withDefaults.batching = Value.Default(BatchingConfig, withDefaults.batching ?? {});
   withDefaults.queue = Value.Default(QueueConfig, withDefaults.queue ?? {});
   withDefaults.preload ??= false;
+  withDefaults.partitions ??= 1;
   withDefaults.version_policy ??= { latest: { num_versions: 1 } };
   withDefaults.version_labels ??= {};
   // Sections that are a union by `type` are checked against their own schema first, so that an error

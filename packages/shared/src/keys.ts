@@ -3,11 +3,15 @@ import { nanoid } from 'nanoid';
 
 /**
  * Every Redis key and channel name of the protocol (DESIGN.md sections 2 and 10). No other file builds a
- * key string. Keys of a model carry the hash tag `{m:<name>}` so a model's stream, dead letters and
- * heartbeats share one Redis Cluster slot.
+ * key string. Keys of a shard carry the hash tag `{m:<shard>}`, so a shard's streams, dead letters,
+ * admission and job records share one Redis Cluster slot. A shard is one partition of a model
+ * ({@link shardName}): the model's name for partition 0, `<model>~<k>` for partition k ≥ 1
+ * (`partitions` in config.json). The key builders below that take a `model` take a shard for the
+ * per-partition keys (requests, deadLetter, admission, tenantQueued, idempotency, callbacksDue); the
+ * per-model keys (workers, versionStatus) always take the model name, i.e. partition 0's tag.
  *
- * A job id carries the tag of the stream it is settled with: `<model>~<nanoid>` (see {@link newJobId}),
- * and its record is `il:{m:<model>}:job:<id>`. So a client reads a job knowing only its id, and every
+ * A job id carries the tag of the stream it is settled with: `<shard>~<nanoid>` (see {@link newJobId}),
+ * and its record is `il:{m:<shard>}:job:<id>`. So a client reads a job knowing only its id, and every
  * script that touches a job (enqueue, start, settle, dead-letter) touches keys of one slot, which lets
  * one script call carry a whole batch. Keys of an aggregation group carry `{g:<id>}` (DESIGN.md
  * section 5).
@@ -22,17 +26,67 @@ const PREFIX = 'il';
 export const JOB_ID_SEPARATOR = '~';
 
 /**
- * A fresh job id for a request to `model`: `<model>~<nanoid()>` (21 random characters, 126 bits,
- * DESIGN.md section 2). The model part makes {@link keys.job} land in the model's slot.
+ * The shard of partition `partition` of a model (`partitions` in its config.json): the model's name
+ * for partition 0, `<model>~<partition>` for partition k ≥ 1. A shard's keys carry the hash tag
+ * `{m:<shard>}`, so the N partitions of a model land in N slots, which a Redis Cluster spreads over
+ * its masters. Partition 0's shard is the model itself: a model with one partition (the default) has
+ * exactly the keys it always had.
  */
-export function newJobId(model: string): string {
-  return `${model}${JOB_ID_SEPARATOR}${nanoid()}`;
+export function shardName(model: string, partition: number): string {
+  return partition === 0 ? model : `${model}${JOB_ID_SEPARATOR}${partition}`;
 }
 
-/** The model a job id was made for (its hash-tag part), or undefined when the id has no such part. */
-export function jobIdModel(jobId: string): string | undefined {
+/** Every shard of a model with `partitions` partitions ({@link shardName}), partition 0 first. */
+export function modelShards(model: string, partitions: number): string[] {
+  return Array.from({ length: Math.max(1, partitions) }, (_, k) => shardName(model, k));
+}
+
+/** The model of a shard name (everything before its first `~`; model names never hold one). */
+export function shardModel(shard: string): string {
+  const at = shard.indexOf(JOB_ID_SEPARATOR);
+  return at >= 0 ? shard.slice(0, at) : shard;
+}
+
+/**
+ * A fresh job id for a request stored in `shard` (a model name, or `<model>~<k>` for partition k,
+ * {@link shardName}): `<shard>~<nanoid()>` (21 random characters, 126 bits, DESIGN.md section 2).
+ * The shard part makes {@link keys.job} land in the slot of the stream the job is queued in.
+ */
+export function newJobId(shard: string): string {
+  return `${shard}${JOB_ID_SEPARATOR}${nanoid()}`;
+}
+
+/**
+ * The shard a job id was made for (everything before its last `~`: the model, or `<model>~<k>`), or
+ * undefined when the id has no such part. Its keys are in that shard's slot.
+ */
+export function idShard(jobId: string): string | undefined {
   const at = jobId.lastIndexOf(JOB_ID_SEPARATOR);
   return at > 0 ? jobId.slice(0, at) : undefined;
+}
+
+/** The model a job id was made for (its shard's model, {@link shardModel}), or undefined when the id has no shard part. */
+export function jobIdModel(jobId: string): string | undefined {
+  const shard = idShard(jobId);
+  return shard === undefined ? undefined : shardModel(shard);
+}
+
+/**
+ * The partition a request with an `Idempotency-Key` goes to: a hash of tenant and key, so every retry
+ * (through any gateway) reaches the shard whose idempotency record the first call wrote.
+ */
+export function idempotencyPartition(tenant: string, idempotencyKey: string, partitions: number): number {
+  if (partitions <= 1) return 0;
+  return createHash('sha256').update(`${tenant}\n${idempotencyKey}`).digest().readUInt32BE(0) % partitions;
+}
+
+/**
+ * What one partition admits of a model-wide limit (`max_queue_size`, a tenant's `max_queued`): each of
+ * the N partitions checks its own count in its script, against ceil(limit / N), so the model as a
+ * whole admits at most N × ceil(limit / N) (the limit, rounded up to a multiple of N).
+ */
+export function partitionLimit(limit: number, partitions: number): number {
+  return Math.ceil(limit / Math.max(1, partitions));
 }
 
 /** Name of the consumer group every worker of a model version reads through. */
@@ -42,10 +96,11 @@ export const CONSUMER_GROUP = 'workers';
 export const JOB_EVENTS_CHANNEL = `${PREFIX}:events`;
 
 /**
- * Key prefix of the BullMQ queues (`il:bull:<queue>:...`), kept apart from the protocol's own keys.
- * https://docs.bullmq.io/guide/queues/global-concurrency (prefix option)
+ * Key prefix of the BullMQ queues (`{il:bull}:<queue>:...`), kept apart from the protocol's own keys.
+ * It is a hash tag, so that every key of a queue is in one Redis Cluster slot, as BullMQ's scripts
+ * need (https://docs.bullmq.io/bull/patterns/redis-cluster).
  */
-export const BULLMQ_PREFIX = `${PREFIX}:bull`;
+export const BULLMQ_PREFIX = `{${PREFIX}:bull}`;
 
 /** BullMQ queue on which a group whose members all settled waits for its reduce (DESIGN.md section 5). */
 export const REDUCE_QUEUE = 'reduce';
@@ -69,10 +124,10 @@ function groupTag(groupId: string): string {
 /** Key builders; each returns the full key string. */
 export const keys = {
   /**
-   * Hash: one job record (fields in `protocol/records.ts`), in its model's slot. An id without a model
+   * Hash: one job record (fields in `protocol/records.ts`), in its shard's slot. An id without a shard
    * part (never issued by {@link newJobId}) maps to a key no script writes, so it reads as not found.
    */
-  job: (jobId: string): string => `${PREFIX}:${modelTag(jobIdModel(jobId) ?? '')}:job:${jobId}`,
+  job: (jobId: string): string => `${PREFIX}:${modelTag(idShard(jobId) ?? '')}:job:${jobId}`,
   /**
    * Stream: the requests waiting for one model version at one priority level (`batching.priority_levels`,
    * 1 = highest); consumer group {@link CONSUMER_GROUP}. Level 1 keeps the version's original key

@@ -1,5 +1,5 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Redis } from './redis.ts';
 import { BULLMQ_PREFIX, REDUCE_QUEUE } from './keys.ts';
 
 /** Data of a job on the BullMQ queue {@link REDUCE_QUEUE}: the group to reduce. */

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander, Cluster, Redis as SingleRedis } from 'ioredis';
 
 /**
  * The protocol's Lua scripts, one `.lua` file each under `lua/` (header lists KEYS, ARGV and the
@@ -26,6 +26,7 @@ export const SCRIPT_NAMES = [
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 type ScriptArg = string | Buffer | number;
+type Redis = SingleRedis | Cluster;
 type Target = Redis | ChainableCommander;
 
 /** Command name under which a script is defined on a connection. */

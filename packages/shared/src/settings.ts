@@ -10,6 +10,11 @@ import { InferlineError } from './errors.ts';
 export const Settings = Type.Object({
   /** Redis to use; unset under `inferline start` = start a private redis-server under `.inferline/`. */
   redis_url: Type.Optional(Type.String()),
+  /**
+   * Redis Cluster seed nodes, `host:port,host:port` (any reachable masters; the client learns the rest):
+   * the same as `REDIS_URL=redis+cluster://host:port,host:port`. Set one of the two.
+   */
+  redis_cluster_nodes: Type.Optional(Type.String({ pattern: '^[^,\\s]+:[0-9]+(,[^,\\s]+:[0-9]+)*$' })),
   /** Gateway TCP port. */
   port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
   /**
@@ -171,7 +176,8 @@ function parseBoolean(value: string): boolean | string {
 
 /**
  * Read settings from an environment (default `process.env`), convert numbers, apply defaults and
- * resolve folders against the current directory.
+ * resolve folders against the current directory. `REDIS_CLUSTER_NODES` becomes `redis_url`
+ * `redis+cluster://<nodes>` (redis.ts).
  * @throws InferlineError `invalid_config` naming the variable when a value is invalid.
  */
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
@@ -186,6 +192,10 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   const first = Value.Errors(Settings, settings).First();
   if (first) {
     throw new InferlineError('invalid_config', `environment variable ${first.path.slice(1).toUpperCase()}: ${first.message}`);
+  }
+  if (settings.redis_cluster_nodes !== undefined) {
+    if (settings.redis_url !== undefined) throw new InferlineError('invalid_config', 'environment variables REDIS_URL and REDIS_CLUSTER_NODES: set one, not both');
+    settings.redis_url = `redis+cluster://${settings.redis_cluster_nodes}`;
   }
   settings.model_repository = resolve(settings.model_repository);
   settings.cache_dir = resolve(settings.cache_dir);

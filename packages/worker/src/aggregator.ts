@@ -1,8 +1,8 @@
 import { Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
 import {
   BULLMQ_PREFIX,
   connectRedis,
+  modelShards,
   createReduceQueue,
   decode,
   encode,
@@ -19,6 +19,7 @@ import {
   type ReduceJobData,
   type ReducerName,
   type Settings,
+  type Redis,
 } from '@inferline/shared';
 import { AggregatorMetrics } from './aggregator-metrics.ts';
 import { drainDueCallbacks, startCallbackWorker } from './callbacks.ts';
@@ -204,7 +205,8 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
     draining = true;
     (async () => {
       if (Date.now() - modelsReadAt >= settings.poll_interval_ms) {
-        models = (await scanRepository(settings.model_repository)).models.map((model) => model.config.name);
+        // Every partition of a model has its own due set (keys.callbacksDue(shard)).
+        models = (await scanRepository(settings.model_repository)).models.flatMap((model) => modelShards(model.config.name, model.config.partitions));
         modelsReadAt = Date.now();
       }
       await drainDueCallbacks(redis, callbacksQueue, models, settings);

@@ -1,5 +1,4 @@
 import { UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import {
   BULLMQ_PREFIX,
   CALLBACKS_QUEUE,
@@ -16,6 +15,7 @@ import {
   type CallbackJobData,
   type Logger,
   type Settings,
+  type Redis,
 } from '@inferline/shared';
 
 /**
@@ -55,7 +55,7 @@ function deliveryJobId(data: CallbackJobData): string {
 
 /**
  * Move the ids of every due set onto the queue `callbacks`, then out of their set.
- * @param models the models whose due sets to drain (the repository's)
+ * @param models the shards whose due sets to drain: every partition of the repository's models (`modelShards`)
  * @returns how many ids were moved.
  * @throws Error when Redis fails (the ids stay in their sets; the next round takes them).
  */

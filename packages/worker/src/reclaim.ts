@@ -1,5 +1,5 @@
-import { Command, type Redis } from 'ioredis';
-import { CONSUMER_GROUP, deadLetterJob, deadLetterMember, keys, parseEntry, requestLabel, type RawEntry, type StreamEntry } from '@inferline/shared';
+import { Command } from 'ioredis';
+import { CONSUMER_GROUP, type Redis, deadLetterJob, deadLetterMember, keys, parseEntry, requestLabel, type RawEntry, type StreamEntry } from '@inferline/shared';
 import { dropEntries } from './settle.ts';
 
 /** What one reclaim pass found. */

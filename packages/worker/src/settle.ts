@@ -1,8 +1,8 @@
-import type { Redis } from 'ioredis';
 import {
   CONSUMER_GROUP,
   keys,
   encode,
+  modelShards,
   outputToJson,
   parseEntry,
   type RawEntry,
@@ -12,6 +12,7 @@ import {
   type JobEntry,
   type MemberEntry,
   type StreamEntry,
+  type Redis,
 } from '@inferline/shared';
 import type { ItemResult } from './predict-with-split.ts';
 
@@ -38,6 +39,8 @@ export interface SettleOutcome {
  * in its group once, the group's `remaining` counter decremented on that first settle only). The
  * calls go out together (the connection auto-pipelines). Every script XACKs and XDELs its entries and
  * announces the new statuses.
+ * @param model the shard the batch was read from (`shardName`: the model's name for partition 0,
+ *   whose streams also carry the group members)
  * @throws Error when Redis fails; the entries then stay pending and are reclaimed later.
  */
 export async function settleBatch(redis: Redis, model: string, version: number, batch: BatchFigures, settlements: readonly Settlement[]): Promise<SettleOutcome> {
@@ -111,16 +114,26 @@ const FAIL_CHUNK = 256;
  */
 export async function failWaiting(
   redis: Redis,
-  target: { model: string; version: number; result_ttl_s: number; /** `priority_levels`: every level's stream is emptied; default 1 */ levels?: number },
+  target: {
+    model: string;
+    version: number;
+    result_ttl_s: number;
+    /** `priority_levels`: every level's stream is emptied; default 1 */
+    levels?: number;
+    /** The model's `partitions`: every partition's streams are emptied; default 1 */
+    partitions?: number;
+  },
   code: 'version_unloaded' | 'model_unavailable',
   message: string,
 ): Promise<SettleOutcome> {
   const outcome: SettleOutcome = { written: 0, readyGroups: [] };
-  const streams = keys.requestStreams(target.model, target.version, target.levels ?? 1);
-  for (const [i, stream] of streams.entries()) {
-    const { written, readyGroups } = await failStream(redis, target, stream, i + 1, code, message);
-    outcome.written += written;
-    outcome.readyGroups.push(...readyGroups);
+  for (const shard of modelShards(target.model, target.partitions ?? 1)) {
+    const streams = keys.requestStreams(shard, target.version, target.levels ?? 1);
+    for (const [i, stream] of streams.entries()) {
+      const { written, readyGroups } = await failStream(redis, { ...target, model: shard }, stream, i + 1, code, message);
+      outcome.written += written;
+      outcome.readyGroups.push(...readyGroups);
+    }
   }
   return outcome;
 }

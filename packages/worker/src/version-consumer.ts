@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { Redis } from 'ioredis';
 import {
   CONSUMER_GROUP,
   InferlineError,
@@ -8,15 +7,18 @@ import {
   decode,
   isInferlineError,
   keys,
+  nodeFor,
   parseEntry,
   requestLabel,
   startJobs,
   startMembers,
+  whenConnected,
   type Logger,
   type MemberEntry,
   type ModelConfig,
   type RawEntry,
   type StreamEntry,
+  type Redis,
 } from '@inferline/shared';
 import { collectBatch, predictPadded, type BatchSource } from './batcher/batcher.ts';
 import { PriorityFill, type LevelSource } from './batcher/priority-fill.ts';
@@ -80,12 +82,20 @@ export interface LoadWindow {
 /** Dependencies and options of a {@link VersionConsumer}. */
 export interface VersionConsumerOptions {
   config: ModelConfig;
+  /**
+   * The partition this consumer reads (`shardName(model, k)`); default the model (partition 0). A
+   * version of a model with `partitions: N` is served by N consumers sharing one runner.
+   */
+  shard?: string;
   runner: BatchRunner;
   /** Set when the version was loaded on demand: jobs that waited for the load report `load_ms`. */
   load?: LoadWindow;
   /** Command connection (scripts, pipelines). */
   redis: Redis;
-  /** Connection reserved for this consumer's blocking XREADGROUP. */
+  /**
+   * Connection reserved for this consumer's blocking XREADGROUP (on a cluster a client of its own: the
+   * read ties up its connection to the partition's master).
+   */
   reader: Redis;
   consumer: string;
   idle_block_ms: number;
@@ -107,6 +117,8 @@ export interface VersionConsumerOptions {
  */
 export class VersionConsumer {
   readonly #options: VersionConsumerOptions;
+  /** The partition read, settled and reclaimed (`shardName`). */
+  readonly #shard: string;
   /** The model's config; replaced by {@link updateConfig} (batching and queue options apply from the next batch). */
   #config: ModelConfig;
   /** The version's request streams, one per priority level, highest first (`keys.requestStreams`). */
@@ -126,9 +138,10 @@ export class VersionConsumer {
   constructor(options: VersionConsumerOptions) {
     this.#options = options;
     this.#config = options.config;
-    this.#streams = keys.requestStreams(options.config.name, options.runner.version, options.config.batching.priority_levels);
+    this.#shard = options.shard ?? options.config.name;
+    this.#streams = keys.requestStreams(this.#shard, options.runner.version, options.config.batching.priority_levels);
     this.#fill = this.#newFill();
-    this.#log = options.logger.child({ model: options.config.name, version: options.runner.version });
+    this.#log = options.logger.child({ model: options.config.name, version: options.runner.version, ...(this.#shard === options.config.name ? {} : { shard: this.#shard }) });
   }
 
   /** Batches fetched and not yet settled (a version with one is never unloaded to make room). */
@@ -149,9 +162,30 @@ export class VersionConsumer {
   updateConfig(config: ModelConfig): void {
     this.#config = config;
     // An idle read still waits with the old COUNT: end it, so the next batch is formed with the new config.
-    if (this.#readerId >= 0) {
-      this.#options.redis.client('UNBLOCK', this.#readerId).catch((error: unknown) => this.#log.warn({ err: error }, 'CLIENT UNBLOCK after a config change failed'));
+    this.#unblock(false, 'after a config change');
+  }
+
+  /**
+   * CLIENT UNBLOCK the reader's read in flight (with `timeout`: as if its BLOCK ran out), sent from the
+   * command connection to the server the reader reads from (client ids are per server; on a cluster
+   * that is the partition's master). Failures are logged: the read then ends at its BLOCK.
+   */
+  #unblock(timeout: boolean, why: string): void {
+    if (this.#readerId < 0) return;
+    try {
+      const node = nodeFor(this.#options.redis, this.#streams[0] ?? '');
+      (timeout ? node.client('UNBLOCK', this.#readerId, 'TIMEOUT') : node.client('UNBLOCK', this.#readerId))
+        .catch((error: unknown) => this.#log.warn({ err: error }, `CLIENT UNBLOCK ${why} failed`));
+    } catch (error) {
+      this.#log.warn({ err: error }, `CLIENT UNBLOCK ${why} failed`);
     }
+  }
+
+  /** Learn the CLIENT ID of the reader's connection to the partition's server (again after a reconnect). */
+  async #learnReaderId(): Promise<void> {
+    const { reader } = this.#options;
+    await whenConnected(reader);
+    this.#readerId = Number(await nodeFor(reader, this.#streams[0] ?? '').client('ID'));
   }
 
   /** A fill over the current streams (config's priority_levels and priority_max_skips). */
@@ -169,7 +203,7 @@ export class VersionConsumer {
     const { batching } = this.#config;
     this.#fill.maxSkips = batching.priority_max_skips;
     if (batching.priority_levels === this.#streams.length || this.#fill.buffered > 0) return;
-    const streams = keys.requestStreams(this.#config.name, this.#options.runner.version, batching.priority_levels);
+    const streams = keys.requestStreams(this.#shard, this.#options.runner.version, batching.priority_levels);
     await ensureConsumerGroups(this.#options.redis, streams);
     this.#streams = streams;
     this.#fill = this.#newFill();
@@ -180,12 +214,9 @@ export class VersionConsumer {
   async run(signal: AbortSignal): Promise<void> {
     const { redis, reader } = this.#options;
     await ensureConsumerGroups(redis, this.#streams);
-    const learnReaderId = async (): Promise<void> => {
-      this.#readerId = Number(await reader.client('ID'));
-    };
-    await learnReaderId();
+    await this.#learnReaderId();
     reader.on('ready', () => {
-      learnReaderId().catch((error: unknown) => this.#log.warn({ err: error }, 'cannot read the reader client id'));
+      this.#learnReaderId().catch((error: unknown) => this.#log.warn({ err: error }, 'cannot read the reader client id'));
     });
     const source: BatchSource<ReadEntry> = { read: async (count, blockMs) => this.#start(await this.#fill.read(count, blockMs)) };
     const clock = { now: () => performance.now() };
@@ -201,9 +232,7 @@ export class VersionConsumer {
     // A stop ends the idle read at once instead of after idle_block_ms.
     signal.addEventListener(
       'abort',
-      () => {
-        redis.client('UNBLOCK', this.#readerId).catch((error: unknown) => this.#log.warn({ err: error }, 'CLIENT UNBLOCK on stop failed'));
-      },
+      () => this.#unblock(false, 'on stop'),
       { once: true },
     );
     while (!signal.aborted) {
@@ -278,15 +307,18 @@ export class VersionConsumer {
   async #read(levels: readonly number[], count: number, blockMs?: number): Promise<StreamEntry[][]> {
     const { reader, redis, consumer } = this.#options;
     const streams = levels.map((level) => this.#streams[level] ?? '');
-    const timer = blockMs === undefined ? undefined : setTimeout(() => {
-      redis.client('UNBLOCK', this.#readerId, 'TIMEOUT').catch((error: unknown) => this.#log.warn({ err: error }, 'CLIENT UNBLOCK failed'));
-    }, blockMs);
+    // After a reconnect (a master restarted) the reader has a new id on its server.
+    if (this.#readerId < 0) await this.#learnReaderId();
+    const timer = blockMs === undefined ? undefined : setTimeout(() => this.#unblock(true, 'at the end of a read'), blockMs);
     let reply: [Buffer, RawEntry[]][] | null;
     try {
       const block = blockMs === undefined ? [] : ['BLOCK', blockMs];
       reply = (await reader.callBuffer(
         'XREADGROUP', 'GROUP', CONSUMER_GROUP, consumer, 'COUNT', count, ...block, 'STREAMS', ...streams, ...streams.map(() => '>'),
       )) as [Buffer, RawEntry[]][] | null;
+    } catch (error) {
+      this.#readerId = -1;
+      throw error;
     } finally {
       clearTimeout(timer);
     }
@@ -332,7 +364,7 @@ export class VersionConsumer {
     const config = this.#config;
     for (;;) {
       const { claimed, deadLettered, readyGroups } = await reclaimPending(redis, {
-        model: config.name,
+        model: this.#shard,
         version: runner.version,
         level,
         consumer,
@@ -430,7 +462,7 @@ export class VersionConsumer {
       queue_ms: Math.max(0, startedAt - acceptedAt(entry.entryId)),
     }));
     const figures = { inference_ms: 0, batch_size: 0, batch_id: '', result_ttl_s: config.queue.result_ttl_s };
-    const { readyGroups } = await settleBatch(redis, config.name, runner.version, figures, settlements);
+    const { readyGroups } = await settleBatch(redis, this.#shard, runner.version, figures, settlements);
     this.#groupsReady(readyGroups);
     this.#options.metrics.observeExpired(config.name, runner.version, entries.length);
     this.#log.info({ count: entries.length, job_ids: entries.map(requestLabel) }, 'requests past their deadline failed without inference');
@@ -464,7 +496,7 @@ export class VersionConsumer {
       return settlement;
     });
     const figures = { inference_ms: inferenceMs, batch_size: live.length, batch_id: batchId, result_ttl_s: config.queue.result_ttl_s };
-    const { written, readyGroups } = await settleBatch(redis, config.name, runner.version, figures, settlements);
+    const { written, readyGroups } = await settleBatch(redis, this.#shard, runner.version, figures, settlements);
     this.#groupsReady(readyGroups);
     const settled = settlements.map((s) => s.result);
     this.#options.metrics.observeBatch(config.name, runner.version, settled, settlements.map((s) => s.queue_ms), computeMs);

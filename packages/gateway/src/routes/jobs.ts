@@ -22,6 +22,7 @@ import { admitJobs, checkBulkSize } from '../enqueue-jobs.ts';
 import { idempotencyKey, requestFingerprint } from '../idempotency.ts';
 import { jobListJson, jobViewJson, readJob, readJobRecord, sendJsonBytes } from '../job-view.ts';
 import { openEventStream } from '../event-stream.ts';
+import { chooseShard } from '../partition-choice.ts';
 import { whenRedisReady } from '../redis-ready.ts';
 import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
@@ -33,7 +34,7 @@ const DEFAULT_RESULT_TTL_S = (Value.Default(QueueConfig, {}) as { result_ttl_s: 
 /** Period of the SSE comment heartbeat that keeps proxies from closing an idle event stream, ms. */
 export const SSE_HEARTBEAT_MS = 15_000;
 
-/** A job id: `<model>~<nanoid>` (`newJobId`), at most 64 + 1 + 21 characters. */
+/** A job id: `<model>~<nanoid>` or `<model>~<partition>~<nanoid>` (`newJobId`), at most 64 + 1 + 3 + 1 + 21 characters. */
 const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) });
 
 /**
@@ -96,10 +97,11 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       if (version !== undefined && label !== undefined) throw new InferlineError('invalid_input', 'body: give "version" or "label", not both');
       if (inputs) checkBulkSize(inputs.length, ctx.settings.max_bulk_inputs, 'inputs');
       // Fail fast on an unknown model before any id is made or any watch opened.
-      ctx.models.require(model);
+      const { config } = ctx.models.require(model);
       const callback = await acceptCallbackUrl(callbackUrl, request.tenant, ctx.settings);
       const values = inputs ?? [input];
-      let ids = values.map(() => newJobId(model));
+      const shard = chooseShard(config, key === undefined ? undefined : { tenant: request.tenant?.name ?? '', key });
+      let ids = values.map(() => newJobId(shard));
       if (inputs) request.logContext.jobs = ids.length;
       else request.logContext.job_id = ids[0];
       const preferred = preferredWaitS(request.headers.prefer);

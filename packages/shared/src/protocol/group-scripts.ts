@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import { InferlineError } from '../errors.ts';
 import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys } from '../keys.ts';
 import { runScript } from '../scripts.ts';

@@ -1,6 +1,6 @@
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import { InferlineError } from '../errors.ts';
-import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys } from '../keys.ts';
+import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, idShard, keys } from '../keys.ts';
 import { runScript } from '../scripts.ts';
 
 /**
@@ -38,8 +38,13 @@ export const QUEUE_FULL_RETRY_AFTER_S = 1;
 /** What {@link enqueueJobs} stores: the requests of one call to one model version. */
 export interface EnqueueJobsRequest {
   model: string;
+  /**
+   * The partition's shard the jobs go to (`shardName(model, k)`; every job id was made for it by
+   * `newJobId(shard)`); default the model (partition 0).
+   */
+  shard?: string;
   version: number;
-  /** Most entries the version's stream may hold (waiting or in flight); `max_queue_size`. */
+  /** Most entries the version's stream of this partition may hold (waiting or in flight); `partitionLimit(max_queue_size, partitions)`. */
   max_queue_size: number;
   /** ms since epoch */
   created_at: number;
@@ -53,7 +58,7 @@ export interface EnqueueJobsRequest {
   deadline_at?: number;
   /** The tenant the jobs belong to (stored in each record, counted in `keys.tenantQueued`); absent = none. */
   tenant?: string;
-  /** Most requests the tenant may have waiting or running in this model's queue; absent = no cap. */
+  /** Most requests the tenant may have waiting or running in this partition of the model's queue (`partitionLimit(max_queued, partitions)`); absent = no cap. */
   max_queued?: number;
   /** Where the terminal view of each job is POSTed (stored in each record). */
   callback_url?: string;
@@ -104,17 +109,18 @@ export function idempotencyReusedError(key: string): InferlineError {
  */
 export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<EnqueueOutcome> {
   const { model, version, jobs, idempotency } = request;
+  const shard = request.shard ?? model;
   const tenant = request.tenant ?? '';
   const priority = request.priority ?? 1;
-  const levelStreams = keys.requestStreams(model, version, request.levels ?? 1);
-  const scriptKeys = [keys.requests(model, version, priority), keys.admission(model)];
+  const levelStreams = keys.requestStreams(shard, version, request.levels ?? 1);
+  const scriptKeys = [keys.requests(shard, version, priority), keys.admission(shard)];
   const args: (string | number | Buffer)[] = [request.max_queue_size, model, version, request.created_at];
   for (const job of jobs) {
     scriptKeys.push(keys.job(job.id));
     args.push(job.id);
   }
   for (const job of jobs) args.push(job.input);
-  scriptKeys.push(keys.tenantQueued(model), keys.idempotency(model, 'jobs', tenant, idempotency?.key ?? ''), ...levelStreams);
+  scriptKeys.push(keys.tenantQueued(shard), keys.idempotency(shard, 'jobs', tenant, idempotency?.key ?? ''), ...levelStreams);
   args.push(tenant, request.max_queued ?? 0, request.callback_url ?? '', idempotency?.fingerprint ?? '', idempotency?.ttl_s ?? 0);
   args.push(request.deadline_at === undefined ? '' : Math.floor(request.deadline_at), priority, levelStreams.length);
   const reply = await runScript<string[] | number>(redis, 'enqueue', scriptKeys, args);
@@ -176,21 +182,23 @@ export interface JobSettlement {
 /**
  * Settle the single jobs of one batch of one model version in one script call (settle.lua): write
  * each result unless its job is already terminal, announce it, acknowledge and delete every entry.
+ * @param shard the partition the batch was read from (`shardName`; the model for partition 0): the
+ *   jobs' ids carry it, and its streams, tenant counts and callbacks due set are settled.
  * @returns per settlement whether this call wrote it (a redelivery of a settled job writes nothing).
  * @throws Error when Redis fails; the entries then stay pending and are reclaimed later.
  */
-export async function settleJobs(redis: Redis, model: string, version: number, batch: BatchFigures, settlements: readonly JobSettlement[]): Promise<boolean[]> {
+export async function settleJobs(redis: Redis, shard: string, version: number, batch: BatchFigures, settlements: readonly JobSettlement[]): Promise<boolean[]> {
   if (settlements.length === 0) return [];
   const levels = new Set(settlements.map((s) => s.level ?? 1));
   if (levels.size > 1) {
     // One call per level's stream (each acknowledges its own entries); answered in the given order.
     const byLevel = [...levels].map((level) => settlements.flatMap((s, i) => ((s.level ?? 1) === level ? [{ s, i }] : [])));
-    const replies = await Promise.all(byLevel.map((items) => settleJobs(redis, model, version, batch, items.map(({ s }) => s))));
+    const replies = await Promise.all(byLevel.map((items) => settleJobs(redis, shard, version, batch, items.map(({ s }) => s))));
     const written = new Array<boolean>(settlements.length).fill(false);
     byLevel.forEach((items, l) => items.forEach(({ i }, k) => (written[i] = replies[l]?.[k] ?? false)));
     return written;
   }
-  const scriptKeys = [keys.requests(model, version, settlements[0]?.level ?? 1)];
+  const scriptKeys = [keys.requests(shard, version, settlements[0]?.level ?? 1)];
   const args: (string | number | Buffer)[] = [
     CONSUMER_GROUP, Date.now(), batch.inference_ms.toFixed(3), batch.batch_size, batch.batch_id, batch.result_ttl_s, JOB_EVENTS_CHANNEL,
   ];
@@ -198,13 +206,14 @@ export async function settleJobs(redis: Redis, model: string, version: number, b
     scriptKeys.push(keys.job(jobId));
     args.push(jobId, entryId, result.ok ? 'succeeded' : 'failed', result.ok ? result.output : `${result.code}\t${result.message}`, queue_ms.toFixed(3), load_ms === undefined ? '' : load_ms.toFixed(3));
   }
-  scriptKeys.push(keys.tenantQueued(model), keys.callbacksDue(model));
+  scriptKeys.push(keys.tenantQueued(shard), keys.callbacksDue(shard));
   const written = await runScript<number[]>(redis, 'settle', scriptKeys, args);
   return written.map((flag) => Number(flag) === 1);
 }
 
 /** A request moved to the dead-letter stream ({@link deadLetterJob}). */
 export interface DeadLetter {
+  /** The shard the entry was read from (`shardName`; the model for partition 0). */
   model: string;
   version: number;
   jobId: string;
@@ -248,8 +257,10 @@ export type CancelOutcome = 'cancelled' | 'running' | 'finished' | 'missing';
 export async function cancelJob(redis: Redis, jobId: string, result_ttl_s: number, message: string): Promise<CancelOutcome> {
   const [model, version, priority] = await redis.hmget(keys.job(jobId), 'model', 'version', 'priority');
   if (model == null || version == null) return 'missing';
+  // The job's partition is in its id (the record's `model` is the model's name).
+  const shard = idShard(jobId) ?? model;
   const before = await runScript<string>(redis, 'cancel', [
-    keys.job(jobId), keys.requests(model, Number(version), Number(priority ?? 1)), keys.tenantQueued(model), keys.callbacksDue(model),
+    keys.job(jobId), keys.requests(shard, Number(version), Number(priority ?? 1)), keys.tenantQueued(shard), keys.callbacksDue(shard),
   ], [
     CONSUMER_GROUP, Date.now(), result_ttl_s, JOB_EVENTS_CHANNEL, jobId, message,
   ]);

@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
-import { keys } from '../keys.ts';
+import type { Redis } from '../redis.ts';
+import { keys, modelShards } from '../keys.ts';
 import { runScript } from '../scripts.ts';
 
 /**
@@ -63,7 +63,9 @@ export const LIVE_HEARTBEATS = 3;
 /**
  * Record one worker's heartbeat for one model (heartbeat.lua): alive now, holding `versions`; prune
  * workers silent for {@link HEARTBEAT_PRUNE_PERIODS} periods; open each version of `open` (the ones it
- * serves as selected by the policy, so admission comes back after Redis lost its data).
+ * serves as selected by the policy, so admission comes back after Redis lost its data). Partition 0's
+ * admission is opened in the script; the other partitions' (`partitions` > 1: each in its own slot)
+ * by one HSET each, sent together.
  */
 export async function announceWorker(
   redis: Redis,
@@ -72,14 +74,19 @@ export async function announceWorker(
   open: readonly number[],
   heartbeatIntervalMs: number,
   now = Date.now(),
+  partitions = 1,
 ): Promise<void> {
   const { consumer } = announcement;
-  await runScript(redis, 'heartbeat', [keys.workers(model), keys.versionStatus(model), keys.admission(model)], [
-    now,
-    consumer,
-    JSON.stringify({ backend: announcement.backend, versions: announcement.versions }),
-    now - HEARTBEAT_PRUNE_PERIODS * heartbeatIntervalMs,
-    ...open,
+  const opened = modelShards(model, partitions).slice(1).map((shard) => (open.length === 0 ? Promise.resolve(0) : redis.hset(keys.admission(shard), ...open.flatMap((v) => [String(v), 'open']))));
+  await Promise.all([
+    runScript(redis, 'heartbeat', [keys.workers(model), keys.versionStatus(model), keys.admission(model)], [
+      now,
+      consumer,
+      JSON.stringify({ backend: announcement.backend, versions: announcement.versions }),
+      now - HEARTBEAT_PRUNE_PERIODS * heartbeatIntervalMs,
+      ...open,
+    ]),
+    ...opened,
   ]);
 }
 
@@ -155,12 +162,16 @@ export async function readLiveVersions(redis: Redis, model: string, heartbeatInt
 /** Admission of one version: `open` (requests are stored) or `closed`. */
 export type Admission = 'open' | 'closed';
 
-/** Open or close one version for admission (`keys.admission`). */
-export async function setAdmission(redis: Redis, model: string, version: number, admission: Admission): Promise<void> {
-  await redis.hset(keys.admission(model), String(version), admission);
+/**
+ * Open or close one version for admission (`keys.admission`) in every partition of its model
+ * (`partitions`, default 1; each partition's enqueue.lua checks its own hash). Resolves once all are
+ * written, so after a close no partition admits the version.
+ */
+export async function setAdmission(redis: Redis, model: string, version: number, admission: Admission, partitions = 1): Promise<void> {
+  await Promise.all(modelShards(model, partitions).map((shard) => redis.hset(keys.admission(shard), String(version), admission)));
 }
 
-/** Every version of a model that was ever opened, with its admission now. */
+/** Every version of a model that was ever opened, with its admission now (partition 0's hash, which every open and close writes). */
 export async function readAdmission(redis: Redis, model: string): Promise<Map<number, Admission>> {
   const fields = await redis.hgetall(keys.admission(model));
   return new Map(Object.entries(fields).map(([version, admission]) => [Number(version), admission === 'open' ? 'open' : 'closed']));

@@ -4,7 +4,10 @@ import {
   InferlineError,
   announceWorker,
   connectRedis,
+  isCluster,
+  keySlot,
   keys,
+  modelShards,
   queueLength,
   readAdmission,
   readLiveVersions,
@@ -66,11 +69,13 @@ interface HeldVersion {
   /** A STANDBY version whose load on demand is queued or running (it stays announced AVAILABLE). */
   demanded?: { since: number };
   pool?: InstancePool;
-  consumer?: VersionConsumer;
-  reader?: Redis;
-  /** Aborted to stop its consumer. */
+  /** One consumer per partition of the model (`partitions`), partition 0 first, all on `pool`. */
+  consumers?: VersionConsumer[];
+  /** Each consumer's reader connection, in the same order. */
+  readers?: Redis[];
+  /** Aborted to stop its consumers. */
   stop: AbortController;
-  /** The consumer's loop; resolves once it stopped and settled its batch. */
+  /** The consumers' loops; resolves once they stopped and settled their batches. */
   running?: Promise<void>;
   /** When it became AVAILABLE, ms since epoch. */
   loadedAt?: number;
@@ -226,7 +231,11 @@ export class RepositoryFollower {
       }
       followed.config = model.config;
       followed.failed.clear();
-      for (const held of followed.held.values()) held.consumer?.updateConfig(model.config);
+      for (const held of followed.held.values()) {
+        for (const versionConsumer of held.consumers ?? []) versionConsumer.updateConfig(model.config);
+        // More partitions: the new ones get their consumers at once (fewer: the old ones keep theirs).
+        if (held.pool && held.state === 'AVAILABLE') this.#startConsumers(followed, held, model.config);
+      }
       this.#log.info({ model: name }, 'model config changed; applied to the versions being served');
     }
     followed.selected = model.served;
@@ -311,25 +320,11 @@ export class RepositoryFollower {
           await this.#sweep(model).catch((sweepError: unknown) => this.#log.warn({ err: sweepError, ...log }, 'sweep after a failed load failed'));
           return;
         }
-        const reader = connectRedis(settings.redis_url, { name: `worker-reader:${consumer}` });
-        reader.on('error', (error: Error) => this.#log.warn({ err: error, ...log }, 'redis reader connection error'));
         const loadedAt = Date.now();
         const load: LoadWindow | undefined = held.demanded ? { started_at: startedAt, finished_at: loadedAt } : undefined;
-        const versionConsumer = new VersionConsumer({
-          config: model.config,
-          runner: pool,
-          ...(load ? { load } : {}),
-          redis,
-          reader,
-          consumer,
-          idle_block_ms: settings.idle_block_ms,
-          logger,
-          metrics,
-          onGroupReady,
-        });
         delete held.demanded;
-        Object.assign(held, { pool, reader, consumer: versionConsumer, state: 'AVAILABLE', loadedAt, footprint });
-        held.running = keepRunning(versionConsumer, held.stop.signal, this.#log.child(log));
+        Object.assign(held, { pool, consumers: [], readers: [], state: 'AVAILABLE', loadedAt, footprint });
+        this.#startConsumers(model, held, model.config, load);
         metrics.observeLoad(model.name, version);
         metrics.setWeightBytes(this.#heldBytes());
         this.#log.info(
@@ -343,6 +338,42 @@ export class RepositoryFollower {
         this.#log.error({ ...log, err: error }, 'starting a model version failed');
       }
     });
+  }
+
+  /**
+   * Start a consumer, with its own reader connection, for each partition of `config.partitions` that
+   * the held version has none for yet (all of them right after its load; the new ones when
+   * `partitions` grows). Every consumer runs its batches on the version's one instance pool.
+   */
+  #startConsumers(model: FollowedModel, held: HeldVersion, config: ModelConfig, load?: LoadWindow): void {
+    const { settings, redis, consumer, logger, metrics, onGroupReady } = this.#options;
+    const pool = held.pool;
+    if (!pool) return;
+    const consumers = (held.consumers ??= []);
+    const readers = (held.readers ??= []);
+    const shards = modelShards(model.name, config.partitions);
+    for (let k = consumers.length; k < shards.length; k++) {
+      const log = { model: model.name, version: held.version, ...(k === 0 ? {} : { shard: shards[k] }) };
+      const reader = connectRedis(settings.redis_url, { name: `worker-reader:${consumer}` });
+      reader.on('error', (error: Error) => this.#log.warn({ err: error, ...log }, 'redis reader connection error'));
+      const versionConsumer = new VersionConsumer({
+        config,
+        shard: shards[k] as string,
+        runner: pool,
+        ...(load ? { load } : {}),
+        redis,
+        reader,
+        consumer,
+        idle_block_ms: settings.idle_block_ms,
+        logger,
+        metrics,
+        onGroupReady,
+      });
+      consumers.push(versionConsumer);
+      readers.push(reader);
+      const running = keepRunning(versionConsumer, held.stop.signal, this.#log.child(log));
+      held.running = held.running ? Promise.all([held.running, running]).then(() => undefined) : running;
+    }
   }
 
   /** Instances per version of a model: its instance_group, else the worker's instance_count. */
@@ -378,7 +409,7 @@ export class RepositoryFollower {
           if (held.state !== 'AVAILABLE' || !held.pool || held === loading) continue;
           // A version just loaded for its queued requests serves a batch before it can be evicted, so
           // two models that take turns under a tight budget make progress instead of evicting each other.
-          if (held.consumer?.lastUsedAt === 0 && (await queueLength(this.#options.redis, model.name, held.version, model.config.batching.priority_levels)) > 0) {
+          if (lastUsedAt(held) === 0 && (await queueLength(this.#options.redis, model.name, held.version, model.config.batching.priority_levels, model.config.partitions)) > 0) {
             pending = true;
             continue;
           }
@@ -396,8 +427,8 @@ export class RepositoryFollower {
         await delay(DRAIN_POLL_MS);
         continue;
       }
-      const lastUsed = (held: HeldVersion): number => held.consumer?.lastUsedAt || held.loadedAt || 0;
-      candidates.sort((a, b) => Number((a.held.consumer?.inHand ?? 0) > 0) - Number((b.held.consumer?.inHand ?? 0) > 0) || lastUsed(a.held) - lastUsed(b.held));
+      const lastUsed = (held: HeldVersion): number => lastUsedAt(held) || held.loadedAt || 0;
+      candidates.sort((a, b) => Number(inHand(a.held) > 0) - Number(inHand(b.held) > 0) || lastUsed(a.held) - lastUsed(b.held));
       const victim = candidates[0] as { model: FollowedModel; held: HeldVersion };
       await this.#evict(victim.model, victim.held);
     }
@@ -410,10 +441,10 @@ export class RepositoryFollower {
    */
   async #evict(model: FollowedModel, held: HeldVersion): Promise<void> {
     const log = { model: model.name, version: held.version };
-    const idleMs = Date.now() - (held.consumer?.lastUsedAt || held.loadedAt || Date.now());
+    const idleMs = Date.now() - (lastUsedAt(held) || held.loadedAt || Date.now());
     await stopServing(held);
     const memory = memoryFigures();
-    for (const key of ['pool', 'consumer', 'reader', 'running', 'loadedAt', 'footprint'] as const) delete held[key];
+    for (const key of ['pool', 'consumers', 'readers', 'running', 'loadedAt', 'footprint'] as const) delete held[key];
     Object.assign(held, { state: 'STANDBY', stop: new AbortController() });
     this.#options.metrics.observeEviction(model.name, held.version);
     this.#options.metrics.setWeightBytes(this.#heldBytes());
@@ -428,10 +459,10 @@ export class RepositoryFollower {
     this.#wakeWatcher();
     const { redis } = this.#options;
     const retiring = (async () => {
-      await setAdmission(redis, model.name, held.version, 'closed');
+      await setAdmission(redis, model.name, held.version, 'closed', model.config.partitions);
       const { written, readyGroups } = await failWaiting(
         redis,
-        { model: model.name, version: held.version, result_ttl_s: model.config.queue.result_ttl_s, levels: model.config.batching.priority_levels },
+        { model: model.name, version: held.version, result_ttl_s: model.config.queue.result_ttl_s, levels: model.config.batching.priority_levels, partitions: model.config.partitions },
         'version_unloaded',
         `model "${model.name}" version ${held.version} was unloaded before this request ran; retry without a version`,
       );
@@ -453,8 +484,10 @@ export class RepositoryFollower {
     const watcher = connectRedis(settings.redis_url, { name: `worker-demand:${consumer}` });
     this.#watcher = watcher;
     watcher.on('error', (error: Error) => this.#log.warn({ err: error }, 'redis demand watcher connection error'));
+    // On a cluster the watched streams are on several masters, each with its own client ids: no
+    // CLIENT UNBLOCK there; each read blocks at most DEMAND_BLOCK_MS / (slots read) instead.
     watcher.on('ready', () => {
-      watcher.client('ID').then((id) => (this.#watcherId = Number(id)), () => undefined);
+      if (!isCluster(watcher)) watcher.client('ID').then((id) => (this.#watcherId = Number(id)), () => undefined);
     });
     const lastIds = new Map<string, string>();
     let woken = false;
@@ -478,7 +511,9 @@ export class RepositoryFollower {
             for (const held of model.held.values()) {
               if (held.state !== 'STANDBY' || held.demanded) continue;
               // A request at any priority level is a demand.
-              for (const stream of keys.requestStreams(model.name, held.version, model.config.batching.priority_levels)) watched.push({ model, held, stream });
+              for (const shard of modelShards(model.name, model.config.partitions)) {
+                for (const stream of keys.requestStreams(shard, held.version, model.config.batching.priority_levels)) watched.push({ model, held, stream });
+              }
             }
           }
           for (const stream of lastIds.keys()) if (!watched.some((w) => w.stream === stream)) lastIds.delete(stream);
@@ -495,13 +530,18 @@ export class RepositoryFollower {
             continue;
           }
           if (woken) continue;
-          const streams = waiting.map((w) => w.stream);
-          const reply = await watcher.xread('COUNT', 1, 'BLOCK', Math.min(settings.idle_block_ms, DEMAND_BLOCK_MS), 'STREAMS', ...streams, ...streams.map((s) => lastIds.get(s) ?? '0-0'));
-          for (const [stream, entries] of reply ?? []) {
-            const last = entries.at(-1);
-            if (last) lastIds.set(stream, last[0]);
-            const hit = waiting.find((w) => w.stream === stream);
-            if (hit && !hit.held.demanded && hit.model.held.get(hit.held.version) === hit.held) this.#load(hit.model, hit.held.version);
+          // One XREAD per slot: a multi-key command must stay in one slot on a cluster (one group on one Redis).
+          const bySlot = groupBySlot(watcher, waiting.map((w) => w.stream));
+          const blockMs = Math.max(1, Math.floor(Math.min(settings.idle_block_ms, DEMAND_BLOCK_MS) / bySlot.length));
+          for (const streams of bySlot) {
+            if (woken) break;
+            const reply = await watcher.xread('COUNT', 1, 'BLOCK', blockMs, 'STREAMS', ...streams, ...streams.map((s) => lastIds.get(s) ?? '0-0'));
+            for (const [stream, entries] of reply ?? []) {
+              const last = entries.at(-1);
+              if (last) lastIds.set(stream, last[0]);
+              const hit = waiting.find((w) => w.stream === stream);
+              if (hit && !hit.held.demanded && hit.model.held.get(hit.held.version) === hit.held) this.#load(hit.model, hit.held.version);
+            }
           }
         } catch (error) {
           if (this.#stopping) break;
@@ -523,15 +563,16 @@ export class RepositoryFollower {
     const levels = model.config.batching.priority_levels;
     const memoryBefore = memoryFigures();
     this.#log.info(log, 'version left the policy: closing admission and draining');
-    await setAdmission(redis, model.name, version, 'closed');
+    const partitions = Math.max(model.config.partitions, held.consumers?.length ?? 1);
+    await setAdmission(redis, model.name, version, 'closed', partitions);
     const deadline = Date.now() + settings.drain_timeout_ms;
-    let left = await queueLength(redis, model.name, version, levels);
+    let left = await queueLength(redis, model.name, version, levels, partitions);
     while (left > 0 && Date.now() < deadline && !this.#stopping) {
       await delay(DRAIN_POLL_MS);
-      left = await queueLength(redis, model.name, version, levels);
+      left = await queueLength(redis, model.name, version, levels, partitions);
     }
     if (left > 0 && !this.#stopping) {
-      const { written, readyGroups } = await failWaiting(redis, { model: model.name, version, result_ttl_s: model.config.queue.result_ttl_s, levels }, 'version_unloaded', `model "${model.name}" version ${version} was unloaded before this request ran; retry without a version`);
+      const { written, readyGroups } = await failWaiting(redis, { model: model.name, version, result_ttl_s: model.config.queue.result_ttl_s, levels, partitions }, 'version_unloaded', `model "${model.name}" version ${version} was unloaded before this request ran; retry without a version`);
       for (const groupId of readyGroups) void this.#options.onGroupReady(groupId).catch(() => undefined);
       this.#log.warn({ ...log, failed: written, drain_timeout_ms: settings.drain_timeout_ms }, 'drain timed out; failed the rest with version_unloaded');
     }
@@ -554,19 +595,20 @@ export class RepositoryFollower {
       if (model.held.has(version)) continue;
       const willLoad = model.selected.includes(version) && !model.failed.has(version);
       if (willLoad) continue;
-      const queued = await queueLength(redis, model.name, version, model.config.batching.priority_levels);
+      const { partitions } = model.config;
+      const queued = await queueLength(redis, model.name, version, model.config.batching.priority_levels, partitions);
       if (state === 'closed' && queued === 0) continue;
       live ??= (await readLiveVersions(redis, model.name, settings.heartbeat_interval_ms)).versions;
       const holder = live.get(version);
       if (holder && holder.state !== 'END') continue;
-      if (state === 'open') await setAdmission(redis, model.name, version, 'closed');
+      if (state === 'open') await setAdmission(redis, model.name, version, 'closed', partitions);
       if (queued === 0) continue;
       const failure = model.failed.get(version);
       const code = failure ? 'model_unavailable' : 'version_unloaded';
       const message = failure
         ? `model "${model.name}" version ${version} failed to load: ${failure.error}`
         : `model "${model.name}" version ${version} is no longer served; retry without a version`;
-      const { written, readyGroups } = await failWaiting(redis, { model: model.name, version, result_ttl_s: model.config.queue.result_ttl_s, levels: model.config.batching.priority_levels }, code, message);
+      const { written, readyGroups } = await failWaiting(redis, { model: model.name, version, result_ttl_s: model.config.queue.result_ttl_s, levels: model.config.batching.priority_levels, partitions }, code, message);
       for (const groupId of readyGroups) void this.#options.onGroupReady(groupId).catch(() => undefined);
       this.#log.warn({ model: model.name, version, failed: written, code }, 'failed the requests queued for a version no worker serves');
     }
@@ -596,7 +638,7 @@ export class RepositoryFollower {
       .filter((held) => (held.state === 'AVAILABLE' || held.state === 'STANDBY') && model.selected.includes(held.version))
       .map((held) => held.version);
     try {
-      await announceWorker(redis, model.name, { consumer, backend, versions: this.#versionsOf(model) }, open, settings.heartbeat_interval_ms);
+      await announceWorker(redis, model.name, { consumer, backend, versions: this.#versionsOf(model) }, open, settings.heartbeat_interval_ms, Date.now(), model.config.partitions);
     } catch (error) {
       this.#log.warn({ err: error, model: model.name }, 'heartbeat failed');
     }
@@ -623,7 +665,7 @@ export class RepositoryFollower {
 
   /** Drop every Redis connection at once (a stop past its grace period). */
   disconnect(): void {
-    for (const model of this.#models.values()) for (const held of model.held.values()) held.reader?.disconnect();
+    for (const model of this.#models.values()) for (const held of model.held.values()) for (const reader of held.readers ?? []) reader.disconnect();
     this.#watcher?.disconnect();
   }
 }
@@ -635,8 +677,18 @@ export class RepositoryFollower {
 async function stopServing(held: HeldVersion): Promise<void> {
   held.stop.abort();
   await held.running;
-  await held.reader?.quit().catch(() => held.reader?.disconnect());
+  await Promise.all((held.readers ?? []).map((reader) => reader.quit().catch(() => reader.disconnect())));
   await held.pool?.dispose();
+}
+
+/** When any of a version's consumers last took a batch, ms since epoch (0 = never). */
+function lastUsedAt(held: HeldVersion): number {
+  return Math.max(0, ...(held.consumers ?? []).map((c) => c.lastUsedAt));
+}
+
+/** Batches a version's consumers hold, fetched and not settled. */
+function inHand(held: HeldVersion): number {
+  return (held.consumers ?? []).reduce((sum, c) => sum + c.inHand, 0);
 }
 
 /** Warm-up batch sizes: every allowed batch size, else 1 and max_batch_size. */
@@ -683,6 +735,19 @@ async function folderBytes(dir: string): Promise<number> {
   const names = await readdir(dir);
   const sizes = await Promise.all(names.map((name) => stat(join(dir, name)).then((info) => (info.isFile() ? info.size : 0), () => 0)));
   return sizes.reduce((sum, size) => sum + size, 0);
+}
+
+/** Streams grouped by Redis Cluster slot (one group holding them all on a single Redis). */
+function groupBySlot(redis: Redis, streams: readonly string[]): string[][] {
+  if (!isCluster(redis)) return [[...streams]];
+  const groups = new Map<number, string[]>();
+  for (const stream of streams) {
+    const slot = keySlot(stream);
+    const group = groups.get(slot);
+    if (group) group.push(stream);
+    else groups.set(slot, [stream]);
+  }
+  return [...groups.values()];
 }
 
 /** `last-generated-id` of a stream (XINFO STREAM): entries added later have greater ids. */
