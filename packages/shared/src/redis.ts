@@ -1,6 +1,6 @@
 import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis as SingleRedis, type ClusterOptions, type RedisOptions } from 'ioredis';
-import { defineScripts } from './scripts.ts';
+import { SCRIPT_COMMANDS, defineScripts } from './scripts.ts';
 
 /** Default Redis URL when `REDIS_URL` is unset and no private server is started. */
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
@@ -90,7 +90,7 @@ export function connectRedis(url: string, options: { name: string; failFast?: bo
   if (cluster) {
     const clusterOptions: ClusterOptions = {
       enableOfflineQueue: !failFast,
-      ...(enableAutoPipelining === undefined ? {} : { enableAutoPipelining }),
+      ...(enableAutoPipelining === undefined ? {} : { enableAutoPipelining, autoPipeliningIgnoredCommands: [...SCRIPT_COMMANDS] }),
       clusterRetryStrategy: (times) => Math.min(times * 100, 2_000),
       // A master that restarts (or fails over) answers CLUSTERDOWN / TRYAGAIN for a moment: retry.
       retryDelayOnClusterDown: 100,

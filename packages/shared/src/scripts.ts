@@ -34,6 +34,15 @@ function commandName(name: ScriptName): string {
   return `il_${name.replaceAll('-', '_')}`;
 }
 
+/**
+ * The command names of every script ({@link defineScripts}). A Cluster client must not auto-pipeline
+ * them: ioredis picks an auto-pipeline's node from a command's first argument, which for a defined
+ * script is its key count, not a key, so scripts of several slots would share one pipeline and fail
+ * ("All keys in the pipeline should belong to the same slots allocation group",
+ * https://github.com/redis/ioredis/issues/2109). Sent alone, each goes to its keys' master.
+ */
+export const SCRIPT_COMMANDS: readonly string[] = SCRIPT_NAMES.map(commandName);
+
 const INCLUDE = /^--- @include "([a-z-]+)"$/gm;
 
 /**
