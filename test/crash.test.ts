@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
-import { Redis } from 'ioredis';
-import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys } from '../packages/shared/src/index.ts';
+import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, connectRedis, keys, type Redis } from '../packages/shared/src/index.ts';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
 import { startTestRedis, waitForPending, type TestRedis } from './harness/redis.ts';
 import { startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
@@ -19,7 +18,7 @@ describe('a worker killed with SIGKILL while it holds a batch', () => {
 
   /** A test-side connection, closed in after() whatever the outcome. */
   function client(url: string): Redis {
-    const connection = new Redis(url, { maxRetriesPerRequest: 1 });
+    const connection = connectRedis(url, { name: 'test', maxRetriesPerRequest: 1 });
     connection.on('error', () => undefined);
     clients.push(connection);
     return connection;

@@ -3,10 +3,10 @@ import { rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Redis } from 'ioredis';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
 import { loadModelConfig } from '../packages/shared/src/config.ts';
 import { keys } from '../packages/shared/src/keys.ts';
+import { connectRedis } from '../packages/shared/src/redis.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
 import { freePort } from '../packages/cli/src/redis-server.ts';
@@ -127,7 +127,7 @@ describe('gateway + 2 worker processes + real Redis serve glove-embed', () => {
   });
 
   test('a request stream lost with its consumer group (Redis restarted without its data) is recreated and serving resumes', async () => {
-    const probe = new Redis(redis.url);
+    const probe = connectRedis(redis.url, { name: 'test-probe' });
     try {
       await probe.del(keys.requests('glove-embed', 1));
       const { status, json } = await postJob(gateway.url, { model: 'glove-embed', input: 'Call me Ishmael.' });
