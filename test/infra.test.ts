@@ -149,7 +149,8 @@ describe('Kubernetes manifests (infra/k8s)', () => {
         assert.deepEqual(firstContainer(deployment).args, ['worker', '--models', name]);
         const scaled = find<IScaledObject>(overlay, 'ScaledObject', `worker-${name}`);
         assert.equal(scaled.spec.scaleTargetRef.name, deployment.metadata.name);
-        assert.ok((scaled.spec.minReplicaCount ?? 0) >= 1, 'the gateway admits requests only for a version a live worker holds: at 0 nothing reaches the stream');
+        if (config.scale_to_zero) assert.equal(scaled.spec.minReplicaCount, 0, `${name} is scale_to_zero: its workers may go to zero`);
+        else assert.ok((scaled.spec.minReplicaCount ?? 0) >= 1, 'the gateway admits requests only for a version a live worker holds unless scale_to_zero: at 0 nothing would reach the stream');
         const triggers = scaled.spec.triggers;
         assert.ok(triggers.length > 0);
         const inFlight = config.batching.max_batch_size * (config.batching.max_inflight_batches ?? (config.instance_group?.count ?? 1) + 1);
