@@ -160,12 +160,14 @@ describe('Kubernetes manifests (infra/k8s)', () => {
           assert.equal(metadata.lagCount, undefined, 'XINFO GROUPS lag turns nil after out-of-order XDELs');
           assert.equal(metadata.consumerGroup, undefined, 'without consumerGroup the scaler reads XLEN');
           assert.ok(Number(metadata.streamLength) >= inFlight, `${name}: streamLength below what one busy worker holds in flight (${inFlight})`);
-          assert.match(metadata.stream ?? '', /^il:\{m:[a-z0-9_.-]+\}:v\d+:requests$/);
+          assert.match(metadata.stream ?? '', /^il:\{m:[a-z0-9_.-]+\}:v\d+:requests(:p\d+)?$/);
           assert.ok(auths.includes(need(trigger.authenticationRef, 'authenticationRef').name), 'authenticationRef names a TriggerAuthentication');
         }
         const streams = triggers.map((t) => (t.metadata as Record<string, string>).stream);
         for (const version of scan.models.find((m) => m.config.name === name)?.served ?? []) {
-          assert.ok(streams.includes(keys.requests(name, version)), `${name}: no trigger on the stream of served version ${version}`);
+          for (const stream of keys.requestStreams(name, version, config.batching.priority_levels)) {
+            assert.ok(streams.includes(stream), `${name}: no trigger on stream ${stream} of served version ${version} (every priority level's stream holds requests)`);
+          }
         }
         assert.ok(streams.includes(keys.requests(name, 1)));
       }
