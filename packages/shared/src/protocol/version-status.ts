@@ -171,6 +171,18 @@ export async function setAdmission(redis: Redis, model: string, version: number,
   await Promise.all(modelShards(model, partitions).map((shard) => redis.hset(keys.admission(shard), String(version), admission)));
 }
 
+/**
+ * Open one version for admission unless some worker has set its admission already (HSETNX): the
+ * gateway does this for a `scale_to_zero` model whose version no worker has ever opened (a fresh
+ * deployment scaled to zero), so the first request reaches the stream and an autoscaler can see it.
+ * A version a worker closed (it left the policy) stays closed. Every partition (`partitions`) is opened.
+ * @returns true when this call opened it.
+ */
+export async function openAdmissionIfUnset(redis: Redis, model: string, version: number, partitions = 1): Promise<boolean> {
+  const opened = await Promise.all(modelShards(model, partitions).map((shard) => redis.hsetnx(keys.admission(shard), String(version), 'open')));
+  return opened[0] === 1;
+}
+
 /** Every version of a model that was ever opened, with its admission now (partition 0's hash, which every open and close writes). */
 export async function readAdmission(redis: Redis, model: string): Promise<Map<number, Admission>> {
   const fields = await redis.hgetall(keys.admission(model));
