@@ -296,7 +296,7 @@ export class RepositoryFollower {
     model.held.set(version, held);
     this.#loads = this.#loads.then(async () => {
       if (this.#stopping || model.held.get(version) !== held) return;
-      const { settings, redis, consumer, logger, metrics, onGroupReady } = this.#options;
+      const { settings, logger, metrics } = this.#options;
       const log = { model: model.name, version };
       const started = performance.now();
       const startedAt = held.demanded?.since ?? Date.now();
@@ -358,7 +358,7 @@ export class RepositoryFollower {
       reader.on('error', (error: Error) => this.#log.warn({ err: error, ...log }, 'redis reader connection error'));
       const versionConsumer = new VersionConsumer({
         config,
-        shard: shards[k] as string,
+        shard: shards[k],
         runner: pool,
         ...(load ? { load } : {}),
         redis,
