@@ -9,6 +9,8 @@
  * `npm run bench -- --redis-ops [--duration-s 10 --concurrency 32]`: Redis calls and Redis CPU per request, by
  * way in, counted from INFO commandstats (bench/redis-ops.ts).
  *
+ * `npm run bench -- --cluster [--duration-s 10 --concurrency 32]`: glove-embed with one Redis against a
+ * 3-master Redis Cluster with `partitions: 3`: texts/s and Redis, gateway and worker CPU per text (bench/cluster.ts).
  * `npm run bench -- --version-memory [--model glove-embed --rounds 3]`: a version's memory through
  * load → warm up → unload (bench/version-memory.ts).
  * `npm run bench -- --group 100000 [--model glove-embed --workers 1 --chunk-size 1000]`: one
@@ -40,6 +42,7 @@ import { benchGroup } from './group.ts';
 import { benchInProcess } from './in-process.ts';
 import { benchInstances } from './instances.ts';
 import { benchRedisOps } from './redis-ops.ts';
+import { benchCluster } from './cluster.ts';
 
 const options = new Command()
   .option('--model <name>', 'model to measure', 'glove-embed')
@@ -55,6 +58,7 @@ const options = new Command()
   .option('--instances', 'instead: instance threads and lazy loading (bench/instances.ts)')
   .option('--sections <list>', 'with --instances: the sections to run, comma-separated (default all)')
   .option('--redis-ops', 'instead: Redis calls and Redis CPU per request, counted from INFO commandstats (bench/redis-ops.ts)')
+  .option('--cluster', 'instead: one Redis vs a 3-master Redis Cluster with partitions: 3, glove-embed (bench/cluster.ts)')
   .option('--compare', `instead: inferline vs a BullMQ baseline vs a naive server on ${COMPARE_MODEL} (bench/compare.ts)`)
   .parse()
   .opts<{
@@ -71,10 +75,13 @@ const options = new Command()
     instances?: boolean;
     sections?: string;
     redisOps?: boolean;
+    cluster?: boolean;
     rounds: string;
   }>();
 
-if (options.redisOps) {
+if (options.cluster) {
+  await benchCluster({ durationMs: Number(options.durationS) * 1000, clients: Number((options.concurrency ?? '32').split(',')[0]) });
+} else if (options.redisOps) {
   await benchRedisOps({ durationMs: Number(options.durationS) * 1000, clients: Number((options.concurrency ?? '32').split(',')[0]) });
 } else if (options.instances) {
   await benchInstances({ durationMs: Number(options.durationS) * 1000, ...(options.sections ? { sections: options.sections.split(',').map(Number) } : {}) });
