@@ -77,7 +77,7 @@ export async function benchCluster(options: { durationMs: number; clients: numbe
           const us = (seconds: number): string => `${((seconds * 1e6) / done).toFixed(0)} µs`;
           const total = redisCpu.reduce((a, b) => a + b, 0);
           const split = redisCpu.map((s) => `${((100 * s) / Math.max(total, 1e-9)).toFixed(0)} %`).join(' / ');
-          console.log(`| ${topology.name} | ${path} | ${((result.throughput * done) / Math.max(1, result.requests)).toFixed(0)} | ${us(total)} | ${split} | ${us(gatewayCpu)} | ${us(workerCpu)} |`);
+          console.log(`| ${topology.name} | ${path} | ${result.throughput.toFixed(0)}${result.failed > 0 ? ` (${result.failed} failed)` : ''} | ${us(total)} | ${split} | ${us(gatewayCpu)} | ${us(workerCpu)} |`);
         }
       } finally {
         redis.disconnect();
