@@ -3,14 +3,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Redis } from 'ioredis';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
-import { connectRedis, groupAdd, keys, loadModelConfig, type GroupView } from '../packages/shared/src/index.ts';
+import { connectRedis, groupAdd, keys, loadModelConfig, type GroupView, type Redis } from '../packages/shared/src/index.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
 import { ROOT, startAggregatorProcess, startGatewayProcess, startRole, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
 import { callGateway, waitGroup } from './harness/gateway-http.ts';
-import { startTestRedis, waitForPending, type TestRedis } from './harness/redis.ts';
+import { keysEverywhere, startTestRedis, waitForPending, type TestRedis } from './harness/redis.ts';
 import { gloveRepository } from './harness/repository.ts';
 
 const MODEL_DIR = join(ROOT, 'models', 'glove-embed');
@@ -61,7 +60,7 @@ describe('aggregation groups over glove-embed: gateway + 2 workers + aggregator 
 
   before(async () => {
     redis = await startTestRedis();
-    probe = new Redis(redis.url);
+    probe = connectRedis(redis.url, { name: 'test-probe' });
     repository = await gloveRepository({});
     const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: repository };
     gateway = await startGatewayProcess(env);
@@ -136,13 +135,13 @@ describe('aggregation groups over glove-embed: gateway + 2 workers + aggregator 
 
   test('one invalid input rejects the whole request with its index, and stores nothing', async () => {
     const before = await probe.xlen(keys.requests('glove-embed', 1));
-    const groupsBefore = (await probe.keys('il:{g:*')).length;
+    const groupsBefore = (await keysEverywhere(probe, 'il:{g:*')).length;
     const { status, json } = await call(gateway.url, 'POST', '/v1/groups', { model: 'glove-embed', inputs: ['fine', 'also fine', 42, {}], reduce: 'mean' });
     assert.equal(status, 400);
     assert.equal(json.error?.code, 'invalid_input');
     assert.equal(json.error?.index, 2);
     assert.equal(await probe.xlen(keys.requests('glove-embed', 1)), before);
-    assert.equal((await probe.keys('il:{g:*')).length, groupsBefore, 'no group record');
+    assert.equal((await keysEverywhere(probe, 'il:{g:*')).length, groupsBefore, 'no group record');
 
     const labels = await call(gateway.url, 'POST', '/v1/groups', { model: 'glove-embed', inputs: ['a'], reduce: 'labels' });
     assert.equal(labels.status, 400);
@@ -220,7 +219,7 @@ describe('a worker killed with SIGKILL while it holds members of a group', () =>
 
   before(async () => {
     redis = await startTestRedis();
-    probe = new Redis(redis.url);
+    probe = connectRedis(redis.url, { name: 'test-probe' });
     // A long batch_timeout_ms keeps the first worker holding its delivered, unsettled members while it
     // waits for the batch to fill; a short visibility timeout lets the survivor claim them soon.
     repository = await gloveRepository({ batching: { max_batch_size: 64, batch_timeout_ms: 5_000 }, queue: { visibility_timeout_ms: 1_000 } });

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
-import { Redis } from 'ioredis';
 import { keys } from '../packages/shared/src/keys.ts';
+import { connectRedis, type Redis } from '../packages/shared/src/redis.ts';
 import { callGateway } from './harness/gateway-http.ts';
 import { startTestRedis, type TestRedis } from './harness/redis.ts';
 import { linkedRepository } from './harness/repository.ts';
@@ -32,7 +32,7 @@ describe('a model that scales to zero and back', () => {
 
   before(async () => {
     redis = await startTestRedis();
-    client = new Redis(redis.url);
+    client = connectRedis(redis.url, { name: 'test' });
     repository = await linkedRepository([
       { name: 'elastic', from: 'glove-embed', fields: { scale_to_zero: true } },
       { name: 'steady', from: 'glove-embed' },
