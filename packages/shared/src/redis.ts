@@ -58,6 +58,13 @@ export function parseClusterUrl(url: string): ClusterTarget | undefined {
   return { nodes, ...(username ? { username } : {}), ...(password ? { password } : {}), tls: scheme === 'rediss+cluster:' };
 }
 
+/**
+ * Commands whose key ioredis' auto-pipelining cannot find (it takes the first argument, here a
+ * subcommand: `XGROUP CREATE <key>`, `XINFO STREAM <key>`), so on a cluster they would join the
+ * pipeline of another slot's node and come back MOVED. Sent alone, they follow MOVED to the key's master.
+ */
+const UNROUTABLE_IN_AUTO_PIPELINE = ['xgroup', 'xinfo'];
+
 /** True when a client is a Redis Cluster client. */
 export function isCluster(redis: Redis): redis is Cluster {
   return redis.isCluster;
@@ -90,7 +97,7 @@ export function connectRedis(url: string, options: { name: string; failFast?: bo
   if (cluster) {
     const clusterOptions: ClusterOptions = {
       enableOfflineQueue: !failFast,
-      ...(enableAutoPipelining === undefined ? {} : { enableAutoPipelining, autoPipeliningIgnoredCommands: [...SCRIPT_COMMANDS] }),
+      ...(enableAutoPipelining === undefined ? {} : { enableAutoPipelining, autoPipeliningIgnoredCommands: [...SCRIPT_COMMANDS, ...UNROUTABLE_IN_AUTO_PIPELINE] }),
       clusterRetryStrategy: (times) => Math.min(times * 100, 2_000),
       // A master that restarts (or fails over) answers CLUSTERDOWN / TRYAGAIN for a moment: retry.
       retryDelayOnClusterDown: 100,
