@@ -12,7 +12,7 @@ import { readCpuSeconds } from './proc-cpu.ts';
 import { inferlineBulkRequest, inferlineRequest } from './request-paths.ts';
 
 /**
- * `npm run bench -- --cluster [--duration-s 10 --concurrency 32]`: glove-embed throughput with one
+ * `npm run bench -- --cluster [--duration-s 10 --concurrency 32 --partitions 3]`: glove-embed throughput with one
  * redis-server (`partitions: 1`) against a 3-master Redis Cluster (`partitions: 3`, so the model's
  * requests spread over the three masters), each with one gateway and one worker process on this box,
  * for the one-call path (`POST /v1/jobs` + `Prefer: wait`) and the bulk path (64 texts per request).
@@ -40,19 +40,23 @@ async function singleRedis(dir: string): Promise<Topology> {
   return { name: '1 Redis, partitions: 1', url: server.url, partitions: 1, stop: () => server.stop() };
 }
 
-async function clusterRedis(dir: string): Promise<Topology> {
+async function clusterRedis(dir: string, partitions: number): Promise<Topology> {
   const cluster = await startTestCluster(join(dir, 'cluster'));
-  return { name: '3-master cluster, partitions: 3', url: cluster.url, partitions: 3, stop: () => cluster.stop() };
+  return { name: `3-master cluster, partitions: ${partitions}`, url: cluster.url, partitions, stop: () => cluster.stop() };
 }
 
-export async function benchCluster(options: { durationMs: number; clients: number }): Promise<void> {
+/**
+ * @param partitions the cluster runs' `partitions` (default 3). The slots of N shard tags land on the
+ *   masters as CRC16 puts them: with 3 partitions on 3 masters, often two share one master.
+ */
+export async function benchCluster(options: { durationMs: number; clients: number; partitions?: number }): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'inferline-bench-cluster-'));
   const texts = loadMobyDickParagraphs();
   console.log(`# glove-embed, gateway + 1 worker process, ${options.clients} clients, ${options.durationMs / 1000} s per figure`);
   console.log('| Redis | way in | texts/s | Redis CPU per text (sum of masters) | split over masters | gateway CPU per text | worker CPU per text |');
   console.log('| --- | --- | ---: | ---: | --- | ---: | ---: |');
   try {
-    for (const start of [singleRedis, clusterRedis]) {
+    for (const start of [singleRedis, (at: string) => clusterRedis(at, options.partitions ?? 3)]) {
       const topology = await start(dir);
       const repository = await gloveRepository({ fields: { partitions: topology.partitions } });
       const env = { REDIS_URL: topology.url, MODEL_REPOSITORY: repository, LOG_LEVEL: 'warn', HOST: '127.0.0.1' };

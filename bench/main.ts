@@ -59,6 +59,7 @@ const options = new Command()
   .option('--sections <list>', 'with --instances: the sections to run, comma-separated (default all)')
   .option('--redis-ops', 'instead: Redis calls and Redis CPU per request, counted from INFO commandstats (bench/redis-ops.ts)')
   .option('--cluster', 'instead: one Redis vs a 3-master Redis Cluster with partitions: 3, glove-embed (bench/cluster.ts)')
+  .option('--partitions <n>', 'with --cluster: partitions of glove-embed on the cluster', '3')
   .option('--compare', `instead: inferline vs a BullMQ baseline vs a naive server on ${COMPARE_MODEL} (bench/compare.ts)`)
   .parse()
   .opts<{
@@ -76,11 +77,12 @@ const options = new Command()
     sections?: string;
     redisOps?: boolean;
     cluster?: boolean;
+    partitions: string;
     rounds: string;
   }>();
 
 if (options.cluster) {
-  await benchCluster({ durationMs: Number(options.durationS) * 1000, clients: Number((options.concurrency ?? '32').split(',')[0]) });
+  await benchCluster({ durationMs: Number(options.durationS) * 1000, clients: Number((options.concurrency ?? '32').split(',')[0]), partitions: Number(options.partitions) });
 } else if (options.redisOps) {
   await benchRedisOps({ durationMs: Number(options.durationS) * 1000, clients: Number((options.concurrency ?? '32').split(',')[0]) });
 } else if (options.instances) {
