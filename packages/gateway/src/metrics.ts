@@ -80,6 +80,16 @@ export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatInter
     },
   });
   new Gauge({
+    name: 'inferline_model_scale_to_zero',
+    help: 'Whether a model is configured scale_to_zero (1) or not (0): admitted with no live worker, its workers started by an autoscaler on queue depth.',
+    labelNames: ['model'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const m of models.list()) this.set({ model: m.config.name }, m.config.scale_to_zero ? 1 : 0);
+    },
+  });
+  new Gauge({
     name: 'inferline_workers',
     help: 'Workers whose heartbeat for a model is recent (within 3 heartbeat periods).',
     labelNames: ['model'] as const,
