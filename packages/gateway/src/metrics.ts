@@ -19,7 +19,7 @@ export interface GatewayMetrics {
  * model's served versions: entries waiting + in flight), `inferline_dead_letters{model}` (XLEN of its
  * dead-letter streams) and `inferline_workers{model}` (workers that
  * heartbeat within `3 * heartbeatIntervalMs`) and `inferline_groups{state}` (open and ready aggregation
- * groups) are read from Redis on each scrape; when Redis cannot be
+ * groups, summed over the per-model sets of the repository's models) are read from Redis on each scrape; when Redis cannot be
  * reached they are left out of that scrape rather than failing it.
  */
 export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatIntervalMs: number, logger: Logger): GatewayMetrics {
@@ -99,7 +99,9 @@ export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatInter
     registers: [registry],
     async collect() {
       this.reset();
-      const replies = await readAll([[redis.zcard(keys.groupsOpen())], [redis.zcard(keys.groupsReady())]], logger, 'inferline_groups');
+      // Each model keeps its own sets, in its partition 0's slot (keys.ts): sum over the repository's models.
+      const names = models.list().map((m) => m.config.name);
+      const replies = await readAll([names.map((name) => redis.zcard(keys.groupsOpen(name))), names.map((name) => redis.zcard(keys.groupsReady(name)))], logger, 'inferline_groups');
       if (!replies) return;
       this.set({ state: 'open' }, sum(replies[0]));
       this.set({ state: 'ready' }, sum(replies[1]));
