@@ -3,7 +3,7 @@ import { rm } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
 import { connectRedis, idShard, keys, keySlot, masterNodes, whenConnected, type Redis } from '../packages/shared/src/index.ts';
-import { startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
+import { startAggregatorProcess, startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
 import { TEST_REDIS_CLUSTER, startTestRedis, type TestRedis } from './harness/redis.ts';
 import { gloveRepository } from './harness/repository.ts';
 
@@ -55,6 +55,7 @@ describe(`partitions: ${PARTITIONS} (${TEST_REDIS_CLUSTER ? '3-master Redis Clus
   let repository: string;
   let gateway: RoleProcess & { url: string };
   let worker: RoleProcess;
+  let aggregator: RoleProcess;
 
   before(async () => {
     redis = await startTestRedis();
@@ -64,9 +65,10 @@ describe(`partitions: ${PARTITIONS} (${TEST_REDIS_CLUSTER ? '3-master Redis Clus
     const env = { REDIS_URL: redis.url, MODEL_REPOSITORY: repository, HEARTBEAT_INTERVAL_MS: '250' };
     gateway = await startGatewayProcess(env);
     worker = await startWorkerProcess(env);
+    aggregator = await startAggregatorProcess({ ...env, REDUCE_SWEEP_INTERVAL_MS: '500' });
   });
   after(async () => {
-    await Promise.all([gateway?.stop(), worker?.stop()]);
+    await Promise.all([gateway?.stop(), worker?.stop(), aggregator?.stop()]);
     probe?.disconnect();
     await redis?.stop();
     await rm(repository, { recursive: true, force: true });
@@ -108,6 +110,27 @@ describe(`partitions: ${PARTITIONS} (${TEST_REDIS_CLUSTER ? '3-master Redis Clus
     assert.ok(first.view && again.view);
     assert.equal(again.view.id, first.view.id);
     assert.equal((await finalView(gateway.url, first.view.id)).status, 'succeeded');
+  });
+
+  test('a group on the partitioned model lives on partition 0; collect gives each member the output a single job gets', async () => {
+    const inputs = texts.slice(0, 24);
+    const created = await fetch(`${gateway.url}/v1/groups`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'glove-embed', reduce: 'collect', inputs }) });
+    assert.equal(created.status, 202);
+    const group = (await created.json()) as { id: string };
+    assert.equal(idShard(group.id), 'glove-embed', 'a group is on partition 0');
+    let view: { status: string; output?: { outputs: { embedding: number[] }[] } } = { status: 'queued' };
+    while (!['succeeded', 'failed', 'cancelled'].includes(view.status)) view = (await (await fetch(`${gateway.url}/v1/groups/${group.id}?wait=30`)).json()) as typeof view;
+    assert.equal(view.status, 'succeeded', JSON.stringify(view));
+    // Each member's output equals the single job's output for the same text (served from any partition).
+    const singles = await Promise.all(inputs.slice(0, 4).map(async (input) => {
+      const { view: job } = await post(gateway.url, { model: 'glove-embed', input }, { prefer: 'wait=30' });
+      return (job as JobView & { output?: { embedding: number[] } }).output?.embedding ?? [];
+    }));
+    singles.forEach((embedding, i) => {
+      const member = view.output?.outputs[i]?.embedding ?? [];
+      assert.equal(member.length, 100);
+      member.forEach((x, k) => assert.ok(Math.abs(x - (embedding[k] ?? NaN)) < 1e-6, `member ${i} element ${k}`));
+    });
   });
 
   test('a master killed under load and restarted from its append-only file loses no accepted job', { skip: TEST_REDIS_CLUSTER ? false : 'needs the cluster (npm run test:cluster)' }, async () => {
