@@ -183,17 +183,27 @@ describe('settle and reclaim against a real Redis', () => {
     ]);
   });
 
-  test('one settle call settles a whole batch: successes and failures, each announced once', async () => {
+  test('one settle call settles a whole batch: successes and failures, each announced once, in one message', async () => {
+    const events = new Redis(db.server.url);
+    const seen: Buffer[] = [];
+    await events.subscribe(JOB_EVENTS_CHANNEL);
+    events.on('messageBuffer', (_channel: Buffer, message: Buffer) => seen.push(message));
     await enqueue('s1', 'one');
     await enqueue('s2', 'two');
     const [a, b] = await readAs('c1', 10);
     assert.ok(a && b);
-    const outcome = await settle([success(a, 0.5), { entry: b, result: { ok: false, code: 'invalid_input', message: 'bad\ttab' }, queue_ms: 3 }]);
+    const outcome = await settle([success(a, 0.5), { entry: b, result: { ok: false, code: 'invalid_input', message: 'bad\ttab\nand é' }, queue_ms: 3 }]);
     assert.equal(outcome.written, 2);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    events.disconnect();
+    const first = 's1\tsucceeded\t1.000\t\t2.000\t1\tb1\t{"embedding":[0.5,0.5]}';
+    const second = 's2\tfailed\t3.000\t\t2.000\t1\tb1\tinvalid_input\tbad\ttab\nand é';
+    const batch = `*${Buffer.byteLength(first)}:${first}${Buffer.byteLength(second)}:${second}`;
+    assert.deepEqual(seen.map((message) => message.toString()), [batch], 'one PUBLISH for the batch: `*` then <byte length>:<event> per event');
     const [one, two] = await Promise.all([db.redis.hgetall(keys.job('s1')), db.redis.hgetall(keys.job('s2'))]);
     assert.equal(one?.status, 'succeeded');
     assert.deepEqual(JSON.parse(one?.output ?? ''), { embedding: [0.5, 0.5] });
-    assert.deepEqual([two?.status, two?.error_code, two?.error_message, two?.output], ['failed', 'invalid_input', 'bad\ttab', undefined]);
+    assert.deepEqual([two?.status, two?.error_code, two?.error_message, two?.output], ['failed', 'invalid_input', 'bad\ttab\nand é', undefined]);
     assert.equal(await db.redis.xlen(stream), 0);
   });
 });
