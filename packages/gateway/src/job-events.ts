@@ -1,9 +1,7 @@
-import { JOB_EVENTS_CHANNEL, type Logger, type Redis } from '@inferline/shared';
+import { JOB_EVENTS_CHANNEL, jobEventsOf, type Logger, type Redis } from '@inferline/shared';
 
 const CHANNEL_BYTES = Buffer.from(JOB_EVENTS_CHANNEL);
-/** First byte of a batch message (`*`), the end of an event's length (`:`), and the field separator. */
-const BATCH_MARK = 0x2a;
-const LENGTH_END = 0x3a;
+/** The byte that separates an event's fields (`\t`). */
 const TAB = 0x09;
 
 /**
@@ -187,17 +185,7 @@ export class JobEvents {
 
   /** One message: a single event, or a batch of them (see the class comment). */
   #dispatchMessage(message: Buffer): void {
-    if (message[0] !== BATCH_MARK) return this.#dispatch(message);
-    let at = 1;
-    while (at < message.length) {
-      const colon = message.indexOf(LENGTH_END, at);
-      if (colon < 0) return;
-      const length = Number(message.toString('latin1', at, colon));
-      const end = colon + 1 + length;
-      if (!Number.isInteger(length) || end > message.length) return;
-      this.#dispatch(message.subarray(colon + 1, end));
-      at = end;
-    }
+    for (const event of jobEventsOf(message)) this.#dispatch(event);
   }
 
   #dispatch(event: Buffer): void {
