@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import {
+  jobEventsOf,
   settleJobs,
   setAdmission,
+  startJobs,
   CONSUMER_GROUP,
   JOB_EVENTS_CHANNEL,
   InferlineError,
@@ -181,6 +183,22 @@ describe('settle and reclaim against a real Redis', () => {
       [entries[0], 'b0', 'b0'],
       [entries[1], 'b1', 'b1'],
     ]);
+  });
+
+  test('one start call marks a batch running and announces it in one message; a job already running is not announced again', async () => {
+    const events = new Redis(db.server.url);
+    const seen: Buffer[] = [];
+    await events.subscribe(JOB_EVENTS_CHANNEL);
+    events.on('messageBuffer', (_channel: Buffer, message: Buffer) => seen.push(message));
+    await enqueue('r1', 'one');
+    await enqueue('r2', 'two');
+    assert.deepEqual(await startJobs(db.redis, ['r1', 'r2'], Date.now()), ['queued', 'queued']);
+    assert.deepEqual(await startJobs(db.redis, ['r1', 'gone'], Date.now()), ['running', 'missing'], 'a redelivery: nothing new to announce');
+    assert.deepEqual(await db.redis.hmget(keys.job('r2'), 'status'), ['running']);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    events.disconnect();
+    assert.equal(seen.length, 1, 'one PUBLISH for the call, none for the call that started nothing');
+    assert.deepEqual(jobEventsOf(seen[0] ?? Buffer.alloc(0)).map((event) => event.toString()), ['r1\trunning', 'r2\trunning']);
   });
 
   test('one settle call settles a whole batch: successes and failures, each announced once, in one message', async () => {
