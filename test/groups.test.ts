@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
-import { connectRedis, groupAdd, keys, loadModelConfig, type GroupView } from '../packages/shared/src/index.ts';
+import { connectRedis, groupAdd, keys, loadModelConfig, newGroupId, type GroupView } from '../packages/shared/src/index.ts';
 import { initBackend } from '../packages/worker/src/runtime/backend.ts';
 import { loadServable } from '../packages/worker/src/runtime/servable.ts';
 import { ROOT, startAggregatorProcess, startGatewayProcess, startRole, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
@@ -136,13 +136,13 @@ describe('aggregation groups over glove-embed: gateway + 2 workers + aggregator 
 
   test('one invalid input rejects the whole request with its index, and stores nothing', async () => {
     const before = await probe.xlen(keys.requests('glove-embed', 1));
-    const groupsBefore = (await probe.keys('il:{g:*')).length;
+    const groupsBefore = (await probe.keys('il:{m:*}:group:*')).length;
     const { status, json } = await call(gateway.url, 'POST', '/v1/groups', { model: 'glove-embed', inputs: ['fine', 'also fine', 42, {}], reduce: 'mean' });
     assert.equal(status, 400);
     assert.equal(json.error?.code, 'invalid_input');
     assert.equal(json.error?.index, 2);
     assert.equal(await probe.xlen(keys.requests('glove-embed', 1)), before);
-    assert.equal((await probe.keys('il:{g:*')).length, groupsBefore, 'no group record');
+    assert.equal((await probe.keys('il:{m:*}:group:*')).length, groupsBefore, 'no group record');
 
     const labels = await call(gateway.url, 'POST', '/v1/groups', { model: 'glove-embed', inputs: ['a'], reduce: 'labels' });
     assert.equal(labels.status, 400);
@@ -171,7 +171,7 @@ describe('aggregation groups over glove-embed: gateway + 2 workers + aggregator 
   test('a ready group whose reduce job was never added (its process died first) is reduced after the sweep finds it', async () => {
     // What the gateway's close does, minus the job: the group is closed with nothing left to settle and
     // recorded in the ready set, and then the process "dies" before adding the reduce job.
-    const id = `lost-${Date.now()}`;
+    const id = newGroupId('glove-embed');
     const connection = connectRedis(redis.url, { name: 'test' });
     try {
       const { status, ready } = await groupAdd(connection, {

@@ -149,7 +149,8 @@ describe('Kubernetes manifests (infra/k8s)', () => {
         assert.deepEqual(firstContainer(deployment).args, ['worker', '--models', name]);
         const scaled = find<IScaledObject>(overlay, 'ScaledObject', `worker-${name}`);
         assert.equal(scaled.spec.scaleTargetRef.name, deployment.metadata.name);
-        assert.ok((scaled.spec.minReplicaCount ?? 0) >= 1, 'the gateway admits requests only for a version a live worker holds: at 0 nothing reaches the stream');
+        if (config.scale_to_zero) assert.equal(scaled.spec.minReplicaCount, 0, `${name} is scale_to_zero: its workers may go to zero`);
+        else assert.ok((scaled.spec.minReplicaCount ?? 0) >= 1, 'the gateway admits requests only for a version a live worker holds unless scale_to_zero: at 0 nothing would reach the stream');
         const triggers = scaled.spec.triggers;
         assert.ok(triggers.length > 0);
         const inFlight = config.batching.max_batch_size * (config.batching.max_inflight_batches ?? (config.instance_group?.count ?? 1) + 1);
@@ -159,12 +160,14 @@ describe('Kubernetes manifests (infra/k8s)', () => {
           assert.equal(metadata.lagCount, undefined, 'XINFO GROUPS lag turns nil after out-of-order XDELs');
           assert.equal(metadata.consumerGroup, undefined, 'without consumerGroup the scaler reads XLEN');
           assert.ok(Number(metadata.streamLength) >= inFlight, `${name}: streamLength below what one busy worker holds in flight (${inFlight})`);
-          assert.match(metadata.stream ?? '', /^il:\{m:[a-z0-9_.-]+\}:v\d+:requests$/);
+          assert.match(metadata.stream ?? '', /^il:\{m:[a-z0-9_.-]+\}:v\d+:requests(:p\d+)?$/);
           assert.ok(auths.includes(need(trigger.authenticationRef, 'authenticationRef').name), 'authenticationRef names a TriggerAuthentication');
         }
         const streams = triggers.map((t) => (t.metadata as Record<string, string>).stream);
         for (const version of scan.models.find((m) => m.config.name === name)?.served ?? []) {
-          assert.ok(streams.includes(keys.requests(name, version)), `${name}: no trigger on the stream of served version ${version}`);
+          for (const stream of keys.requestStreams(name, version, config.batching.priority_levels)) {
+            assert.ok(streams.includes(stream), `${name}: no trigger on stream ${stream} of served version ${version} (every priority level's stream holds requests)`);
+          }
         }
         assert.ok(streams.includes(keys.requests(name, 1)));
       }

@@ -1,4 +1,4 @@
-import { connectRedis, loadApiKeys, readLiveVersions, type Logger, type Redis, type Settings } from '@inferline/shared';
+import { connectRedis, loadApiKeys, openAdmissionIfUnset, readLiveVersions, type Logger, type Redis, type Settings } from '@inferline/shared';
 import { startGrpcServer, type RunningGrpcServer } from './grpc/server.ts';
 import { JobEvents } from './job-events.ts';
 import { ModelCatalog } from './model-catalog.ts';
@@ -86,9 +86,19 @@ export async function startGateway(settings: Settings & { redis_url: string }, l
  * Feed a catalog the workers' announcements from Redis (`readLiveVersions`),
  * re-read every heartbeat period: a version that became AVAILABLE is also seen at once, because a
  * request that would be refused 503 re-reads first; a version closed since is caught by enqueue.lua.
+ * For a `scale_to_zero` model with no version AVAILABLE on a live worker, each read also opens the
+ * versions its policy selects for admission if no worker ever set them (`openAdmissionIfUnset`), so a
+ * deployment that starts at zero workers queues its first request.
  */
 export function followWorkers(models: ModelCatalog, redis: Redis, heartbeatIntervalMs: number): void {
-  models.followWorkers(async (name) => (await readLiveVersions(redis, name, heartbeatIntervalMs)).versions, heartbeatIntervalMs);
+  models.followWorkers(async (name) => {
+    const { versions } = await readLiveVersions(redis, name, heartbeatIntervalMs);
+    const model = models.get(name);
+    if (model?.config.scale_to_zero && ![...versions.values()].some((held) => held.state === 'AVAILABLE')) {
+      await Promise.all(model.served.map((version) => openAdmissionIfUnset(redis, name, version)));
+    }
+    return versions;
+  }, heartbeatIntervalMs);
 }
 
 /**

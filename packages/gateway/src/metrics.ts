@@ -19,7 +19,7 @@ export interface GatewayMetrics {
  * model's served versions: entries waiting + in flight), `inferline_dead_letters{model}` (XLEN of its
  * dead-letter streams) and `inferline_workers{model}` (workers that
  * heartbeat within `3 * heartbeatIntervalMs`) and `inferline_groups{state}` (open and ready aggregation
- * groups) are read from Redis on each scrape; when Redis cannot be
+ * groups, summed over the per-model sets of the repository's models) are read from Redis on each scrape; when Redis cannot be
  * reached they are left out of that scrape rather than failing it.
  */
 export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatIntervalMs: number, logger: Logger): GatewayMetrics {
@@ -80,6 +80,16 @@ export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatInter
     },
   });
   new Gauge({
+    name: 'inferline_model_scale_to_zero',
+    help: 'Whether a model is configured scale_to_zero (1) or not (0): admitted with no live worker, its workers started by an autoscaler on queue depth.',
+    labelNames: ['model'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const m of models.list()) this.set({ model: m.config.name }, m.config.scale_to_zero ? 1 : 0);
+    },
+  });
+  new Gauge({
     name: 'inferline_workers',
     help: 'Workers whose heartbeat for a model is recent (within 3 heartbeat periods).',
     labelNames: ['model'] as const,
@@ -102,10 +112,20 @@ export function createMetrics(redis: Redis, models: ModelCatalog, heartbeatInter
     registers: [registry],
     async collect() {
       this.reset();
-      const replies = await readPipeline(redis.pipeline().zcard(keys.groupsOpen()).zcard(keys.groupsReady()), logger, 'inferline_groups');
+      // Each model (shard) keeps its own sets, in its slot (keys.ts): sum over the repository's models.
+      const names = models.list().map((m) => m.config.name);
+      const pipeline = redis.pipeline();
+      for (const name of names) pipeline.zcard(keys.groupsOpen(name)).zcard(keys.groupsReady(name));
+      const replies = await readPipeline(pipeline, logger, 'inferline_groups');
       if (!replies) return;
-      this.set({ state: 'open' }, Number(replies[0] ?? 0));
-      this.set({ state: 'ready' }, Number(replies[1] ?? 0));
+      let open = 0;
+      let ready = 0;
+      names.forEach((_, i) => {
+        open += Number(replies[2 * i] ?? 0);
+        ready += Number(replies[2 * i + 1] ?? 0);
+      });
+      this.set({ state: 'open' }, open);
+      this.set({ state: 'ready' }, ready);
     },
   });
   return { registry, requests, requestDuration };

@@ -212,6 +212,9 @@ export class ModelCatalog {
    *   selects, else the highest AVAILABLE one (a version being replaced keeps serving until its
    *   successor is AVAILABLE), else `503 model_unavailable`.
    * With `requireAvailable: false` (metadata) the policy alone decides; `ignoreTraffic` skips the draw.
+   * A `scale_to_zero` model with no version AVAILABLE on any live worker treats every version the
+   * policy selects as available, except one a live worker reports failed to load (its requests wait
+   * in the stream for the worker an autoscaler starts).
    * @throws InferlineError `model_not_found` (unknown model, or nothing served), `version_not_found`
    *   (label unknown, version not selected), `model_unavailable` (503 + `retry_after_s`).
    */
@@ -219,8 +222,15 @@ export class ModelCatalog {
     const model = this.require(name);
     const requireAvailable = options.requireAvailable ?? true;
     const live = this.#liveOf(name);
-    const isAvailable = (version: number): boolean => !requireAvailable || live.get(version)?.state === 'AVAILABLE';
     const served = model.served;
+    // scale_to_zero: while no live worker has any version AVAILABLE (scaled to zero, or the first one
+    // still loading), a version the policy selects is admitted unless a live worker failed to load it.
+    const waitsForWorkers = requireAvailable && model.config.scale_to_zero && ![...live.values()].some((held) => held.state === 'AVAILABLE');
+    const admissible = (version: number): boolean => {
+      const held = live.get(version);
+      return served.includes(version) && !(held?.state === 'END' && held.error);
+    };
+    const isAvailable = (version: number): boolean => !requireAvailable || live.get(version)?.state === 'AVAILABLE' || (waitsForWorkers && admissible(version));
     const resolved = (version: number): ResolvedModel => ({ model, config: model.config, version });
     let version = selector.version;
     if (selector.label !== undefined) {

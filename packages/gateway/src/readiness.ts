@@ -5,7 +5,8 @@ import type { GatewayDeps } from './route-context.ts';
  * The gateway's readiness rule, shared by `GET /readyz`, OIP's `GET /v2/health/ready` and gRPC
  * `ServerReady`: Redis answers PING, the job event subscription is active, and every model of the
  * repository that has a version to serve has one AVAILABLE on a live worker. Models whose config is
- * invalid, or without any version folder, are not waited for.
+ * invalid, or without any version folder, are not waited for, nor are `scale_to_zero` models (at zero
+ * workers they are still served: their requests queue until an autoscaler starts a worker).
  * @returns the names of the models waited for (all of them served).
  * @throws InferlineError `unavailable` saying what is missing (with `details.models_unavailable`); a
  *   Redis error as it is (the callers map it to unavailable).
@@ -13,7 +14,7 @@ import type { GatewayDeps } from './route-context.ts';
 export async function checkReady(deps: Pick<GatewayDeps, 'redis' | 'events' | 'models' | 'settings'>): Promise<string[]> {
   await deps.redis.ping();
   if (!deps.events.subscribed) throw new InferlineError('unavailable', 'job event subscription is not active');
-  const models = deps.models.list().filter((model) => model.served.length > 0);
+  const models = deps.models.list().filter((model) => model.served.length > 0 && !model.config.scale_to_zero);
   const live = await Promise.all(models.map((model) => readLiveVersions(deps.redis, model.config.name, deps.settings.heartbeat_interval_ms)));
   const waiting = models.filter((_model, i) => ![...(live[i]?.versions.values() ?? [])].some((version) => version.state === 'AVAILABLE')).map((model) => model.config.name);
   if (waiting.length > 0) {

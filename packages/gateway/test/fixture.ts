@@ -46,6 +46,8 @@ export interface RepositoryOptions {
   traffic?: Record<string, number>;
   /** Fields merged into `batching` (priority_levels, default_timeout_ms, ...). */
   batching?: Record<string, unknown>;
+  /** Set `scale_to_zero`. */
+  scaleToZero?: boolean;
 }
 
 /** A temp model repository with a copy of glove-embed's config.json and `<v>/model.json` placeholders. */
@@ -59,6 +61,7 @@ export async function createRepository(options: RepositoryOptions = {}): Promise
     version_policy: unknown;
     version_labels?: Record<string, number>;
     traffic?: Record<string, number>;
+    scale_to_zero?: boolean;
   };
   if (options.maxQueueSize !== undefined) config.batching.max_queue_size = options.maxQueueSize;
   if (options.maxTextBytes !== undefined) config.preprocess.max_text_bytes = options.maxTextBytes;
@@ -66,6 +69,7 @@ export async function createRepository(options: RepositoryOptions = {}): Promise
   if (options.versionLabels !== undefined) config.version_labels = options.versionLabels;
   if (options.traffic !== undefined) config.traffic = options.traffic;
   if (options.batching !== undefined) Object.assign(config.batching, options.batching);
+  if (options.scaleToZero !== undefined) config.scale_to_zero = options.scaleToZero;
   await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
   for (const version of options.versions ?? [1]) await addVersion(root, version);
   return root;

@@ -40,10 +40,16 @@ function closeGroup(app: GatewayApp, id: string) {
   return app.inject({ method: 'POST', url: `/v1/groups/${id}/close` });
 }
 
-/** Keys of every aggregation group (`il:{g:<id>}:...`). */
+/** Keys of every aggregation group and the group sets of every model (`il:{m:<model>}:group...`). */
 function groupKeys(redis: Redis): Promise<string[]> {
-  return redis.keys('il:{g:*');
+  return redis.keys('il:{m:*}:group*');
 }
+
+/**
+ * Ids no group has: without a model part, with an empty one, with an unknown model, with no random
+ * part, and made up to look like another key's name.
+ */
+const UNKNOWN_IDS = ['nope', '~AAAAAAAAAAAAAAAAAAAAA', `${MODEL}~AAAAAAAAAAAAAAAAAAAAA`, 'no-such-model~AAAAAAAAAAAAAAAAAAAAA', `${MODEL}~`, `x}:group:${MODEL}~A`];
 
 /** The stream entries of the request stream as `{group, index, input}` (input decoded). */
 async function streamMembers(redis: Redis): Promise<{ id: string; group: string; index: number; input: unknown }[]> {
@@ -123,7 +129,9 @@ describe('routes/groups', () => {
       const res = await postGroup(f.app, { inputs });
       assert.equal(res.statusCode, 202, res.body);
       const view = res.json<GroupView>();
-      assert.equal(view.id.length, 21);
+      assert.match(view.id, new RegExp(`^${MODEL}~[A-Za-z0-9_-]{21}$`), 'a group id carries its model (its slot)');
+      assert.equal(await f.redis.exists(keys.group(view.id)), 1);
+      assert.ok(keys.group(view.id).startsWith(`il:{m:${MODEL}}:`));
       assert.equal(res.headers.location, `/v1/groups/${view.id}`);
       assert.ok(!Number.isNaN(Date.parse(view.created_at)));
       assert.deepEqual(
@@ -178,7 +186,7 @@ describe('routes/groups', () => {
       assert.equal(view.status, 'reducing');
       assert.equal(view.size, 0);
       assert.equal(await f.redis.xlen(STREAM), 0);
-      assert.deepEqual(await f.redis.zrange(keys.groupsReady(), 0, -1), [view.id]);
+      assert.deepEqual(await f.redis.zrange(keys.groupsReady(MODEL), 0, -1), [view.id]);
       assert.deepEqual(await reduceJobOf(f.redis, view.id), { group: view.id }, 'the reduce job exists');
     });
 
@@ -275,20 +283,24 @@ describe('routes/groups', () => {
     });
 
     it('a chunk, a close or a DELETE of an unknown group answers 404 group_not_found', async () => {
-      for (const res of [
-        await postChunk(f.app, 'nope', { inputs: ['a'] }),
-        await closeGroup(f.app, 'nope'),
-        await f.app.inject({ method: 'DELETE', url: '/v1/groups/nope' }),
-      ]) {
-        assert.equal(res.statusCode, 404);
-        assert.equal(res.json<ErrorBody>().error.code, 'group_not_found');
+      for (const id of UNKNOWN_IDS) {
+        const path = encodeURIComponent(id);
+        for (const res of [
+          await postChunk(f.app, path, { inputs: ['a'] }),
+          await closeGroup(f.app, path),
+          await f.app.inject({ method: 'DELETE', url: `/v1/groups/${path}` }),
+        ]) {
+          assert.equal(res.statusCode, 404, `${id}: ${res.body}`);
+          assert.equal(res.json<ErrorBody>().error.code, 'group_not_found');
+        }
       }
+      assert.deepEqual(await groupKeys(f.redis), [], 'nothing written for them');
     });
   });
 
   describe('GET /v1/groups/:id', () => {
     it('an unknown group answers 404 group_not_found, with or without ?wait', async () => {
-      for (const url of ['/v1/groups/AAAAAAAAAAAAAAAAAAAAA', '/v1/groups/AAAAAAAAAAAAAAAAAAAAA?wait=1']) {
+      for (const url of ['AAAAAAAAAAAAAAAAAAAAA', ...UNKNOWN_IDS].flatMap((id) => [`/v1/groups/${encodeURIComponent(id)}`, `/v1/groups/${encodeURIComponent(id)}?wait=1`])) {
         const res = await f.app.inject({ url });
         assert.equal(res.statusCode, 404, url);
         assert.equal(res.json<ErrorBody>().error.code, 'group_not_found');

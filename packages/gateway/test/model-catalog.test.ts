@@ -46,6 +46,22 @@ describe('ModelCatalog', () => {
     catalog.close();
   });
 
+  it('scale_to_zero: with no version AVAILABLE anywhere, a selected version is admitted unless a live worker failed to load it; one AVAILABLE is preferred as usual', async () => {
+    const { catalog, hold } = await open({ versions: [1, 2], versionPolicy: { all: {} }, scaleToZero: true }, {});
+    assert.equal(version(catalog), 2, 'no worker at all: the latest selected version');
+    assert.equal(version(catalog, { version: 1 }), 1);
+    assert.equal(code(() => version(catalog, { version: 7 })), 'version_not_found', 'a version the policy does not select is still 404');
+    await hold({ 2: 'LOADING' });
+    assert.equal(version(catalog), 2, 'the first worker is still loading: admitted');
+    await hold({ 2: { state: 'END', error: 'shard 3 is truncated' } });
+    assert.equal(version(catalog), 1, 'the failed version is refused; the other selected one is admitted');
+    assert.equal(code(() => version(catalog, { version: 2 })), 'model_unavailable');
+    await hold({ 1: 'AVAILABLE', 2: 'LOADING' });
+    assert.equal(version(catalog), 1, 'once a worker has a version AVAILABLE, the usual rule applies');
+    assert.equal(code(() => version(catalog, { version: 2 })), 'model_unavailable');
+    catalog.close();
+  });
+
   it('a selected version no live worker has AVAILABLE is 503 model_unavailable with the reason and Retry-After; one not selected is 404', async () => {
     const { catalog, hold } = await open({ versions: [1, 2], versionPolicy: { all: {} } }, { 1: 'AVAILABLE', 2: 'LOADING' });
     assert.equal(version(catalog), 1, 'the default skips a version still loading');

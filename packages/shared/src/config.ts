@@ -247,6 +247,15 @@ export const ModelConfig = Type.Object(
      * request (without a budget every served version is loaded at start anyway).
      */
     preload: Type.Optional(Type.Boolean({ default: false })),
+    /**
+     * Admit requests for the versions the policy selects even while no live worker holds them, so an
+     * autoscaler that counts the stream's entries (KEDA `redis-streams`, `streamLength`, minReplicaCount 0)
+     * can scale the model's workers to zero and back: requests wait in the stream until a worker starts
+     * (bounded by `timeout_ms` / `batching.default_timeout_ms`, enforced by that worker), and the
+     * gateways' readiness does not wait for the model. A version whose load failed on a live worker is
+     * still refused. Default false: with no live worker the gateway answers 503 model_unavailable.
+     */
+    scale_to_zero: Type.Optional(Type.Boolean({ default: false })),
     version_policy: Type.Optional(VersionPolicy),
     /** Label → version (`{"stable": 1, "canary": 2}`); a label may point only to a served version. */
     version_labels: Type.Optional(Type.Record(Type.String({ pattern: LABEL_PATTERN }), Type.Integer({ minimum: 1 }))),
@@ -267,6 +276,7 @@ export type ModelConfig = ModelConfigInput & {
   batching: BatchingConfig;
   queue: QueueConfig;
   preload: boolean;
+  scale_to_zero: boolean;
   version_policy: VersionPolicy;
   version_labels: Record<string, number>;
 };
@@ -280,6 +290,7 @@ export function parseModelConfig(raw: unknown, source = 'config.json'): ModelCon
   withDefaults.batching = Value.Default(BatchingConfig, withDefaults.batching ?? {});
   withDefaults.queue = Value.Default(QueueConfig, withDefaults.queue ?? {});
   withDefaults.preload ??= false;
+  withDefaults.scale_to_zero ??= false;
   withDefaults.version_policy ??= { latest: { num_versions: 1 } };
   withDefaults.version_labels ??= {};
   // Sections that are a union by `type` are checked against their own schema first, so that an error

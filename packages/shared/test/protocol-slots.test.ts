@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import calculateSlot from 'cluster-key-slot';
 import type { Redis } from 'ioredis';
-import { deadLetterJob, enqueueJobs, settleJobs, startJobs } from '../src/protocol/job-scripts.ts';
-import { keys, newJobId, jobIdModel } from '../src/keys.ts';
+import { deadLetterMember, groupAdd, groupCancel, groupFinish, settleMember, startMembers } from '../src/protocol/group-scripts.ts';
+import { cancelJob, deadLetterJob, enqueueJobs, settleJobs, startJobs } from '../src/protocol/job-scripts.ts';
+import { idShard, keys, newGroupId, newJobId, jobIdModel } from '../src/keys.ts';
+import { SCRIPT_NAMES } from '../src/scripts.ts';
 import { announceWorker, withdrawWorker } from '../src/protocol/version-status.ts';
 
 /**
@@ -61,4 +64,125 @@ describe('protocol: every key of one job script call is in one Redis Cluster slo
       assert.equal(calculateSlot(keys.admission(model)), calculateSlot(keys.requests(model, 1)));
     }
   });
+});
+
+/**
+ * One or more calls of each script through its typed protocol function, as the gateway, the workers
+ * and the aggregator make them (with every optional key in play: tenant, idempotency key, priority
+ * levels, kept inputs). Keyed by the script's file name under `src/lua/`: the test below fails for a
+ * script that has no entry here.
+ */
+const SCRIPT_CALLS: Record<string, (redis: Redis, model: string) => Promise<unknown>> = {
+  enqueue: (redis, model) =>
+    enqueueJobs(redis, {
+      model, version: 2, max_queue_size: 100, created_at: 0, priority: 2, levels: 3, tenant: 't', max_queued: 9, callback_url: 'https://example.com/cb', deadline_at: 5,
+      idempotency: { key: 'k', fingerprint: 'f', ttl_s: 60 }, jobs: [newJobId(model), newJobId(model)].map((id) => ({ id, input: Buffer.from('x') })),
+    }),
+  start: (redis, model) => startJobs(redis, [newJobId(model), newJobId(model), newJobId(model)], 0),
+  settle: (redis, model) =>
+    settleJobs(redis, model, 2, { inference_ms: 1, batch_size: 2, batch_id: 'b', result_ttl_s: 60 }, [
+      { jobId: newJobId(model), entryId: '1-0', queue_ms: 0, level: 2, result: { ok: true, output: Buffer.from('{}') } },
+      { jobId: newJobId(model), entryId: '1-1', queue_ms: 0, level: 2, result: { ok: false, code: 'invalid_input', message: 'no' } },
+    ]),
+  'dead-letter': (redis, model) => deadLetterJob(redis, { model, version: 2, jobId: newJobId(model), entryId: '1-0', deliveries: 6, result_ttl_s: 60, message: 'poison', level: 2 }),
+  cancel: (redis, model) => cancelJob(redis, newJobId(model), 60, 'cancelled'),
+  heartbeat: async (redis, model) => {
+    await announceWorker(redis, model, { consumer: 'w', backend: 'cpu', versions: { 1: { state: 'AVAILABLE' } } }, [1, 2], 1_000);
+    await withdrawWorker(redis, model, 'w', 1_000);
+  },
+  'group-add': async (redis, model) => {
+    const groupId = newGroupId(model);
+    const inputs = [Buffer.from('a'), Buffer.from('b')];
+    await groupAdd(redis, {
+      groupId, model, version: 2, max_queue_size: 100, inputs, close: false, keep_inputs: true, priority: 2, levels: 3, deadline_at: 5, tenant: 't', max_queued: 9,
+      create: { reduce: 'boxes', output_name: '*', on_item_error: 'skip', result_ttl_s: 60, callback_url: 'https://example.com/cb', idempotency: { key: 'k', fingerprint: 'f', ttl_s: 60 } },
+    });
+    await groupAdd(redis, { groupId, model, version: 2, max_queue_size: 100, inputs, close: true, start: 2, keep_inputs: true, priority: 2, levels: 3, tenant: 't' });
+  },
+  'start-members': (redis, model) => startMembers(redis, newGroupId(model), [0, 1, 2], 0),
+  'settle-member': async (redis, model) => {
+    const groupId = newGroupId(model);
+    await settleMember(redis, { model, version: 2, groupId, index: 0, entryId: '1-0', level: 2, result: { ok: true, output: Buffer.from('x') } });
+    await settleMember(redis, { model, version: 2, groupId, index: 1, entryId: '1-1', result: { ok: false, code: 'invalid_input', message: 'no' } });
+  },
+  'dead-letter-member': (redis, model) => deadLetterMember(redis, { model, version: 2, groupId: newGroupId(model), index: 3, entryId: '1-3', deliveries: 6, message: 'poison', level: 2 }),
+  'group-cancel': (redis, model) => groupCancel(redis, newGroupId(model), 'cancelled'),
+  'group-finish': async (redis, model) => {
+    await groupFinish(redis, newGroupId(model), { status: 'succeeded', output: Buffer.from('x'), failed_indexes: Buffer.from('y') });
+    await groupFinish(redis, newGroupId(model), { status: 'failed', code: 'reduce_failed', message: 'no' });
+  },
+};
+
+/**
+ * What a stand-in connection answers for each command a protocol function sends to `model`'s keys
+ * (scripts, and the HMGET of a job record cancelJob reads first: model, version, priority).
+ */
+const replies = (model: string): Record<string, unknown> => ({
+  il_enqueue: ['1-0', '1-1'],
+  il_start: ['queued', 'queued', 'queued'],
+  il_settle: [1, 1],
+  il_dead_letter: 1,
+  il_cancel: 'queued',
+  il_heartbeat: 0,
+  il_group_add: [0, 2, 'open', 0],
+  il_start_members: [1, 1, 1],
+  il_settle_member: 1,
+  il_dead_letter_member: 1,
+  il_group_cancel: 1,
+  il_group_finish: 1,
+  hmget: [model, '2', '2'],
+});
+
+describe('protocol: every script, job and group alike, passes keys of one Redis Cluster slot', () => {
+  const scriptFiles = readdirSync(new URL('../src/lua/', import.meta.url))
+    .filter((name) => name.endsWith('.lua'))
+    .map((name) => name.slice(0, -'.lua'.length))
+    .sort();
+
+  it('every Lua script under src/lua is registered and has a slot check here', () => {
+    assert.deepEqual([...SCRIPT_NAMES].sort(), scriptFiles, 'SCRIPT_NAMES lists every script file');
+    assert.deepEqual(Object.keys(SCRIPT_CALLS).sort(), scriptFiles, 'SCRIPT_CALLS has an entry per script file');
+  });
+
+  it('a group id carries its model (shard), and every key of the group lands in the slot of the model stream', () => {
+    for (const shard of ['glove-embed', 'a.b_c-1', 'glove-embed~2']) {
+      const id = newGroupId(shard);
+      assert.equal(idShard(id), shard);
+      const slot = calculateSlot(keys.requests(shard, 1));
+      const groupKeys = [keys.group(id), keys.groupResults(id), keys.groupErrors(id), keys.groupInputs(id), keys.groupsReady(shard), keys.groupsOpen(shard), keys.groupCallbacksDue(shard)];
+      assert.deepEqual(new Set(groupKeys.map((key) => calculateSlot(key))), new Set([slot]), shard);
+      assert.equal(new Set(groupKeys).size, groupKeys.length, 'every key is distinct');
+    }
+    // An id never issued (no shard part) names keys under the empty tag, which no script writes.
+    for (const id of ['nope', '~x']) {
+      assert.equal(idShard(id), undefined);
+      assert.ok(keys.group(id).startsWith('il:{m:}:'), id);
+    }
+  });
+
+  for (const model of ['glove-embed', 'coco-detect', 'a.b_c-1']) {
+    for (const script of Object.keys(SCRIPT_CALLS).sort()) {
+      it(`${script} of model ${model}: every call passes keys of the model's slot only`, async () => {
+        const calls: { command: string; keys: string[] }[] = [];
+        const answers = replies(model);
+        const redis = new Proxy({}, {
+          get: (_target, property: string) => (...rest: unknown[]) => {
+            if (property.startsWith('il_')) {
+              const numKeys = rest[0] as number;
+              calls.push({ command: property, keys: rest.slice(1, numKeys + 1) as string[] });
+            }
+            return Promise.resolve(answers[property]);
+          },
+        }) as unknown as Redis;
+        await SCRIPT_CALLS[script]?.(redis, model);
+        assert.ok(calls.length > 0, `${script}: no script call recorded`);
+        for (const call of calls) {
+          assert.equal(call.command, `il_${script.replaceAll('-', '_')}`);
+          assert.ok(call.keys.length > 0, `${script} passes no keys`);
+          const slots = new Set(call.keys.map((key) => calculateSlot(key)));
+          assert.deepEqual(slots, new Set([calculateSlot(keys.requests(model, 1))]), `${script} of ${model} spans slots ${[...slots].join(', ')}: ${call.keys.join(' ')}`);
+        }
+      });
+    }
+  }
 });

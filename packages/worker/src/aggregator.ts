@@ -95,12 +95,20 @@ export async function reduceGroup(redis: Redis, groupId: string, chunkSize: numb
 /**
  * Re-add the reduce job of every group that has been ready (all members settled) for at least `ageMs`
  * without finishing: the process that should have added it died first. Adding a job that exists is a
- * no-op (job id = group id). Returns how many groups it looked at.
+ * no-op (job id = group id). Each shard keeps its own ready set (keys.ts), so every shard in `shards`
+ * is visited (at most {@link SWEEP_BATCH} groups each per sweep).
+ * @param shards the shards to sweep: the models of the repository (a shard is a model's name today)
+ * @returns how many groups it looked at.
+ * @throws Error when Redis fails (the next sweep looks again).
  */
-export async function sweepReadyGroups(redis: Redis, add: (groupId: string) => Promise<void>, ageMs: number): Promise<number> {
-  const ids = await redis.zrangebyscore(keys.groupsReady(), '-inf', Date.now() - ageMs, 'LIMIT', 0, SWEEP_BATCH);
-  for (const id of ids) await add(id);
-  return ids.length;
+export async function sweepReadyGroups(redis: Redis, shards: readonly string[], add: (groupId: string) => Promise<void>, ageMs: number): Promise<number> {
+  let seen = 0;
+  for (const shard of shards) {
+    const ids = await redis.zrangebyscore(keys.groupsReady(shard), '-inf', Date.now() - ageMs, 'LIMIT', 0, SWEEP_BATCH);
+    for (const id of ids) await add(id);
+    seen += ids.length;
+  }
+  return seen;
 }
 
 /** Groups one sweep looks at, at most, per set. */
@@ -108,18 +116,24 @@ const SWEEP_BATCH = 1_000;
 
 /**
  * Cancel every group left open (no chunk, no close) for at least `ttlMs`: its client went away.
- * Groups are taken from the open set (group-add.lua scores each by its last call); one that finished
- * meanwhile is only taken out of the set. Returns the ids of the groups cancelled.
+ * Groups are taken from each shard's open set (group-add.lua scores each by its last call); one that
+ * finished meanwhile is only taken out of the set.
+ * @param shards the shards to sweep, as for {@link sweepReadyGroups}
+ * @returns the ids of the groups cancelled.
+ * @throws Error when Redis fails (the next sweep looks again).
  */
-export async function sweepAbandonedGroups(redis: Redis, ttlMs: number): Promise<string[]> {
-  const ids = await redis.zrangebyscore(keys.groupsOpen(), '-inf', Date.now() - ttlMs, 'LIMIT', 0, SWEEP_BATCH);
+export async function sweepAbandonedGroups(redis: Redis, shards: readonly string[], ttlMs: number): Promise<string[]> {
   const cancelled: string[] = [];
-  for (const id of ids) {
-    const outcome = await groupCancel(redis, id, `abandoned: open with no new input or close for ${Math.round(ttlMs / 1000)} s (open_group_ttl_s)`);
-    // A chunk landing between the read above and this cancel loses: a window of one round trip, on a
-    // group that was idle for ttlMs.
-    if (outcome === 'cancelled') cancelled.push(id);
-    await redis.zrem(keys.groupsOpen(), id);
+  for (const shard of shards) {
+    const open = keys.groupsOpen(shard);
+    const ids = await redis.zrangebyscore(open, '-inf', Date.now() - ttlMs, 'LIMIT', 0, SWEEP_BATCH);
+    for (const id of ids) {
+      const outcome = await groupCancel(redis, id, `abandoned: open with no new input or close for ${Math.round(ttlMs / 1000)} s (open_group_ttl_s)`);
+      // A chunk landing between the read above and this cancel loses: a window of one round trip, on a
+      // group that was idle for ttlMs.
+      if (outcome === 'cancelled') cancelled.push(id);
+      await redis.zrem(open, id);
+    }
   }
   return cancelled;
 }
@@ -131,7 +145,8 @@ export async function sweepAbandonedGroups(redis: Redis, ttlMs: number): Promise
  * with exponential backoff; an output that does not fit the reducer fails the group at once, and the
  * last failed attempt fails it with `reduce_failed`. Every `reduce_sweep_interval_ms` it re-adds lost
  * reduce jobs ({@link sweepReadyGroups}) and cancels groups left open longer than `open_group_ttl_s`
- * ({@link sweepAbandonedGroups}). It also delivers callbacks (callbacks.ts): every
+ * ({@link sweepAbandonedGroups}), visiting the sets of every model the repository lists (re-read every
+ * `poll_interval_ms`; a model once seen stays visited). It also delivers callbacks (callbacks.ts): every
  * `callback_poll_interval_ms` it moves the ids of finished jobs and groups with a callback_url from
  * their due sets onto the BullMQ queue `callbacks`, whose worker POSTs each signed terminal view,
  * retried with exponential backoff. With `aggregator_metrics_port` set it serves `/metrics`
@@ -192,22 +207,31 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
     );
   });
 
+  // The models whose per-model sets (due callbacks, ready and open groups) the loops below visit:
+  // the repository's, re-read at most every poll_interval_ms, plus every model read before (a model
+  // just removed from the repository still has its groups swept and callbacks drained).
+  const models = new Set<string>();
+  let modelsReadAt = Number.NEGATIVE_INFINITY;
+  const readModels = async (): Promise<string[]> => {
+    if (Date.now() - modelsReadAt >= settings.poll_interval_ms) {
+      const scan = await scanRepository(settings.model_repository);
+      // A folder whose config fails to load is still visited: its groups and callbacks may be waiting.
+      for (const name of [...scan.models.map((model) => model.config.name), ...scan.failures.map((failure) => failure.name)]) models.add(name);
+      modelsReadAt = Date.now();
+    }
+    return [...models];
+  };
+
   // Callbacks: drain the due sets every callback_poll_interval_ms onto the queue `callbacks`
-  // (callbacks.ts); the model list (each model has its own due set) is re-read every poll_interval_ms.
+  // (callbacks.ts); each model has its own due sets.
   const callbacksQueue = createCallbacksQueue(redis, (error) => log.debug({ err: error }, 'callbacks queue: redis connection error'));
   const callbackWorker = startCallbackWorker(redis, apiKeys, settings, log, (outcome) => metrics.observeCallback(outcome));
-  let models: string[] = [];
-  let modelsReadAt = 0;
   let draining = false;
   const drain = (): void => {
     if (draining) return;
     draining = true;
     (async () => {
-      if (Date.now() - modelsReadAt >= settings.poll_interval_ms) {
-        models = (await scanRepository(settings.model_repository)).models.map((model) => model.config.name);
-        modelsReadAt = Date.now();
-      }
-      await drainDueCallbacks(redis, callbacksQueue, models, settings);
+      await drainDueCallbacks(redis, callbacksQueue, await readModels(), settings);
     })()
       .catch((error: unknown) => log.warn({ err: error }, 'drain of due callbacks failed'))
       .finally(() => {
@@ -225,17 +249,22 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
       await enqueueReduce(queue, groupId, settings);
       readded++;
     };
-    sweepReadyGroups(redis, add, settings.reduce_sweep_interval_ms).then(
-      () => {
-        if (readded > 0) log.warn({ groups: readded }, 'sweep re-added lost reduce jobs of ready groups');
+    readModels().then(
+      (shards) => {
+        sweepReadyGroups(redis, shards, add, settings.reduce_sweep_interval_ms).then(
+          () => {
+            if (readded > 0) log.warn({ groups: readded }, 'sweep re-added lost reduce jobs of ready groups');
+          },
+          (error: unknown) => log.warn({ err: error }, 'sweep of ready groups failed'),
+        );
+        sweepAbandonedGroups(redis, shards, settings.open_group_ttl_s * 1000).then(
+          (ids) => {
+            if (ids.length > 0) log.warn({ group_ids: ids, open_group_ttl_s: settings.open_group_ttl_s }, 'cancelled groups left open too long');
+          },
+          (error: unknown) => log.warn({ err: error }, 'sweep of open groups failed'),
+        );
       },
-      (error: unknown) => log.warn({ err: error }, 'sweep of ready groups failed'),
-    );
-    sweepAbandonedGroups(redis, settings.open_group_ttl_s * 1000).then(
-      (ids) => {
-        if (ids.length > 0) log.warn({ group_ids: ids, open_group_ttl_s: settings.open_group_ttl_s }, 'cancelled groups left open too long');
-      },
-      (error: unknown) => log.warn({ err: error }, 'sweep of open groups failed'),
+      (error: unknown) => log.warn({ err: error }, 'sweep of groups failed: cannot read the model repository'),
     );
   };
   sweep();

@@ -23,9 +23,9 @@ import {
  *
  * Nothing is lost when a process dies: the script that writes a job's or group's terminal state
  * (settle.lua, dead-letter.lua, the group scripts) records its id in a "callbacks due" sorted set in
- * the same atomic call (`keys.callbacksDue(model)`, `keys.groupCallbacksDue()`). The aggregator
- * drains these sets ({@link drainDueCallbacks}): it adds one BullMQ job per id to the queue
- * `callbacks` (job id `<kind>-<id>`, so adding it again is a no-op while BullMQ keeps the job), then
+ * the same atomic call (`keys.callbacksDue(model)`, `keys.groupCallbacksDue(model)`: each model has
+ * its own, in its slot). The aggregator drains the sets of every model ({@link drainDueCallbacks}): it
+ * adds one BullMQ job per id to the queue `callbacks` (job id `<kind>-<id>`, so adding it again is a no-op while BullMQ keeps the job), then
  * removes the ids from the set. A crash between the two adds the same job id again: no duplicate.
  * The BullMQ worker ({@link startCallbackWorker}) POSTs the terminal view, signed; a failed attempt
  * (network error, timeout, a non-2xx answer) is retried with exponential backoff, and after
@@ -55,15 +55,15 @@ function deliveryJobId(data: CallbackJobData): string {
 
 /**
  * Move the ids of every due set onto the queue `callbacks`, then out of their set.
- * @param models the models whose due sets to drain (the repository's)
+ * @param models the models (shards) whose job and group due sets to drain (the repository's)
  * @returns how many ids were moved.
  * @throws Error when Redis fails (the ids stay in their sets; the next round takes them).
  */
 export async function drainDueCallbacks(redis: Redis, queue: Queue<CallbackJobData>, models: readonly string[], retry: Pick<Settings, 'callback_attempts' | 'callback_backoff_ms'>): Promise<number> {
-  const sets: { key: string; kind: CallbackJobData['kind'] }[] = [
-    ...models.map((model) => ({ key: keys.callbacksDue(model), kind: 'job' as const })),
-    { key: keys.groupCallbacksDue(), kind: 'group' },
-  ];
+  const sets: { key: string; kind: CallbackJobData['kind'] }[] = models.flatMap((model) => [
+    { key: keys.callbacksDue(model), kind: 'job' as const },
+    { key: keys.groupCallbacksDue(model), kind: 'group' as const },
+  ]);
   let moved = 0;
   for (const { key, kind } of sets) {
     const ids = await redis.zrange(key, 0, DRAIN_BATCH - 1);

@@ -70,15 +70,16 @@ describe('aggregator metrics against a real Redis', () => {
       assert.deepEqual(JSON.parse(ready), { status: 'ready' });
       assert.equal((await fetch(`${base}/healthz`)).status, 200);
 
-      await emptyGroup('collected', 'collect'); // collect over no member: an empty list
-      await emptyGroup('averaged', 'mean'); // mean over no member: empty_group fails the group
-      for (const id of ['collected', 'averaged', 'missing']) await enqueueReduce(queue, id, RETRY);
+      const [collected, averaged] = [`${MODEL}~collected`, `${MODEL}~averaged`];
+      await emptyGroup(collected, 'collect'); // collect over no member: an empty list
+      await emptyGroup(averaged, 'mean'); // mean over no member: empty_group fails the group
+      for (const id of [collected, averaged, `${MODEL}~missing`]) await enqueueReduce(queue, id, RETRY);
       const text = await fetchUntil(`${base}/metrics`, (body) => sample(body, 'inferline_reduce_duration_seconds_count') === 3);
       assert.equal(sample(text, 'inferline_reduces_total{status="succeeded"}'), 1);
       assert.equal(sample(text, 'inferline_reduces_total{status="empty_group"}'), 1);
       assert.equal(sample(text, 'inferline_reduces_total{status="skipped"}'), 1, 'a job whose group does not exist');
       assert.equal(sample(text, 'inferline_reduce_backlog{state="waiting"}'), 0);
-      assert.equal(await db.redis.hget(keys.group('averaged'), 'error_code'), 'empty_group');
+      assert.equal(await db.redis.hget(keys.group(averaged), 'error_code'), 'empty_group');
     } finally {
       stop.abort();
       await running;

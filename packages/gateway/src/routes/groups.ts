@@ -1,6 +1,5 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { nanoid } from 'nanoid';
 import type { ServerResponse } from 'node:http';
 import {
   createReduceQueue,
@@ -11,6 +10,7 @@ import {
   GroupView,
   InferlineError,
   keys,
+  newGroupId,
   priorityLevel,
   REDUCERS_KEEPING_INPUTS,
   type GroupView as GroupViewType,
@@ -29,7 +29,11 @@ import { requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
 import { SSE_HEARTBEAT_MS } from './jobs.ts';
 
-const GroupParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
+/**
+ * A group id: `<model>~<nanoid>` (`newGroupId`), at most 64 + 1 + 21 characters (128 leaves room for a
+ * partition suffix). An id without a model part is well-formed here and reads as not found (404).
+ */
+const GroupParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) });
 const Replies = { '4xx': ErrorReply, '5xx': ErrorReply };
 
 /**
@@ -78,7 +82,8 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
     const deadline = queueDeadline(target, Date.now(), timeoutMs);
     const callback = await acceptCallbackUrl(callbackUrl, request.tenant, settings);
     const stored = inputs ? await readGroupInputs(target, inputs, reduce, 0) : [];
-    let id = nanoid();
+    // In the model's slot, with its members' stream and its model's group sets (keys.ts).
+    let id = newGroupId(target.config.name);
     request.logContext.group_id = id;
     request.logContext.inputs = stored.length;
     const keepInputs = REDUCERS_KEEPING_INPUTS.has(reduce);

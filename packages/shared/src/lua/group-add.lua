@@ -9,12 +9,15 @@
   (members not yet settled), completed, failed, created_at, closed_at, ready_at, finished_at, and at
   the end output, failed_indexes or error_code + error_message; reduce_runs (aggregator).
 
+  One Redis Cluster slot: the group id is `<shard>~<nanoid>` and its shard is the group's model, so
+  every key below carries the same tag ({m:<shard>} = {m:<model>}, keys.ts).
+
   Input:
-    KEYS[1] group hash          (il:{g:<id>}:group)
+    KEYS[1] group hash          (il:{m:<shard>}:group:<id>)
     KEYS[2] request stream      (il:{m:<model>}:v<version>:requests)
-    KEYS[3] group inputs hash   (il:{g:<id>}:inputs; written when keep_inputs is 1)
-    KEYS[4] ready set           (il:groups:ready)
-    KEYS[5] open set            (il:groups:open; an open group's score is the time of its last call)
+    KEYS[3] group inputs hash   (il:{m:<shard>}:group-inputs:<id>; written when keep_inputs is 1)
+    KEYS[4] ready set           (il:{m:<shard>}:groups:ready)
+    KEYS[5] open set            (il:{m:<shard>}:groups:open; an open group's score is the time of its last call)
     KEYS[6] admission hash      (il:{m:<model>}:admission; inputs are taken only while field <version> is 'open')
     KEYS[7] tenant queued hash  (il:{m:<model>}:queued; tenant → its requests waiting or running)
     KEYS[8] idempotency key     (il:{m:<model>}:idem:groups:<hash>; not touched when the fingerprint is '')

@@ -3,14 +3,17 @@
   run of the same reduce, wins): the output (or the error), then finish the group
   (includes/finish-group.lua: member results dropped, record expires result_ttl_s from now, event).
 
+  One Redis Cluster slot: the group id is `<shard>~<nanoid>` and its shard is the group's model, so
+  every key below carries the same tag ({m:<shard>} = {m:<model>}, keys.ts).
+
   Input:
-    KEYS[1] group hash          (il:{g:<id>}:group)
-    KEYS[2] group results hash  (il:{g:<id>}:results)
-    KEYS[3] group errors hash   (il:{g:<id>}:errors)
-    KEYS[4] group inputs hash   (il:{g:<id>}:inputs)
-    KEYS[5] ready set           (il:groups:ready)
+    KEYS[1] group hash          (il:{m:<shard>}:group:<id>)
+    KEYS[2] group results hash  (il:{m:<shard>}:group-results:<id>)
+    KEYS[3] group errors hash   (il:{m:<shard>}:group-errors:<id>)
+    KEYS[4] group inputs hash   (il:{m:<shard>}:group-inputs:<id>)
+    KEYS[5] ready set           (il:{m:<shard>}:groups:ready)
     KEYS[6] tenant queued hash  (il:{m:<model>}:queued of the group's model)
-    KEYS[7] callbacks due set   (il:groups:callbacks)
+    KEYS[7] callbacks due set   (il:{m:<shard>}:groups:callbacks)
 
     ARGV[1] status              ('succeeded' | 'failed')
     ARGV[2] output              (MessagePack bytes, '' when failed)

@@ -3,15 +3,18 @@
   then acknowledge and delete its stream entry. Idempotent: a redelivered member writes and counts
   nothing.
 
+  One Redis Cluster slot: the group id is `<shard>~<nanoid>` and its shard is the group's model, so
+  every key below carries the same tag ({m:<shard>} = {m:<model>}, keys.ts).
+
   Input:
-    KEYS[1] group hash          (il:{g:<id>}:group)
-    KEYS[2] group results hash  (il:{g:<id>}:results)
-    KEYS[3] group errors hash   (il:{g:<id>}:errors)
-    KEYS[4] group inputs hash   (il:{g:<id>}:inputs)
-    KEYS[5] ready set           (il:groups:ready)
+    KEYS[1] group hash          (il:{m:<shard>}:group:<id>)
+    KEYS[2] group results hash  (il:{m:<shard>}:group-results:<id>)
+    KEYS[3] group errors hash   (il:{m:<shard>}:group-errors:<id>)
+    KEYS[4] group inputs hash   (il:{m:<shard>}:group-inputs:<id>)
+    KEYS[5] ready set           (il:{m:<shard>}:groups:ready)
     KEYS[6] request stream      (il:{m:<model>}:v<version>:requests)
     KEYS[7] tenant queued hash  (il:{m:<model>}:queued)
-    KEYS[8] callbacks due set   (il:groups:callbacks)
+    KEYS[8] callbacks due set   (il:{m:<shard>}:groups:callbacks)
 
     ARGV[1]  consumer group
     ARGV[2]  stream entry id

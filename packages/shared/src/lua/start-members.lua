@@ -5,10 +5,13 @@
   group whose deadline (`deadline_at`, from its `timeout_ms`) is not after now is reported so the worker
   settles it failed with 'deadline_exceeded', without inference.
 
+  One Redis Cluster slot: the group id is `<shard>~<nanoid>` and its shard is the group's model, so
+  every key below carries the same tag ({m:<shard>} = {m:<model>}, keys.ts).
+
   Input:
-    KEYS[1] group hash          (il:{g:<id>}:group)
-    KEYS[2] group results hash  (il:{g:<id>}:results)
-    KEYS[3] group errors hash   (il:{g:<id>}:errors)
+    KEYS[1] group hash          (il:{m:<shard>}:group:<id>)
+    KEYS[2] group results hash  (il:{m:<shard>}:group-results:<id>)
+    KEYS[3] group errors hash   (il:{m:<shard>}:group-errors:<id>)
 
     ARGV[1] now                 (ms since epoch)
     ARGV[2..n+1] member indexes

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { InferlineError } from '../errors.ts';
-import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, keys } from '../keys.ts';
+import { CONSUMER_GROUP, idShard, JOB_EVENTS_CHANNEL, keys } from '../keys.ts';
 import { runScript } from '../scripts.ts';
 import { idempotencyReusedError, QUEUE_FULL_RETRY_AFTER_S, tenantQueueFullError, versionClosedError, type IdempotencyClaim } from './job-scripts.ts';
 
@@ -9,23 +9,30 @@ import { idempotencyReusedError, QUEUE_FULL_RETRY_AFTER_S, tenantQueueFullError,
  * dead-letter-member, group-cancel, group-finish; DESIGN.md section 5): each builds its keys and
  * arguments and decodes its reply; reply codes become errors here once.
  *
- * Their keys are not yet in one Redis Cluster slot: a group's keys carry `{g:<id>}`, its members'
- * stream `{m:<model>}`, and the ready and open sets are global (the Redis Cluster work moves them).
+ * Every key of one call is in one Redis Cluster slot: a group id is `<shard>~<nanoid>`
+ * (`newGroupId`), and its record, member results, errors and kept inputs, its shard's ready, open
+ * and callbacks due sets, and the stream its members go to all carry `{m:<shard>}` (keys.ts). So each
+ * script stays one atomic call and counts each member exactly once, on a cluster as on one Redis.
+ * `packages/shared/test/protocol-slots.test.ts` checks the keys of every script's call.
  */
+
+/** The shard of a group id ('' when it has none: its keys then name nothing, and the scripts find no record). */
+function groupShard(groupId: string): string {
+  return idShard(groupId) ?? '';
+}
 
 /** The keys of a group that group-cancel, group-finish, settle-member and dead-letter-member take first. */
 function groupKeys(groupId: string): string[] {
-  return [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId), keys.groupInputs(groupId), keys.groupsReady()];
+  return [keys.group(groupId), keys.groupResults(groupId), keys.groupErrors(groupId), keys.groupInputs(groupId), keys.groupsReady(groupShard(groupId))];
 }
 
-/** The keys every script that may finish a group takes last: its model's tenant counts, the group callbacks due set. */
-function releaseKeys(model: string): string[] {
-  return [keys.tenantQueued(model), keys.groupCallbacksDue()];
-}
-
-/** The model of a group's record ('' when the group does not exist: its scripts then find no record either). */
-async function groupModel(redis: Redis, groupId: string): Promise<string> {
-  return (await redis.hget(keys.group(groupId), 'model')) ?? '';
+/**
+ * The keys every script that may finish a group takes last: the tenant counts and the group callbacks
+ * due set of the group's shard (its model's: a shard is a model today).
+ */
+function releaseKeys(groupId: string): string[] {
+  const shard = groupShard(groupId);
+  return [keys.tenantQueued(shard), keys.groupCallbacksDue(shard)];
 }
 
 /** Reply codes of group-add.lua (see its header). */
@@ -54,6 +61,7 @@ export interface GroupCreate {
 
 /** One group-add.lua call. */
 export interface GroupAddRequest {
+  /** `newGroupId(model)`: its shard part must be the model's, so the group and its members' stream share a slot. */
   groupId: string;
   model: string;
   version: number;
@@ -93,6 +101,7 @@ export interface GroupAddRequest {
  */
 export async function groupAdd(redis: Redis, add: GroupAddRequest): Promise<{ size: number; status: string; ready: boolean; replayed_group?: string }> {
   const { groupId, create } = add;
+  const shard = groupShard(groupId);
   const tenant = add.tenant ?? '';
   const idempotency = create?.idempotency;
   const meta = create ? [add.model, add.version, create.reduce, create.output_name, create.on_item_error, create.result_ttl_s] : ['', '', '', '', '', ''];
@@ -102,8 +111,8 @@ export async function groupAdd(redis: Redis, add: GroupAddRequest): Promise<{ si
     redis,
     'group-add',
     [
-      keys.group(groupId), keys.requests(add.model, add.version, priority), keys.groupInputs(groupId), keys.groupsReady(), keys.groupsOpen(), keys.admission(add.model),
-      keys.tenantQueued(add.model), keys.idempotency(add.model, 'groups', tenant, idempotency?.key ?? ''),
+      keys.group(groupId), keys.requests(add.model, add.version, priority), keys.groupInputs(groupId), keys.groupsReady(shard), keys.groupsOpen(shard), keys.admission(add.model),
+      keys.tenantQueued(shard), keys.idempotency(add.model, 'groups', tenant, idempotency?.key ?? ''),
       ...keys.requestStreams(add.model, add.version, add.levels ?? 1),
     ],
     [
@@ -170,7 +179,7 @@ export async function settleMember(
   member: { model: string; version: number; groupId: string; index: number; entryId: string; result: MemberResult; /** stream level, default 1 */ level?: number },
 ): Promise<MemberOutcome> {
   const { groupId, result } = member;
-  const reply = await runScript<number>(redis, 'settle-member', [...groupKeys(groupId), keys.requests(member.model, member.version, member.level ?? 1), ...releaseKeys(member.model)], [
+  const reply = await runScript<number>(redis, 'settle-member', [...groupKeys(groupId), keys.requests(member.model, member.version, member.level ?? 1), ...releaseKeys(groupId)], [
     CONSUMER_GROUP,
     member.entryId,
     member.index,
@@ -192,7 +201,7 @@ export async function deadLetterMember(
 ): Promise<MemberOutcome> {
   const { model, version, groupId } = letter;
   const reply = await runScript<number>(redis, 'dead-letter-member', [
-    ...groupKeys(groupId), keys.requests(model, version, letter.level ?? 1), keys.deadLetter(model, version), ...releaseKeys(model),
+    ...groupKeys(groupId), keys.requests(model, version, letter.level ?? 1), keys.deadLetter(model, version), ...releaseKeys(groupId),
   ], [
     CONSUMER_GROUP, letter.entryId, letter.deliveries, letter.index, Date.now(), JOB_EVENTS_CHANNEL, groupId, letter.message,
   ]);
@@ -204,8 +213,7 @@ export async function deadLetterMember(
  * @returns 'cancelled', 'finished' (already terminal) or 'missing'.
  */
 export async function groupCancel(redis: Redis, groupId: string, message: string): Promise<'cancelled' | 'finished' | 'missing'> {
-  const model = await groupModel(redis, groupId);
-  const outcome = await runScript<number>(redis, 'group-cancel', [...groupKeys(groupId), ...releaseKeys(model)], [Date.now(), JOB_EVENTS_CHANNEL, groupId, message]);
+  const outcome = await runScript<number>(redis, 'group-cancel', [...groupKeys(groupId), ...releaseKeys(groupId)], [Date.now(), JOB_EVENTS_CHANNEL, groupId, message]);
   return outcome === 1 ? 'cancelled' : outcome === 0 ? 'finished' : 'missing';
 }
 
@@ -217,8 +225,7 @@ export type GroupOutcome =
 /** Write a group's outcome (group-finish.lua). @returns true when it wrote (the group was reducing). */
 export async function groupFinish(redis: Redis, groupId: string, outcome: GroupOutcome): Promise<boolean> {
   const ok = outcome.status === 'succeeded';
-  const model = await groupModel(redis, groupId);
-  const written = await runScript<number>(redis, 'group-finish', [...groupKeys(groupId), ...releaseKeys(model)], [
+  const written = await runScript<number>(redis, 'group-finish', [...groupKeys(groupId), ...releaseKeys(groupId)], [
     outcome.status,
     ok ? outcome.output : '',
     ok ? outcome.failed_indexes : '',

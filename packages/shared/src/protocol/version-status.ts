@@ -160,6 +160,17 @@ export async function setAdmission(redis: Redis, model: string, version: number,
   await redis.hset(keys.admission(model), String(version), admission);
 }
 
+/**
+ * Open one version for admission unless some worker has set its admission already (HSETNX): the
+ * gateway does this for a `scale_to_zero` model whose version no worker has ever opened (a fresh
+ * deployment scaled to zero), so the first request reaches the stream and an autoscaler can see it.
+ * A version a worker closed (it left the policy) stays closed.
+ * @returns true when this call opened it.
+ */
+export async function openAdmissionIfUnset(redis: Redis, model: string, version: number): Promise<boolean> {
+  return (await redis.hsetnx(keys.admission(model), String(version), 'open')) === 1;
+}
+
 /** Every version of a model that was ever opened, with its admission now. */
 export async function readAdmission(redis: Redis, model: string): Promise<Map<number, Admission>> {
   const fields = await redis.hgetall(keys.admission(model));

@@ -3,13 +3,13 @@
   takes it out of the ready set, lets its record expire result_ttl_s from now, and announces
   `<group id>\t<status>` on the events channel. The caller sets output or error fields first.
 
-    groupKey, resultsKey, errorsKey, inputsKey   the group's keys (il:{g:<id>}:...)
-    readyKey                                      il:groups:ready
+    groupKey, resultsKey, errorsKey, inputsKey   the group's keys (il:{m:<shard>}:group*:<id>)
+    readyKey                                      il:{m:<shard>}:groups:ready
     status                                        'succeeded' | 'failed' | 'cancelled'
     finishedAt                                    ms since epoch
     channel, groupId                              events channel and the group id
     queuedKey                                     il:{m:<model>}:queued of the group's model
-    dueKey                                        il:groups:callbacks
+    dueKey                                        il:{m:<shard>}:groups:callbacks
 
   Members not settled yet (`remaining`) stop counting against the group's tenant's max_queued; a
   group with a callback_url is put in the callbacks due set (the aggregator queues the delivery).

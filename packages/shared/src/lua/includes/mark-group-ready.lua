@@ -3,7 +3,7 @@
   to 'reducing', add it to the ready set (scored by now) and announce `<group id>\treducing`. The caller
   then adds its reduce job. Returns 1 when it did, 0 otherwise.
 
-    groupKey, readyKey   the group hash and il:groups:ready
+    groupKey, readyKey   the group hash and il:{m:<shard>}:groups:ready
     now                  ms since epoch
     channel, groupId     events channel and the group id
 ]]

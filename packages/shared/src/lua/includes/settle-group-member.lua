@@ -6,7 +6,7 @@
   once (code 'member_failed'); then `remaining` is decremented, and the member that brings it to 0 in
   a closed group marks the group ready.
 
-    groupKey, resultsKey, errorsKey, inputsKey, readyKey   the group's keys and il:groups:ready
+    groupKey, resultsKey, errorsKey, inputsKey, readyKey   the group's keys and il:{m:<shard>}:groups:ready
     index                                                  the member's index (string)
     status                                                 'succeeded' | 'failed'
     output                                                 MessagePack bytes ('' when failed)
