@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
-import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, connectRedis, keys, type Redis } from '../packages/shared/src/index.ts';
+import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, connectRedis, jobEventsOf, keys, type Redis } from '../packages/shared/src/index.ts';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
 import { startTestRedis, waitForPending, type TestRedis } from './harness/redis.ts';
 import { startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
@@ -48,9 +48,11 @@ describe('a worker killed with SIGKILL while it holds a batch', () => {
     const events = client(redis.url);
     const terminal = new Map<string, string[]>();
     await events.subscribe(JOB_EVENTS_CHANNEL);
-    events.on('message', (_channel: string, message: string) => {
-      const [id = '', status = ''] = message.split('\t');
-      if (status !== 'running') terminal.set(id, [...(terminal.get(id) ?? []), status]);
+    events.on('messageBuffer', (_channel: Buffer, message: Buffer) => {
+      for (const event of jobEventsOf(message)) {
+        const [id = '', status = ''] = event.toString().split('\t');
+        if (status !== 'running') terminal.set(id, [...(terminal.get(id) ?? []), status]);
+      }
     });
 
     // The gateway admits requests only for a version a live worker has AVAILABLE: the victim first.

@@ -1,16 +1,21 @@
-import { JOB_EVENTS_CHANNEL, type Logger, type Redis } from '@inferline/shared';
+import { JOB_EVENTS_CHANNEL, jobEventsOf, type Logger, type Redis } from '@inferline/shared';
+
+const CHANNEL_BYTES = Buffer.from(JOB_EVENTS_CHANNEL);
+/** The byte that separates an event's fields (`\t`). */
+const TAB = 0x09;
 
 /**
  * What a {@link JobWatch} reports:
  * - `{ jobId, status, detail? }`: a status change announced on {@link JOB_EVENTS_CHANNEL} (`running` or
- *   terminal); settle.lua's terminal events carry what it wrote in `detail` (see `settledRecord`);
+ *   terminal); settle.lua's terminal events carry what it wrote in `detail`, as the UTF-8 bytes
+ *   received (see `settledRecord`; the buffer may share memory with the message: copy what is kept);
  * - `{ resync: true }`: the subscription was re-established after a disconnect, so events may have
  *   been missed; re-read the job record;
  * - `{ timeout: true }`: nothing arrived within the wait;
  * - `{ closed: true }`: the watch was closed or its signal aborted.
  */
 export type JobWatchEvent =
-  | { jobId: string; status: string; detail?: string }
+  | { jobId: string; status: string; detail?: Buffer }
   | { resync: true }
   | { timeout: true }
   | { closed: true };
@@ -76,8 +81,10 @@ export class JobWatch {
 
 /**
  * The gateway's one subscriber connection on {@link JOB_EVENTS_CHANNEL}: start.lua, settle.lua and
- * dead-letter.lua publish `<job id>\t<status>` there, and this class wakes the {@link JobWatch}es
- * registered for that job id. No Redis polling: a waiter reads the job record before waiting and
+ * dead-letter.lua publish `<job id>\t<status>[\t<detail>]` there, a call's events as one batch message
+ * (`*` then `<byte length>:<event>` per event, lua/includes/event-batch.lua), and this class wakes the
+ * {@link JobWatch}es registered for each job id. Messages are read as bytes: an event of a job no
+ * watch here waits for (another gateway's) is skipped after its id, without decoding the rest. No Redis polling: a waiter reads the job record before waiting and
  * after each wake-up, nothing in between.
  *
  * The connection re-subscribes after every reconnect (ioredis `ready`), then tells every watch to
@@ -106,8 +113,8 @@ export class JobEvents {
     });
     // A rejection nobody awaits (close before any subscribe) is not an error.
     this.#firstSubscribe.catch(() => undefined);
-    subscriber.on('message', (channel: string, message: string) => {
-      if (channel === JOB_EVENTS_CHANNEL) this.#dispatch(message);
+    subscriber.on('messageBuffer', (channel: Buffer, message: Buffer) => {
+      if (channel.equals(CHANNEL_BYTES)) this.#dispatchMessage(message);
     });
     subscriber.on('ready', () => this.#subscribe());
     subscriber.on('close', () => {
@@ -176,15 +183,21 @@ export class JobEvents {
     );
   }
 
-  #dispatch(message: string): void {
-    const tab = message.indexOf('\t');
+  /** One message: a single event, or a batch of them (see the class comment). */
+  #dispatchMessage(message: Buffer): void {
+    for (const event of jobEventsOf(message)) this.#dispatch(event);
+  }
+
+  #dispatch(event: Buffer): void {
+    const tab = event.indexOf(TAB);
     if (tab <= 0) return;
-    const jobId = message.slice(0, tab);
+    const jobId = event.toString('utf8', 0, tab);
     const set = this.#watches.get(jobId);
     if (!set) return;
-    const second = message.indexOf('\t', tab + 1);
-    const event = second < 0 ? { jobId, status: message.slice(tab + 1) } : { jobId, status: message.slice(tab + 1, second), detail: message.slice(second + 1) };
-    for (const watch of set) watch.push(event);
+    const second = event.indexOf(TAB, tab + 1);
+    const pushed =
+      second < 0 ? { jobId, status: event.toString('utf8', tab + 1) } : { jobId, status: event.toString('utf8', tab + 1, second), detail: event.subarray(second + 1) };
+    for (const watch of set) watch.push(pushed);
   }
 
   #detach(watch: JobWatch): void {

@@ -120,9 +120,11 @@ export function buildApp(deps: GatewayDeps): GatewayApp {
     const route = request.routeOptions.url ?? 'unknown';
     const seconds = reply.elapsedTime / 1000;
     metrics.requestDuration.observe({ method: request.method, route, status_code: String(reply.statusCode) }, seconds);
-    const line = { method: request.method, url: request.url, status_code: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10, ...request.logContext };
-    if (QUIET_ROUTES.has(route)) request.log.debug(line, 'request');
-    else request.log.info(line, 'request');
+    const level = QUIET_ROUTES.has(route) ? 'debug' : 'info';
+    // The line is built only when it is written (LOG_LEVEL=warn writes none).
+    if ((request.log as Partial<Logger>).isLevelEnabled?.(level) ?? true) {
+      request.log[level]({ method: request.method, url: request.url, status_code: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10, ...request.logContext }, 'request');
+    }
     done();
   });
 

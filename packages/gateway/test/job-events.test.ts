@@ -44,6 +44,21 @@ describe('JobEvents', () => {
     watch.close();
   });
 
+  it('reads a batch message (one PUBLISH per script call): every event of it, details as bytes', async () => {
+    const watch = events.watch(['job-f', 'job-g']);
+    const other = 'job-x\tsucceeded\t1\t\t2\t3\tb\t{}';
+    const running = 'job-f\trunning';
+    const failed = 'job-g\tfailed\t1\t\t2\t2\tb\tinvalid_input\tline\nbreak, tab\tand é';
+    await publish(`*${[other, running, failed].map((event) => `${Buffer.byteLength(event)}:${event}`).join('')}`);
+    assert.deepEqual(await watch.next(1_000), { jobId: 'job-f', status: 'running' });
+    assert.deepEqual(await watch.next(1_000), { jobId: 'job-g', status: 'failed', detail: Buffer.from('1\t\t2\t2\tb\tinvalid_input\tline\nbreak, tab\tand é') });
+    // A malformed batch (a length past its end) is dropped from there on; the watch keeps working.
+    await publish('*999:job-f\tsucceeded');
+    await publish('job-f\tsucceeded');
+    assert.deepEqual(await watch.next(1_000), { jobId: 'job-f', status: 'succeeded' });
+    watch.close();
+  });
+
   it('answers timeout when nothing arrives', async () => {
     const watch = events.watch('job-d');
     assert.deepEqual(await watch.next(30), { timeout: true });

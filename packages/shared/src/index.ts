@@ -13,6 +13,7 @@ export * from './reduce-queue.ts';
 export * from './json-output.ts';
 export * from './protocol/records.ts';
 export * from './protocol/job-scripts.ts';
+export * from './protocol/job-events.ts';
 export * from './metrics.ts';
 export * from './protocol/group-scripts.ts';
 export * from './protocol/version-status.ts';

@@ -26,6 +26,15 @@ describe('settledRecord (the detail of settle.lua terminal events)', () => {
     assert.deepEqual(record?.timings, { queue_ms: 900, load_ms: 850.5, inference_ms: 2, batch_size: 4, batch_id: 'w-1-1' });
   });
 
+  it('a detail given as received bytes gives the same record; the output is a copy, not a view of the message', () => {
+    const message = Buffer.from('1.500\t\t0.250\t8\tw-1-3\t{"text":"é"}');
+    const record = settledRecord(known, 'succeeded', message);
+    assert.deepEqual(record, settledRecord(known, 'succeeded', message.toString()));
+    message.fill(0);
+    assert.equal(record?.output?.toString(), '{"text":"é"}');
+    assert.deepEqual(settledRecord(known, 'failed', Buffer.from('1\t\t2\t1\tb\tinvalid_input\tné\ttab'))?.error, { code: 'invalid_input', message: 'né\ttab' });
+  });
+
   it('a detail of another shape is not a settle event', () => {
     assert.equal(settledRecord(known, 'failed', 'poison'), undefined);
   });

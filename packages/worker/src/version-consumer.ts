@@ -500,6 +500,8 @@ export class VersionConsumer {
     this.#groupsReady(readyGroups);
     const settled = settlements.map((s) => s.result);
     this.#options.metrics.observeBatch(config.name, runner.version, settled, settlements.map((s) => s.queue_ms), computeMs);
+    // The line (with every job id) is built only when it is written.
+    if (!this.#log.isLevelEnabled('info')) return;
     this.#log.info(
       {
         batch_id: batchId,

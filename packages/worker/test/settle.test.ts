@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import {
+  jobEventsOf,
   settleJobs,
   setAdmission,
+  startJobs,
   CONSUMER_GROUP,
   JOB_EVENTS_CHANNEL,
   InferlineError,
@@ -183,17 +185,43 @@ describe('settle and reclaim against a real Redis', () => {
     ]);
   });
 
-  test('one settle call settles a whole batch: successes and failures, each announced once', async () => {
+  test('one start call marks a batch running and announces it in one message; a job already running is not announced again', async () => {
+    const events = new Redis(db.server.url);
+    const seen: Buffer[] = [];
+    await events.subscribe(JOB_EVENTS_CHANNEL);
+    events.on('messageBuffer', (_channel: Buffer, message: Buffer) => seen.push(message));
+    await enqueue('r1', 'one');
+    await enqueue('r2', 'two');
+    assert.deepEqual(await startJobs(db.redis, ['r1', 'r2'], Date.now()), ['queued', 'queued']);
+    assert.deepEqual(await startJobs(db.redis, ['r1', 'gone'], Date.now()), ['running', 'missing'], 'a redelivery: nothing new to announce');
+    assert.deepEqual(await db.redis.hmget(keys.job('r2'), 'status'), ['running']);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    events.disconnect();
+    assert.equal(seen.length, 1, 'one PUBLISH for the call, none for the call that started nothing');
+    assert.deepEqual(jobEventsOf(seen[0] ?? Buffer.alloc(0)).map((event) => event.toString()), ['r1\trunning', 'r2\trunning']);
+  });
+
+  test('one settle call settles a whole batch: successes and failures, each announced once, in one message', async () => {
+    const events = new Redis(db.server.url);
+    const seen: Buffer[] = [];
+    await events.subscribe(JOB_EVENTS_CHANNEL);
+    events.on('messageBuffer', (_channel: Buffer, message: Buffer) => seen.push(message));
     await enqueue('s1', 'one');
     await enqueue('s2', 'two');
     const [a, b] = await readAs('c1', 10);
     assert.ok(a && b);
-    const outcome = await settle([success(a, 0.5), { entry: b, result: { ok: false, code: 'invalid_input', message: 'bad\ttab' }, queue_ms: 3 }]);
+    const outcome = await settle([success(a, 0.5), { entry: b, result: { ok: false, code: 'invalid_input', message: 'bad\ttab\nand é' }, queue_ms: 3 }]);
     assert.equal(outcome.written, 2);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    events.disconnect();
+    const first = 's1\tsucceeded\t1.000\t\t2.000\t1\tb1\t{"embedding":[0.5,0.5]}';
+    const second = 's2\tfailed\t3.000\t\t2.000\t1\tb1\tinvalid_input\tbad\ttab\nand é';
+    const batch = `*${Buffer.byteLength(first)}:${first}${Buffer.byteLength(second)}:${second}`;
+    assert.deepEqual(seen.map((message) => message.toString()), [batch], 'one PUBLISH for the batch: `*` then <byte length>:<event> per event');
     const [one, two] = await Promise.all([db.redis.hgetall(keys.job('s1')), db.redis.hgetall(keys.job('s2'))]);
     assert.equal(one?.status, 'succeeded');
     assert.deepEqual(JSON.parse(one?.output ?? ''), { embedding: [0.5, 0.5] });
-    assert.deepEqual([two?.status, two?.error_code, two?.error_message, two?.output], ['failed', 'invalid_input', 'bad\ttab', undefined]);
+    assert.deepEqual([two?.status, two?.error_code, two?.error_message, two?.output], ['failed', 'invalid_input', 'bad\ttab\nand é', undefined]);
     assert.equal(await db.redis.xlen(stream), 0);
   });
 });

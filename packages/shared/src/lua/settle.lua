@@ -25,39 +25,52 @@
   Each result written is announced on the events channel with what it wrote, so a waiting gateway
   answers without reading the record back:
     <job id>\t<status>\t<queue_ms>\t<load_ms>\t<inference_ms>\t<batch_size>\t<batch_id>\t<output or code\tmessage>
+  all of one call in one PUBLISH (includes/event-batch.lua: one event as it is, more as a batch message).
 
   Output:
     array of n: 1 when this call wrote that result, 0 when the job was already terminal or missing
   Each result written also releases the job (includes/release-job.lua: tenant count, callback due).
 ]]
 --- @include "release-job"
+--- @include "event-batch"
 local n = #KEYS - 3
 local written = {}
 local entryIds = {}
+local events = {}
 local ttl = tonumber(ARGV[6])
 for i = 2, n + 1 do
   local at = 8 + (i - 2) * 6
   local jobId, entryId, status, value, queueMs, loadMs = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5]
   entryIds[i - 1] = entryId
   written[i - 1] = 0
-  local current = redis.call('HGET', KEYS[i], 'status')
+  -- One read for the status and what releasing the job needs.
+  local fields = redis.call('HMGET', KEYS[i], 'status', 'tenant', 'callback_url')
+  local current = fields[1]
   if current == 'queued' or current == 'running' then
+    local record = { 'status', status, 'finished_at', ARGV[2], 'queue_ms', queueMs,
+      'inference_ms', ARGV[3], 'batch_size', ARGV[4], 'batch_id', ARGV[5] }
     if status == 'succeeded' then
-      redis.call('HSET', KEYS[i], 'status', status, 'finished_at', ARGV[2], 'queue_ms', queueMs,
-        'inference_ms', ARGV[3], 'batch_size', ARGV[4], 'batch_id', ARGV[5], 'output', value)
+      record[#record + 1] = 'output'
+      record[#record + 1] = value
     else
       local tab = string.find(value, '\t', 1, true) or (#value + 1)
-      redis.call('HSET', KEYS[i], 'status', status, 'finished_at', ARGV[2], 'queue_ms', queueMs,
-        'inference_ms', ARGV[3], 'batch_size', ARGV[4], 'batch_id', ARGV[5],
-        'error_code', string.sub(value, 1, tab - 1), 'error_message', string.sub(value, tab + 1))
+      record[#record + 1] = 'error_code'
+      record[#record + 1] = string.sub(value, 1, tab - 1)
+      record[#record + 1] = 'error_message'
+      record[#record + 1] = string.sub(value, tab + 1)
     end
-    if loadMs ~= '' then redis.call('HSET', KEYS[i], 'load_ms', loadMs) end
+    if loadMs ~= '' then
+      record[#record + 1] = 'load_ms'
+      record[#record + 1] = loadMs
+    end
+    redis.call('HSET', KEYS[i], unpack(record))
     redis.call('EXPIRE', KEYS[i], ttl)
-    releaseJob(KEYS[i], KEYS[n + 2], KEYS[n + 3], jobId, ARGV[2])
-    redis.call('PUBLISH', ARGV[7], table.concat({ jobId, status, queueMs, loadMs, ARGV[3], ARGV[4], ARGV[5], value }, '\t'))
+    releaseJobFields(KEYS[n + 2], KEYS[n + 3], jobId, ARGV[2], fields[2], fields[3])
+    events[#events + 1] = table.concat({ jobId, status, queueMs, loadMs, ARGV[3], ARGV[4], ARGV[5], value }, '\t')
     written[i - 1] = 1
   end
 end
+publishEvents(ARGV[7], events)
 if #entryIds > 0 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(entryIds))
   redis.call('XDEL', KEYS[1], unpack(entryIds))

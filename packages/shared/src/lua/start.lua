@@ -12,11 +12,16 @@
     ARGV[2] events channel       (il:events)
     ARGV[3..n+2] job ids, in the order of KEYS
 
+  The jobs marked running are announced with one PUBLISH for the call: `<job id>\trunning` for one,
+  a batch message (includes/event-batch.lua) for more.
+
   Output:
     array of n statuses as they were before the call ('queued', 'running', a terminal status, or
     'missing'), or 'deadline_exceeded' for a queued job past its deadline
 ]]
+--- @include "event-batch"
 local result = {}
+local events = {}
 for i, key in ipairs(KEYS) do
   local fields = redis.call('HMGET', key, 'status', 'deadline_at')
   local status = fields[1]
@@ -28,8 +33,9 @@ for i, key in ipairs(KEYS) do
     result[i] = status
     if status == 'queued' then
       redis.call('HSET', key, 'status', 'running', 'started_at', ARGV[1])
-      redis.call('PUBLISH', ARGV[2], ARGV[i + 2] .. '\trunning')
+      events[#events + 1] = ARGV[i + 2] .. '\trunning'
     end
   end
 end
+publishEvents(ARGV[2], events)
 return result

@@ -96,6 +96,21 @@ export function idempotencyReusedError(key: string): InferlineError {
   return new InferlineError('idempotency_key_reused', `Idempotency-Key "${key}" was used with another request; use a new key for a new request`);
 }
 
+/** Per model and tenant, the idempotency key enqueue.lua is given (and does not touch) for a call without one. */
+const unusedIdempotencyKeys = new Map<string, string>();
+
+/**
+ * The key list's idempotency key of a call without an `Idempotency-Key` (the key text empty), made
+ * once per shard (model partition) and tenant (tenants are configured, so few): a SHA-256 per request for a key the
+ * script never touches is not worth its cost.
+ */
+function unusedIdempotencyKey(model: string, tenant: string): string {
+  const id = `${model}\n${tenant}`;
+  let key = unusedIdempotencyKeys.get(id);
+  if (key === undefined) unusedIdempotencyKeys.set(id, (key = keys.idempotency(model, 'jobs', tenant, '')));
+  return key;
+}
+
 /**
  * Admit the requests of one call, all or nothing, in one script call (enqueue.lua): each job record
  * and stream entry is written, or none is; with `idempotency`, the key is claimed in the same call, so
@@ -120,7 +135,7 @@ export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Pr
     args.push(job.id);
   }
   for (const job of jobs) args.push(job.input);
-  scriptKeys.push(keys.tenantQueued(shard), keys.idempotency(shard, 'jobs', tenant, idempotency?.key ?? ''), ...levelStreams);
+  scriptKeys.push(keys.tenantQueued(shard), idempotency ? keys.idempotency(shard, 'jobs', tenant, idempotency.key) : unusedIdempotencyKey(shard, tenant), ...levelStreams);
   args.push(tenant, request.max_queued ?? 0, request.callback_url ?? '', idempotency?.fingerprint ?? '', idempotency?.ttl_s ?? 0);
   args.push(request.deadline_at === undefined ? '' : Math.floor(request.deadline_at), priority, levelStreams.length);
   const reply = await runScript<string[] | number>(redis, 'enqueue', scriptKeys, args);

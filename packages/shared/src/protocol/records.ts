@@ -5,6 +5,9 @@
  */
 import type { JobTimings } from '../schemas.ts';
 
+/** The byte of a tab, which separates the fields of a job event. */
+const TAB = 0x09;
+
 /** A stream entry of a single job (written by enqueue.lua: fields `job`, `input`). */
 export interface JobEntry {
   kind: 'job';
@@ -104,17 +107,20 @@ export interface JobRecord {
  * The record a terminal event of settle.lua describes (`<status>` and the detail after it:
  * `<queue_ms>\t<load_ms>\t<inference_ms>\t<batch_size>\t<batch_id>\t<output or code\tmessage>`), merged into
  * what was known of the job before; undefined when the detail is not of that shape.
+ * @param detail as text, or as the UTF-8 bytes the subscriber received (the output is then taken as
+ *   bytes, without decoding it; it is copied, so the caller's buffer may be reused)
  */
-export function settledRecord(known: JobRecord, status: string, detail: string): JobRecord | undefined {
+export function settledRecord(known: JobRecord, status: string, detail: string | Buffer): JobRecord | undefined {
+  const fromText = typeof detail === 'string';
+  const bytes = fromText ? Buffer.from(detail) : detail;
   const fields: string[] = [];
   let at = 0;
   for (let i = 0; i < 5; i++) {
-    const tab = detail.indexOf('\t', at);
+    const tab = bytes.indexOf(TAB, at);
     if (tab < 0) return undefined;
-    fields.push(detail.slice(at, tab));
+    fields.push(bytes.toString('utf8', at, tab));
     at = tab + 1;
   }
-  const value = detail.slice(at);
   const record: JobRecord = {
     ...known,
     status,
@@ -127,8 +133,10 @@ export function settledRecord(known: JobRecord, status: string, detail: string):
     },
   };
   if (status === 'succeeded') {
-    record.output = Buffer.from(value);
+    const output = bytes.subarray(at);
+    record.output = fromText ? output : Buffer.from(output);
   } else {
+    const value = bytes.toString('utf8', at);
     const tab = value.indexOf('\t');
     record.error = { code: tab < 0 ? value : value.slice(0, tab), message: tab < 0 ? '' : value.slice(tab + 1) };
   }

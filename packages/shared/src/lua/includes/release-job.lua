@@ -8,13 +8,20 @@
     queuedKey   il:{m:<model>}:queued (tenant → requests waiting or running)
     dueKey      il:{m:<model>}:callbacks (sorted set: job id → ms it became due)
     jobId, now  the job id; ms since epoch
+
+  releaseJobFields is the same for a caller that already read the job's `tenant` and `callback_url`
+  (false when absent, as HMGET answers them), sparing the read.
 ]]
-local function releaseJob(jobKey, queuedKey, dueKey, jobId, now)
-  local fields = redis.call('HMGET', jobKey, 'tenant', 'callback_url')
-  if fields[1] and redis.call('HINCRBY', queuedKey, fields[1], -1) <= 0 then
-    redis.call('HDEL', queuedKey, fields[1])
+local function releaseJobFields(queuedKey, dueKey, jobId, now, tenant, callbackUrl)
+  if tenant and redis.call('HINCRBY', queuedKey, tenant, -1) <= 0 then
+    redis.call('HDEL', queuedKey, tenant)
   end
-  if fields[2] then
+  if callbackUrl then
     redis.call('ZADD', dueKey, now, jobId)
   end
+end
+
+local function releaseJob(jobKey, queuedKey, dueKey, jobId, now)
+  local fields = redis.call('HMGET', jobKey, 'tenant', 'callback_url')
+  releaseJobFields(queuedKey, dueKey, jobId, now, fields[1], fields[2])
 end

@@ -1,0 +1,30 @@
+/**
+ * The messages of the job events channel (`JOB_EVENTS_CHANNEL`), as the scripts publish them: one
+ * event `<id>\t<status>[\t<detail>]` (a job or group id), or the events of one script call as one batch
+ * message (lua/includes/event-batch.lua): `*` then, per event, `<byte length of the event>:<event>`.
+ */
+
+/** First byte of a batch message (`*`) and the end of an event's length (`:`). */
+const BATCH_MARK = 0x2a;
+const LENGTH_END = 0x3a;
+
+/**
+ * The events of one message, in order, as views of its bytes (no copy: copy what is kept past the
+ * message). A malformed batch yields the events before the fault.
+ * @param message the message as received (ioredis `messageBuffer`)
+ */
+export function jobEventsOf(message: Buffer): Buffer[] {
+  if (message[0] !== BATCH_MARK) return [message];
+  const events: Buffer[] = [];
+  let at = 1;
+  while (at < message.length) {
+    const colon = message.indexOf(LENGTH_END, at);
+    if (colon < 0) break;
+    const length = Number(message.toString('latin1', at, colon));
+    const end = colon + 1 + length;
+    if (!Number.isInteger(length) || length < 0 || end > message.length) break;
+    events.push(message.subarray(colon + 1, end));
+    at = end;
+  }
+  return events;
+}
