@@ -9,6 +9,10 @@
  * `npm run bench -- --redis-ops [--duration-s 10 --concurrency 32]`: Redis calls and Redis CPU per request, by
  * way in, counted from INFO commandstats (bench/redis-ops.ts).
  *
+ * `npm run bench -- --worker-cpu [--duration-s 10 --batch-sizes 1,8,32 --rounds 2 --before <tree>]`: the worker
+ * process alone (no HTTP, no load client), fed the gateway's stream entries: its CPU and Redis' per settled job
+ * (bench/worker-cpu.ts).
+ *
  * `npm run bench -- --version-memory [--model glove-embed --rounds 3]`: a version's memory through
  * load → warm up → unload (bench/version-memory.ts).
  * `npm run bench -- --group 100000 [--model glove-embed --workers 1 --chunk-size 1000]`: one
@@ -40,6 +44,7 @@ import { benchGroup } from './group.ts';
 import { benchInProcess } from './in-process.ts';
 import { benchInstances } from './instances.ts';
 import { benchRedisOps } from './redis-ops.ts';
+import { benchWorkerCpu } from './worker-cpu.ts';
 
 const options = new Command()
   .option('--model <name>', 'model to measure', 'glove-embed')
@@ -51,10 +56,13 @@ const options = new Command()
   .option('--group <n>', 'instead: one aggregation group of n texts, reduce mean (bench/group.ts)')
   .option('--chunk-size <n>', 'with --group: inputs per request', '1000')
   .option('--version-memory', 'instead: load and unload version 1 of --model a few times, printing tf.memory() and RSS (bench/version-memory.ts)')
-  .option('--rounds <n>', 'with --version-memory: load/unload rounds', '3')
+  .option('--rounds <n>', 'with --version-memory: load/unload rounds (default 3); with --worker-cpu: rounds per figure (default 1)')
   .option('--instances', 'instead: instance threads and lazy loading (bench/instances.ts)')
   .option('--sections <list>', 'with --instances: the sections to run, comma-separated (default all)')
   .option('--redis-ops', 'instead: Redis calls and Redis CPU per request, counted from INFO commandstats (bench/redis-ops.ts)')
+  .option('--worker-cpu', 'instead: the worker alone, fed stream entries: CPU µs per settled job of the worker and Redis (bench/worker-cpu.ts)')
+  .option('--before <tree>', 'with --worker-cpu: another checkout (node_modules, built models) to measure side by side')
+  .option('--node-options <text>', 'with --worker-cpu: NODE_OPTIONS of the worker process (say --cpu-prof)')
   .option('--compare', `instead: inferline vs a BullMQ baseline vs a naive server on ${COMPARE_MODEL} (bench/compare.ts)`)
   .parse()
   .opts<{
@@ -71,15 +79,26 @@ const options = new Command()
     instances?: boolean;
     sections?: string;
     redisOps?: boolean;
-    rounds: string;
+    workerCpu?: boolean;
+    before?: string;
+    nodeOptions?: string;
+    rounds?: string;
   }>();
 
-if (options.redisOps) {
+if (options.workerCpu) {
+  await benchWorkerCpu({
+    durationMs: Number(options.durationS) * 1000,
+    batchSizes: options.batchSizes.split(',').map(Number),
+    rounds: Number(options.rounds ?? '1'),
+    ...(options.before ? { beforeRoot: options.before } : {}),
+    ...(options.nodeOptions ? { nodeOptions: options.nodeOptions } : {}),
+  });
+} else if (options.redisOps) {
   await benchRedisOps({ durationMs: Number(options.durationS) * 1000, clients: Number((options.concurrency ?? '32').split(',')[0]) });
 } else if (options.instances) {
   await benchInstances({ durationMs: Number(options.durationS) * 1000, ...(options.sections ? { sections: options.sections.split(',').map(Number) } : {}) });
 } else if (options.versionMemory) {
-  await benchVersionMemory({ repository: join(ROOT, 'models'), model: options.model, rounds: Number(options.rounds) });
+  await benchVersionMemory({ repository: join(ROOT, 'models'), model: options.model, rounds: Number(options.rounds ?? '3') });
 } else if (options.compare) {
   if (options.model !== COMPARE_MODEL) throw new Error(`--compare measures ${COMPARE_MODEL} only`);
   const durationS = Number(options.durationS);
