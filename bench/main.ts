@@ -62,7 +62,7 @@ const options = new Command()
   .option('--redis-ops', 'instead: Redis calls and Redis CPU per request, counted from INFO commandstats (bench/redis-ops.ts)')
   .option('--worker-cpu', 'instead: the worker alone, fed stream entries: CPU µs per settled job of the worker and Redis (bench/worker-cpu.ts)')
   .option('--before <tree>', 'with --worker-cpu: another checkout (node_modules, built models) to measure side by side')
-  .option('--node-options <text>', 'with --worker-cpu: NODE_OPTIONS of the worker process (say --cpu-prof)')
+  .option('--node-args <text>', 'with --worker-cpu: extra node arguments of the worker process, space-separated (say --cpu-prof)')
   .option('--compare', `instead: inferline vs a BullMQ baseline vs a naive server on ${COMPARE_MODEL} (bench/compare.ts)`)
   .parse()
   .opts<{
@@ -81,7 +81,7 @@ const options = new Command()
     redisOps?: boolean;
     workerCpu?: boolean;
     before?: string;
-    nodeOptions?: string;
+    nodeArgs?: string;
     rounds?: string;
   }>();
 
@@ -91,7 +91,7 @@ if (options.workerCpu) {
     batchSizes: options.batchSizes.split(',').map(Number),
     rounds: Number(options.rounds ?? '1'),
     ...(options.before ? { beforeRoot: options.before } : {}),
-    ...(options.nodeOptions ? { nodeOptions: options.nodeOptions } : {}),
+    ...(options.nodeArgs ? { nodeArgs: options.nodeArgs.split(' ').filter((arg) => arg !== '') } : {}),
   });
 } else if (options.redisOps) {
   await benchRedisOps({ durationMs: Number(options.durationS) * 1000, clients: Number((options.concurrency ?? '32').split(',')[0]) });

@@ -55,8 +55,8 @@ export interface WorkerCpuOptions {
   rounds: number;
   /** Another worker tree to measure side by side, labelled `before`; this tree is `after`. */
   beforeRoot?: string;
-  /** Extra node options of the worker process (say `--cpu-prof --cpu-prof-dir=<dir>`). */
-  nodeOptions?: string;
+  /** Extra node arguments of the worker process (say `--cpu-prof`, which NODE_OPTIONS may not carry). */
+  nodeArgs?: string[];
 }
 
 /** CPU seconds of every thread of a process (`/proc/<pid>/task/<tid>/stat`), by thread id. */
@@ -97,8 +97,8 @@ async function repositoryWith(dir: string, maxBatchSize: number): Promise<string
 }
 
 /** Start `inferline worker --models glove-embed` from `root`; resolves once it logged that it is ready. */
-async function startWorker(root: string, env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', 'worker', '--models', MODEL], {
+async function startWorker(root: string, env: Record<string, string>, nodeArgs: readonly string[] = []): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'packages/cli/src/main.ts', 'worker', '--models', MODEL], {
     cwd: root,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -189,8 +189,7 @@ async function measure(root: string, maxBatchSize: number, options: WorkerCpuOpt
       LOG_LEVEL: 'info',
       INSTANCE_COUNT: process.env.INSTANCE_COUNT ?? String(availableParallelism()),
       GRPC_PORT: '0',
-      ...(options.nodeOptions ? { NODE_OPTIONS: options.nodeOptions } : {}),
-    });
+    }, options.nodeArgs);
     const workerPid = worker.pid ?? 0;
     const feederConnection = connectRedis(server.url, { name: 'bench-feeder' });
     const events = new Redis(server.url);
