@@ -167,7 +167,7 @@ function writeDecimal(out: JsonBytes, n: number, q: number, negative: boolean): 
   if (negative) bytes[at++] = 45;
   if (q >= 0 && point <= 21) {
     putDigits(bytes, at + count, m, count);
-    bytes.fill(ASCII_0, at + count, at + point);
+    for (let i = at + count; i < at + point; i++) bytes[i] = ASCII_0;
     at += point;
   } else if (q < 0 && point > 0) {
     const divisor = POW10[-q + 350] as number;
@@ -179,8 +179,7 @@ function writeDecimal(out: JsonBytes, n: number, q: number, negative: boolean): 
   } else if (point <= 0 && point > -6) {
     bytes[at++] = ASCII_0;
     bytes[at++] = 46;
-    bytes.fill(ASCII_0, at, at - point);
-    at -= point;
+    for (let i = point; i < 0; i++) bytes[at++] = ASCII_0;
     putDigits(bytes, at + count, m, count);
     at += count;
   } else {
