@@ -13,6 +13,10 @@
  * process alone (no HTTP, no load client), fed the gateway's stream entries: its CPU and Redis' per settled job
  * (bench/worker-cpu.ts).
  *
+ * `npm run bench -- --gateway-cpu [--duration-s 10 --concurrency 64,256 --rounds 1 --before <tree>]`: the one-call
+ * path through gateway + worker + Redis: CPU per request of each process, the gateway's main thread apart
+ * (bench/gateway-cpu.ts).
+ *
  * `npm run bench -- --version-memory [--model glove-embed --rounds 3]`: a version's memory through
  * load → warm up → unload (bench/version-memory.ts).
  * `npm run bench -- --group 100000 [--model glove-embed --workers 1 --chunk-size 1000]`: one
@@ -45,6 +49,7 @@ import { benchInProcess } from './in-process.ts';
 import { benchInstances } from './instances.ts';
 import { benchRedisOps } from './redis-ops.ts';
 import { benchWorkerCpu } from './worker-cpu.ts';
+import { benchGatewayCpu } from './gateway-cpu.ts';
 
 const options = new Command()
   .option('--model <name>', 'model to measure', 'glove-embed')
@@ -56,13 +61,14 @@ const options = new Command()
   .option('--group <n>', 'instead: one aggregation group of n texts, reduce mean (bench/group.ts)')
   .option('--chunk-size <n>', 'with --group: inputs per request', '1000')
   .option('--version-memory', 'instead: load and unload version 1 of --model a few times, printing tf.memory() and RSS (bench/version-memory.ts)')
-  .option('--rounds <n>', 'with --version-memory: load/unload rounds (default 3); with --worker-cpu: rounds per figure (default 1)')
+  .option('--rounds <n>', 'with --version-memory: load/unload rounds (default 3); with --worker-cpu or --gateway-cpu: rounds per figure (default 1)')
   .option('--instances', 'instead: instance threads and lazy loading (bench/instances.ts)')
   .option('--sections <list>', 'with --instances: the sections to run, comma-separated (default all)')
   .option('--redis-ops', 'instead: Redis calls and Redis CPU per request, counted from INFO commandstats (bench/redis-ops.ts)')
   .option('--worker-cpu', 'instead: the worker alone, fed stream entries: CPU µs per settled job of the worker and Redis (bench/worker-cpu.ts)')
-  .option('--before <tree>', 'with --worker-cpu: another checkout (node_modules, built models) to measure side by side')
-  .option('--node-args <text>', 'with --worker-cpu: extra node arguments of the worker process, space-separated (say --cpu-prof)')
+  .option('--gateway-cpu', 'instead: the one-call path through gateway + worker + Redis, CPU µs per request of each process (bench/gateway-cpu.ts)')
+  .option('--before <tree>', 'with --worker-cpu or --gateway-cpu: another checkout (node_modules, built models) to measure side by side')
+  .option('--node-args <text>', 'with --worker-cpu (--gateway-cpu): extra node arguments of the worker (gateway) process, space-separated (say --cpu-prof)')
   .option('--compare', `instead: inferline vs a BullMQ baseline vs a naive server on ${COMPARE_MODEL} (bench/compare.ts)`)
   .parse()
   .opts<{
@@ -80,6 +86,7 @@ const options = new Command()
     sections?: string;
     redisOps?: boolean;
     workerCpu?: boolean;
+    gatewayCpu?: boolean;
     before?: string;
     nodeArgs?: string;
     rounds?: string;
@@ -89,6 +96,14 @@ if (options.workerCpu) {
   await benchWorkerCpu({
     durationMs: Number(options.durationS) * 1000,
     batchSizes: options.batchSizes.split(',').map(Number),
+    rounds: Number(options.rounds ?? '1'),
+    ...(options.before ? { beforeRoot: options.before } : {}),
+    ...(options.nodeArgs ? { nodeArgs: options.nodeArgs.split(' ').filter((arg) => arg !== '') } : {}),
+  });
+} else if (options.gatewayCpu) {
+  await benchGatewayCpu({
+    durationMs: Number(options.durationS) * 1000,
+    clients: (options.concurrency ?? '64,256').split(',').map(Number),
     rounds: Number(options.rounds ?? '1'),
     ...(options.before ? { beforeRoot: options.before } : {}),
     ...(options.nodeArgs ? { nodeArgs: options.nodeArgs.split(' ').filter((arg) => arg !== '') } : {}),

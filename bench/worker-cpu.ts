@@ -60,7 +60,7 @@ export interface WorkerCpuOptions {
 }
 
 /** CPU seconds of every thread of a process (`/proc/<pid>/task/<tid>/stat`), by thread id. */
-function threadCpuSeconds(pid: number): Map<number, number> {
+export function threadCpuSeconds(pid: number): Map<number, number> {
   const ticks = clockTicksPerSecond();
   const seconds = new Map<number, number>();
   let tasks: string[] = [];
@@ -83,7 +83,7 @@ function threadCpuSeconds(pid: number): Map<number, number> {
 }
 
 /** A model repository holding glove-embed with `max_batch_size`, its version folder linked from `models/`. */
-async function repositoryWith(dir: string, maxBatchSize: number): Promise<string> {
+export async function repositoryWith(dir: string, maxBatchSize: number): Promise<string> {
   const repository = join(dir, 'models');
   const modelDir = join(repository, MODEL);
   await mkdir(modelDir, { recursive: true });
@@ -96,19 +96,24 @@ async function repositoryWith(dir: string, maxBatchSize: number): Promise<string
   return repository;
 }
 
-/** Start `inferline worker --models glove-embed` from `root`; resolves once it logged that it is ready. */
-async function startWorker(root: string, env: Record<string, string>, nodeArgs: readonly string[] = []): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'packages/cli/src/main.ts', 'worker', '--models', MODEL], {
+/**
+ * Start `inferline <args>` from the tree `root` (its own node_modules and sources), through tsx as the
+ * test harness does; resolves once an output line holds `ready` (the role's "ready" log line).
+ * @param nodeArgs node arguments before `--import tsx` (say `--cpu-prof`)
+ * @throws Error when it exits first or is not ready within READY_TIMEOUT_MS (with its output).
+ */
+export async function startTreeRole(root: string, args: readonly string[], env: Record<string, string>, ready: string, nodeArgs: readonly string[] = []): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'packages/cli/src/main.ts', ...args], {
     cwd: root,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker not ready after ${READY_TIMEOUT_MS} ms:\n${output}`)), READY_TIMEOUT_MS);
+    const timer = setTimeout(() => reject(new Error(`${args.join(' ')} not ready after ${READY_TIMEOUT_MS} ms:\n${output}`)), READY_TIMEOUT_MS);
     const onData = (chunk: Buffer): void => {
       output += chunk.toString();
-      if (output.includes('"msg":"worker ready"')) {
+      if (output.includes(ready)) {
         clearTimeout(timer);
         // Keep draining its output (one line per batch at info), unread.
         output = '';
@@ -119,14 +124,19 @@ async function startWorker(root: string, env: Record<string, string>, nodeArgs: 
     child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`worker exited with ${code}:\n${output}`));
+      reject(new Error(`${args.join(' ')} exited with ${code}:\n${output}`));
     });
   });
   return child;
 }
 
-/** Stop a worker (SIGTERM: it settles what it holds) and wait for its exit. */
-async function stopWorker(child: ChildProcess): Promise<void> {
+/** Start `inferline worker --models glove-embed` from `root`; resolves once it logged that it is ready. */
+export async function startWorker(root: string, env: Record<string, string>, nodeArgs: readonly string[] = []): Promise<ChildProcess> {
+  return startTreeRole(root, ['worker', '--models', MODEL], env, '"msg":"worker ready"', nodeArgs);
+}
+
+/** Stop a role process (SIGTERM: a worker settles what it holds) and wait for its exit. */
+export async function stopRole(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
@@ -230,7 +240,7 @@ async function measure(root: string, maxBatchSize: number, options: WorkerCpuOpt
     };
   } finally {
     for (const connection of redis) connection.disconnect();
-    if (worker) await stopWorker(worker);
+    if (worker) await stopRole(worker);
     await server?.stop();
     await rm(dir, { recursive: true, force: true });
   }
