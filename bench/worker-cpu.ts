@@ -252,16 +252,32 @@ export async function benchWorkerCpu(options: WorkerCpuOptions): Promise<void> {
   console.log(`# worker alone: ${MODEL}, INSTANCE_COUNT ${process.env.INSTANCE_COUNT ?? availableParallelism()}, backlog ${BACKLOG}, ${options.durationMs / 1000} s per figure, node ${process.version}`);
   console.log('| max_batch_size | tree | round | jobs/s | worker µs/job | main thread | busiest other threads | redis µs/job |');
   console.log('| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |');
+  const medians: string[] = [];
   for (const batchSize of options.batchSizes) {
+    const figures = new Map<string, WorkerCpuFigure[]>(trees.map(([label]) => [label, []]));
     for (let round = 1; round <= options.rounds; round++) {
       // Alternate which tree goes first, so neither always gets the fresher minutes.
       const order = round % 2 === 1 ? trees : [...trees].reverse();
       for (const [label, root] of order) {
         const f = await measure(root, batchSize, options);
+        figures.get(label)?.push(f);
         console.log(
           `| ${batchSize} | ${label} | ${round} | ${f.perSecond.toFixed(0)} | ${f.workerUs.toFixed(1)} | ${f.mainUs.toFixed(1)} | ${f.threadsUs.map((us) => us.toFixed(1)).join(', ')} | ${f.redisUs.toFixed(1)} |`,
         );
       }
     }
+    for (const [label, list] of figures) {
+      const median = (pick: (f: WorkerCpuFigure) => number): string => {
+        const values = list.map(pick).sort((a, b) => a - b);
+        const mid = values.length / 2;
+        return (values.length % 2 === 1 ? (values[Math.floor(mid)] as number) : ((values[mid - 1] as number) + (values[mid] as number)) / 2).toFixed(1);
+      };
+      medians.push(`| ${batchSize} | ${label} | ${median((f) => f.perSecond)} | ${median((f) => f.workerUs)} | ${median((f) => f.mainUs)} | ${median((f) => f.workerUs - f.mainUs)} | ${median((f) => f.redisUs)} |`);
+    }
+  }
+  if (options.rounds > 1) {
+    console.log(`\n## medians over ${options.rounds} rounds`);
+    console.log('| max_batch_size | tree | jobs/s | worker µs/job | main thread | other threads | redis µs/job |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: |');
+    for (const row of medians) console.log(row);
   }
 }
