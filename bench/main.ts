@@ -11,6 +11,15 @@
  *
  * `npm run bench -- --cluster [--duration-s 10 --concurrency 32]`: glove-embed with one Redis against a
  * 3-master Redis Cluster with `partitions: 3`: texts/s and Redis, gateway and worker CPU per text (bench/cluster.ts).
+ *
+ * `npm run bench -- --worker-cpu [--duration-s 10 --batch-sizes 1,8,32 --rounds 2 --before <tree>]`: the worker
+ * process alone (no HTTP, no load client), fed the gateway's stream entries: its CPU and Redis' per settled job
+ * (bench/worker-cpu.ts).
+ *
+ * `npm run bench -- --gateway-cpu [--duration-s 10 --concurrency 64,256 --rounds 1 --before <tree>]`: the one-call
+ * path through gateway + worker + Redis: CPU per request of each process, the gateway's main thread apart
+ * (bench/gateway-cpu.ts).
+ *
  * `npm run bench -- --version-memory [--model glove-embed --rounds 3]`: a version's memory through
  * load → warm up → unload (bench/version-memory.ts).
  * `npm run bench -- --group 100000 [--model glove-embed --workers 1 --chunk-size 1000]`: one
@@ -43,6 +52,8 @@ import { benchInProcess } from './in-process.ts';
 import { benchInstances } from './instances.ts';
 import { benchRedisOps } from './redis-ops.ts';
 import { benchCluster } from './cluster.ts';
+import { benchWorkerCpu } from './worker-cpu.ts';
+import { benchGatewayCpu } from './gateway-cpu.ts';
 
 const options = new Command()
   .option('--model <name>', 'model to measure', 'glove-embed')
@@ -54,12 +65,16 @@ const options = new Command()
   .option('--group <n>', 'instead: one aggregation group of n texts, reduce mean (bench/group.ts)')
   .option('--chunk-size <n>', 'with --group: inputs per request', '1000')
   .option('--version-memory', 'instead: load and unload version 1 of --model a few times, printing tf.memory() and RSS (bench/version-memory.ts)')
-  .option('--rounds <n>', 'with --version-memory: load/unload rounds', '3')
+  .option('--rounds <n>', 'with --version-memory: load/unload rounds (default 3); with --worker-cpu or --gateway-cpu: rounds per figure (default 1)')
   .option('--instances', 'instead: instance threads and lazy loading (bench/instances.ts)')
   .option('--sections <list>', 'with --instances: the sections to run, comma-separated (default all)')
   .option('--redis-ops', 'instead: Redis calls and Redis CPU per request, counted from INFO commandstats (bench/redis-ops.ts)')
   .option('--cluster', 'instead: one Redis vs a 3-master Redis Cluster with partitions: 3, glove-embed (bench/cluster.ts)')
   .option('--partitions <n>', 'with --cluster: partitions of glove-embed on the cluster', '3')
+  .option('--worker-cpu', 'instead: the worker alone, fed stream entries: CPU µs per settled job of the worker and Redis (bench/worker-cpu.ts)')
+  .option('--gateway-cpu', 'instead: the one-call path through gateway + worker + Redis, CPU µs per request of each process (bench/gateway-cpu.ts)')
+  .option('--before <tree>', 'with --worker-cpu or --gateway-cpu: another checkout (node_modules, built models) to measure side by side')
+  .option('--node-args <text>', 'with --worker-cpu (--gateway-cpu): extra node arguments of the worker (gateway) process, space-separated (say --cpu-prof)')
   .option('--compare', `instead: inferline vs a BullMQ baseline vs a naive server on ${COMPARE_MODEL} (bench/compare.ts)`)
   .parse()
   .opts<{
@@ -78,17 +93,37 @@ const options = new Command()
     redisOps?: boolean;
     cluster?: boolean;
     partitions: string;
-    rounds: string;
+    workerCpu?: boolean;
+    gatewayCpu?: boolean;
+    before?: string;
+    nodeArgs?: string;
+    rounds?: string;
   }>();
 
 if (options.cluster) {
   await benchCluster({ durationMs: Number(options.durationS) * 1000, clients: Number((options.concurrency ?? '32').split(',')[0]), partitions: Number(options.partitions) });
+} else if (options.workerCpu) {
+  await benchWorkerCpu({
+    durationMs: Number(options.durationS) * 1000,
+    batchSizes: options.batchSizes.split(',').map(Number),
+    rounds: Number(options.rounds ?? '1'),
+    ...(options.before ? { beforeRoot: options.before } : {}),
+    ...(options.nodeArgs ? { nodeArgs: options.nodeArgs.split(' ').filter((arg) => arg !== '') } : {}),
+  });
+} else if (options.gatewayCpu) {
+  await benchGatewayCpu({
+    durationMs: Number(options.durationS) * 1000,
+    clients: (options.concurrency ?? '64,256').split(',').map(Number),
+    rounds: Number(options.rounds ?? '1'),
+    ...(options.before ? { beforeRoot: options.before } : {}),
+    ...(options.nodeArgs ? { nodeArgs: options.nodeArgs.split(' ').filter((arg) => arg !== '') } : {}),
+  });
 } else if (options.redisOps) {
   await benchRedisOps({ durationMs: Number(options.durationS) * 1000, clients: Number((options.concurrency ?? '32').split(',')[0]) });
 } else if (options.instances) {
   await benchInstances({ durationMs: Number(options.durationS) * 1000, ...(options.sections ? { sections: options.sections.split(',').map(Number) } : {}) });
 } else if (options.versionMemory) {
-  await benchVersionMemory({ repository: join(ROOT, 'models'), model: options.model, rounds: Number(options.rounds) });
+  await benchVersionMemory({ repository: join(ROOT, 'models'), model: options.model, rounds: Number(options.rounds ?? '3') });
 } else if (options.compare) {
   if (options.model !== COMPARE_MODEL) throw new Error(`--compare measures ${COMPARE_MODEL} only`);
   const durationS = Number(options.durationS);

@@ -29,6 +29,9 @@ export class JobWatch {
   readonly #queue: JobWatchEvent[] = [];
   #wake: (() => void) | undefined;
   #closed = false;
+  /** The signals given to {@link next} (one, in practice): each has one listener for the watch's life, which closes it. */
+  readonly #signals: AbortSignal[] = [];
+  readonly #onAbort = (): void => this.close();
 
   constructor(
     readonly jobIds: readonly string[],
@@ -53,19 +56,18 @@ export class JobWatch {
       this.close();
       return { closed: true };
     }
+    if (signal && !this.#signals.includes(signal)) {
+      // An abort closes the watch, which wakes this wait (and ends every later one at once).
+      this.#signals.push(signal);
+      signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
     return new Promise<JobWatchEvent>((resolve) => {
       const finish = (): void => {
         clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
         this.#wake = undefined;
-        resolve(this.#queue.shift() ?? (this.#closed ? { closed: true } : { timeout: true }));
-      };
-      const onAbort = (): void => {
-        this.close();
-        finish();
+        resolve(this.#queue.shift() ?? (this.#closed || signal?.aborted ? { closed: true } : { timeout: true }));
       };
       const timer = setTimeout(finish, Math.max(0, timeoutMs));
-      signal?.addEventListener('abort', onAbort, { once: true });
       this.#wake = finish;
     });
   }
@@ -75,6 +77,7 @@ export class JobWatch {
     if (this.#closed) return;
     this.#closed = true;
     this.detach(this);
+    for (const signal of this.#signals) signal.removeEventListener('abort', this.#onAbort);
     this.#wake?.();
   }
 }

@@ -20,17 +20,26 @@ const ASCII_0 = 48;
 const f32 = new Float32Array(1);
 const f32Bits = new Uint32Array(f32.buffer);
 
+/** Longest text {@link writeFloat32} writes: `-` + 21 integer digits (fixed notation up to 10^21). */
+const MAX_FLOAT32_TEXT = 24;
+/** log10(2), to estimate a decimal exponent from a binary one. */
+const LOG10_2 = Math.log10(2);
+/** Bytes written into a {@link JsonBytes} scratch before the result is copied out at its exact size. */
+const SCRATCH_BYTES = 4096;
+
 /**
  * Appends JSON bytes to a growing buffer: the output goes to Redis as bytes, so digits are written as
- * ASCII without building a string per number.
+ * ASCII without building a string per number. Starts in a scratch buffer shared by every call (one
+ * call writes at a time: nothing here awaits) and hands out an exact-size copy.
  */
 class JsonBytes {
-  bytes = Buffer.allocUnsafe(1024);
+  static #scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
+  bytes = JsonBytes.#scratch;
   length = 0;
 
   reserve(extra: number): void {
     if (this.length + extra <= this.bytes.length) return;
-    const grown = Buffer.allocUnsafe(Math.max(this.bytes.length * 2, this.length + extra));
+    const grown = Buffer.allocUnsafeSlow(Math.max(this.bytes.length * 2, this.length + extra));
     this.bytes.copy(grown, 0, 0, this.length);
     this.bytes = grown;
   }
@@ -45,27 +54,11 @@ class JsonBytes {
     this.length += this.bytes.write(value, this.length, 'utf8');
   }
 
-  /** The digits of a non-negative integer below 10^16. */
-  integer(value: number): void {
-    const digits = digitCount(value);
-    this.reserve(digits);
-    let at = this.length + digits - 1;
-    for (let rest = value; at >= this.length; at--) {
-      const digit = rest % 10;
-      this.bytes[at] = ASCII_0 + digit;
-      rest = (rest - digit) / 10;
-    }
-    this.length += digits;
-  }
-
-  zeros(count: number): void {
-    this.reserve(count);
-    this.bytes.fill(ASCII_0, this.length, this.length + count);
-    this.length += count;
-  }
-
+  /** The bytes written, in a buffer of their own (the scratch is reused by the next call). */
   done(): Buffer {
-    return this.bytes.subarray(0, this.length);
+    const out = Buffer.allocUnsafe(this.length);
+    this.bytes.copy(out, 0, 0, this.length);
+    return out;
   }
 }
 
@@ -74,9 +67,14 @@ class JsonBytes {
  * from a Float32Array): the fewest significant digits for which some decimal lies inside the interval
  * of reals that round to `v` (half-way to each neighbouring float32), as Ryū and Schubfach define
  * "shortest" (https://dl.acm.org/doi/10.1145/3192366.3192369), in JavaScript's own number notation.
+ * Of the decimals with that many digits inside the interval, the smallest is written.
  */
 function writeFloat32(out: JsonBytes, v: number): void {
-  if (v === 0) return out.byte(ASCII_0);
+  out.reserve(MAX_FLOAT32_TEXT);
+  if (v === 0) {
+    out.bytes[out.length++] = ASCII_0;
+    return;
+  }
   if (!Number.isFinite(v)) return out.text('null');
   const negative = v < 0;
   const a = negative ? -v : v;
@@ -85,27 +83,39 @@ function writeFloat32(out: JsonBytes, v: number): void {
   f32Bits[0] = bits + 1;
   const up = f32[0];
   f32Bits[0] = bits - 1;
-  const down = bits === 0 ? 0 : (f32[0]);
+  const down = f32[0];
   // Exactly representable in float64: float32 neighbours differ by one unit of a 24-bit mantissa.
   const lo = (a + down) / 2;
   const hi = Number.isFinite(up) ? (a + up) / 2 : a * (1 + 2 ** -25);
+  // floor(log10(a)): from the binary exponent for normal values (one step short at most), else log10.
+  const binaryExponent = (bits >>> 23) - 127;
+  let decimalExponent = binaryExponent > -127 ? Math.floor(binaryExponent * LOG10_2) : Math.floor(Math.log10(a));
+  if (a >= (POW10[decimalExponent + 351] as number)) decimalExponent++;
   // Scale so that the interval is in units of the 9th significant digit (9 always suffice for float32).
-  const k = 8 - Math.floor(Math.log10(a));
+  const k = 8 - decimalExponent;
   const scale = POW10[k + 350] as number;
   const loScaled = lo * scale;
   const hiScaled = hi * scale;
   // A decimal with 9 - t digits fits for every t up to some t*, then none does (a fit with fewer digits
-  // is also one with more, padded with a zero): so look from 9 digits down and keep the last fit.
-  let found = -1;
-  let foundT = 0;
-  for (let t = 0; t <= 8; t++) {
-    const n = fitIn(loScaled, hiScaled, POW10[t + 350] as number, v, t - k);
+  // is also one with more, padded with a zero). An interval wider than 10^t holds a multiple of it, so
+  // t* is at least the largest such t: look from there up and keep the last fit.
+  const width = (hiScaled - loScaled) * (1 - EDGE_MARGIN);
+  let t = width > 100 ? 2 : width > 10 ? 1 : 0;
+  let found = fitIn(loScaled, hiScaled, POW10[t + 350] as number, v, t - k);
+  while (found < 0 && t > 0) {
+    t--;
+    found = fitIn(loScaled, hiScaled, POW10[t + 350] as number, v, t - k);
+  }
+  if (found < 0) {
+    out.text(String(Number(v.toPrecision(9))));
+    return;
+  }
+  for (; t < 8; t++) {
+    const n = fitIn(loScaled, hiScaled, POW10[t + 351] as number, v, t + 1 - k);
     if (n < 0) break;
     found = n;
-    foundT = t;
   }
-  if (found >= 0) return writeDecimal(out, found, foundT - k, negative);
-  out.text(String(Number(v.toPrecision(9))));
+  writeDecimal(out, found, t - k, negative);
 }
 
 /**
@@ -124,47 +134,75 @@ function fitIn(lo: number, hi: number, step: number, v: number, q: number): numb
   return -1;
 }
 
-/** Decimal digits of a non-negative integer below 10^16 (0 has 1). */
-function digitCount(value: number): number {
-  if (value < 1e8) {
-    if (value < 1e4) return value < 10 ? 1 : value < 100 ? 2 : value < 1000 ? 3 : 4;
-    return value < 1e5 ? 5 : value < 1e6 ? 6 : value < 1e7 ? 7 : 8;
-  }
-  let digits = 9;
-  for (let bound = 1e9; value >= bound && digits < 16; bound *= 10) digits++;
-  return digits;
+/** Decimal digits of a positive integer below 2^31. */
+function digitCount(n: number): number {
+  if (n < 1e5) return n < 10 ? 1 : n < 100 ? 2 : n < 1e3 ? 3 : n < 1e4 ? 4 : 5;
+  return n < 1e6 ? 6 : n < 1e7 ? 7 : n < 1e8 ? 8 : n < 1e9 ? 9 : 10;
 }
 
-/** `n × 10^q` (n a positive integer below 10^10) in JavaScript's number notation, as bytes. */
+/** Write the last `count` decimal digits of the integer `n` (0 ≤ n < 2^31; leading zeros included) to `bytes[end - count, end)`. */
+function putDigits(bytes: Buffer, end: number, n: number, count: number): void {
+  let rest = n | 0;
+  for (let at = end - 1; at >= end - count; at--) {
+    const next = (rest / 10) | 0;
+    bytes[at] = ASCII_0 + rest - next * 10;
+    rest = next;
+  }
+}
+
+/**
+ * `n × 10^q` (n a positive integer below 2^31, room for MAX_FLOAT32_TEXT bytes reserved) in
+ * JavaScript's number notation, as bytes: plain digits from 10^-6 to below 10^21, else `d.ddde±x`.
+ */
 function writeDecimal(out: JsonBytes, n: number, q: number, negative: boolean): void {
-  while (n % 10 === 0) {
-    n /= 10;
+  let m = n | 0;
+  for (let next = (m / 10) | 0; next * 10 === m; next = (m / 10) | 0) {
+    m = next;
     q++;
   }
-  const point = digitCount(n) + q; // value = 0.<digits> × 10^point
-  if (negative) out.byte(45);
+  const count = digitCount(m);
+  const point = count + q; // value = 0.<digits> × 10^point
+  const bytes = out.bytes;
+  let at = out.length;
+  if (negative) bytes[at++] = 45;
   if (q >= 0 && point <= 21) {
-    out.integer(n);
-    out.zeros(q);
+    putDigits(bytes, at + count, m, count);
+    for (let i = at + count; i < at + point; i++) bytes[i] = ASCII_0;
+    at += point;
   } else if (q < 0 && point > 0) {
-    const scale = POW10[-q + 350] as number;
-    const whole = Math.floor(n / scale);
-    out.integer(whole);
-    out.byte(46);
-    const fraction = n - whole * scale;
-    out.zeros(-q - digitCount(fraction));
-    out.integer(fraction);
+    const divisor = POW10[-q + 350] as number;
+    const whole = (m / divisor) | 0;
+    putDigits(bytes, at + point, whole, point);
+    bytes[at + point] = 46;
+    putDigits(bytes, at + count + 1, m - whole * divisor, -q);
+    at += count + 1;
   } else if (point <= 0 && point > -6) {
-    out.byte(ASCII_0);
-    out.byte(46);
-    out.zeros(-point);
-    out.integer(n);
+    bytes[at++] = ASCII_0;
+    bytes[at++] = 46;
+    for (let i = point; i < 0; i++) bytes[at++] = ASCII_0;
+    putDigits(bytes, at + count, m, count);
+    at += count;
   } else {
-    out.text(decimalText(n, q, false).replace(/^-/, ''));
+    // Scientific notation: d[.ddd]e±x, x = point - 1.
+    const lead = (m / (POW10[count - 1 + 350] as number)) | 0;
+    bytes[at++] = ASCII_0 + lead;
+    if (count > 1) {
+      bytes[at++] = 46;
+      putDigits(bytes, at + count - 1, m, count - 1);
+      at += count - 1;
+    }
+    bytes[at++] = 101;
+    const exponent = point - 1;
+    bytes[at++] = exponent < 0 ? 45 : 43;
+    const magnitude = exponent < 0 ? -exponent : exponent;
+    const digits = digitCount(magnitude);
+    putDigits(bytes, at + digits, magnitude, digits);
+    at += digits;
   }
+  out.length = at;
 }
 
-/** {@link writeDecimal} as a string (the rare paths: scientific notation, edge checks). */
+/** {@link writeDecimal} as a string (the rare path: edge checks). */
 function decimalText(n: number, q: number, negative: boolean): string {
   const text = Number(`${n}e${q}`).toString();
   return negative ? `-${text}` : text;
@@ -195,7 +233,9 @@ function writeValue(out: JsonBytes, value: unknown): void {
   if (value instanceof Float32Array) {
     out.byte(91);
     for (let i = 0; i < value.length; i++) {
-      if (i > 0) out.byte(44);
+      // Room for the comma and the longest number, so that neither checks again.
+      out.reserve(MAX_FLOAT32_TEXT + 1);
+      if (i > 0) out.bytes[out.length++] = 44;
       writeFloat32(out, value[i] as number);
     }
     return out.byte(93);

@@ -24,12 +24,17 @@ export interface ReduceRetry {
  * ioredis copies every script defined on a connection onto each pipeline it makes, so each
  * auto-pipelined write of a hot-path command connection cost about 87 µs instead of 9.
  *
+ * Its offline queue is on even when `connection` fails fast (the gateway's): BullMQ sends its own
+ * start-up commands as soon as the queue exists, and a fail-fast connection that is not connected yet
+ * rejects them, which BullMQ leaves as an unhandled rejection. An add while Redis is away still fails
+ * after `maxRetriesPerRequest` reconnect attempts (the group stays in the ready set for the sweep).
+ *
  * BullMQ re-emits the connection's errors on the queue, and an `error` event without a listener would
  * crash the process: `onError` receives them (the connection's owner already logs and rides them out).
  */
 export function createReduceQueue(connection: Redis, onError: (error: Error) => void): Queue<ReduceJobData> {
   if (isCluster(connection)) {
-    const own = connection.duplicate();
+    const own = connection.duplicate([], { enableOfflineQueue: true });
     own.on('error', onError);
     const queue = new Queue<ReduceJobData>(REDUCE_QUEUE, { connection: own, prefix: BULLMQ_PREFIX });
     queue.on('error', onError);
@@ -40,7 +45,7 @@ export function createReduceQueue(connection: Redis, onError: (error: Error) => 
     };
     return queue;
   }
-  const options = { ...connection.options, connectionName: `${connection.options.connectionName ?? 'inferline'}:bullmq` };
+  const options = { ...connection.options, connectionName: `${connection.options.connectionName ?? 'inferline'}:bullmq`, enableOfflineQueue: true };
   const queue = new Queue<ReduceJobData>(REDUCE_QUEUE, { connection: options, prefix: BULLMQ_PREFIX });
   queue.on('error', onError);
   return queue;

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { InferlineError } from '@inferline/shared';
 import { loadMobyDickParagraphs } from '../../../bench/corpus.ts';
-import { parseVocabulary, toIds, tokenize } from '../src/pipelines/glove-tokenizer.ts';
+import { parseVocabulary, toIds, tokenIds, tokenize } from '../src/pipelines/glove-tokenizer.ts';
 
 const REFERENCE = /[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]/g;
 
@@ -71,4 +71,35 @@ test('tokenizes a paragraph in tens of microseconds', () => {
   const perParagraphUs = ((performance.now() - started) * 1000) / paragraphs.length;
   console.log(`tokenize + toIds: ${perParagraphUs.toFixed(1)} µs per paragraph (${paragraphs.length} paragraphs)`);
   assert.ok(perParagraphUs < 500, `${perParagraphUs} µs per paragraph`);
+});
+
+test('tokenIds gives toIds(tokenize()) on every Moby Dick paragraph, with half of its tokens known', () => {
+  const paragraphs = loadMobyDickParagraphs();
+  const all = [...new Set(paragraphs.flatMap((p) => tokenize(p, Infinity)))];
+  const vocab = parseVocabulary(all.filter((_, i) => i % 2 === 0).join('\n'));
+  for (const paragraph of paragraphs) {
+    for (const max of [256, 7]) assert.deepEqual([...tokenIds(paragraph, vocab, max)], [...toIds(tokenize(paragraph, max), vocab)]);
+  }
+});
+
+test('tokenIds gives toIds(tokenize()) on arbitrary strings and vocabularies (property)', () => {
+  // Unicode spaces, apostrophes, digits and letters often, so that every branch of the scan is taken.
+  const unit = fc.oneof(
+    fc.constantFrom(' ', '\t', '\n', '\u00a0', '\u2003', '\u3000', '\ufeff', '\u200b', "'", 'a', 'z', 'A', '0', '9', '.', 'İ', '\ud83d'),
+    fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+  );
+  fc.assert(
+    fc.property(
+      fc.array(unit, { maxLength: 120 }).map((units) => units.join('')),
+      fc.array(fc.string({ unit, minLength: 1, maxLength: 6 }).filter((token) => !/\s/.test(token)), { maxLength: 30 }),
+      fc.integer({ min: 1, max: 80 }),
+      (text, extra, max) => {
+        // Known: some of the text's own tokens and a few others (absent tokens, near misses).
+        const tokens = [...new Set([...tokenize(text, Infinity).filter((_, i) => i % 3 !== 1), ...extra])];
+        const vocab = parseVocabulary(tokens.join('\n'));
+        assert.deepEqual([...tokenIds(text, vocab, max)], [...toIds(tokenize(text, max), vocab)]);
+      },
+    ),
+    { numRuns: 3000 },
+  );
 });

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { EMBEDDING_BAG_FORMAT, EMBEDDING_WEIGHT_NAME } from '@inferline/shared/embedding-bag-format';
 import { InferlineError } from '@inferline/shared/errors';
-import { DEFAULT_MAX_TOKENS, loadVocabulary, toIds, tokenize, type Vocabulary } from '../pipelines/glove-tokenizer.ts';
+import { DEFAULT_MAX_TOKENS, loadVocabulary, tokenIds, type Vocabulary } from '../pipelines/glove-tokenizer.ts';
 
 /**
  * The `embedding-bag` platform: a `[V, D]` table applied to a ragged batch of token lists with a mean,
@@ -114,7 +114,7 @@ export class EmbeddingBag {
     let total = 0;
     let segments = 0; // 1 + index of the last text with a known token
     for (let i = 0; i < texts.length; i++) {
-      const ids = toIds(tokenize(texts[i] ?? '', this.maxTokens), this.vocab);
+      const ids = tokenIds(texts[i] ?? '', this.vocab, this.maxTokens);
       perText[i] = ids;
       total += ids.length;
       if (ids.length > 0) segments = i + 1;
