@@ -113,7 +113,9 @@ describe('gateway + 2 worker processes + real Redis serve glove-embed', () => {
     const batchIds = new Set(jobs.map((job) => job.timings?.batch_id));
     // A batch id names its worker's consumer, not the worker's host or process.
     for (const id of batchIds) assert.match(id ?? '', /^worker-[A-Za-z0-9_-]{11}-\d+$/);
-    assert.ok(![...batchIds].some((id) => id?.includes(hostname()) === true), 'no host name in a batch id');
+    // The pattern above already leaves no room for a host name beside the 11 random characters; a
+    // short host name (say "vm") can still turn up in them by chance, so only a long one is checked.
+    if (hostname().length >= 8) assert.ok(![...batchIds].some((id) => id?.includes(hostname()) === true), 'no host name in a batch id');
     let inferences = 0;
     let executions = 0;
     for (const port of metricsPorts) {
