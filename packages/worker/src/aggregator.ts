@@ -228,13 +228,18 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
   // Callbacks: drain the due sets every callback_poll_interval_ms onto the queue `callbacks`
   // (callbacks.ts); each model has its own due sets.
   const callbacksQueue = createCallbacksQueue(redis, (error) => log.debug({ err: error }, 'callbacks queue: redis connection error'));
+  // The due sets are read on a connection of their own that auto-pipelines, so a round's reads of
+  // every set go out in one write (per node on a cluster); the main connection carries BullMQ's
+  // scripts, which are kept off auto-pipelining.
+  const drainRedis = connectRedis(settings.redis_url, { name: 'aggregator-callbacks', enableAutoPipelining: true });
+  drainRedis.on('error', (error: Error) => log.debug({ err: error }, 'callbacks drain: redis connection error'));
   const callbackWorker = startCallbackWorker(redis, apiKeys, settings, log, (outcome) => metrics.observeCallback(outcome));
   let draining = false;
   const drain = (): void => {
     if (draining) return;
     draining = true;
     (async () => {
-      await drainDueCallbacks(redis, callbacksQueue, await readModels(), settings);
+      await drainDueCallbacks(drainRedis, callbacksQueue, await readModels(), settings);
     })()
       .catch((error: unknown) => log.warn({ err: error }, 'drain of due callbacks failed'))
       .finally(() => {
@@ -285,6 +290,7 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
     await callbacksQueue.close();
     metricsServer?.close();
     await queue.close();
+    await drainRedis.quit().catch(() => drainRedis.disconnect());
     await redis.quit().catch(() => redis.disconnect());
     log.info('aggregator stopped');
   }
