@@ -140,6 +140,13 @@ export async function sweepAbandonedGroups(redis: Redis, shards: readonly string
 }
 
 /**
+ * How far the callbacks drain backs off while its rounds find nothing: at most this many
+ * `callback_poll_interval_ms` between rounds (so an idle aggregator reads the due sets once a second
+ * by default, and the first callback after a quiet spell waits at most that long).
+ */
+const CALLBACK_IDLE_BACKOFF = 4;
+
+/**
  * Run the aggregator (DESIGN.md section 1) until `signal` aborts: a BullMQ worker on queue `reduce`
  * (https://docs.bullmq.io/guide/workers) whose jobs each reduce one group ({@link reduceGroup}), with
  * `aggregator_concurrency` reduces at once. A reduce that throws is retried `reduce_attempts` times
@@ -148,7 +155,7 @@ export async function sweepAbandonedGroups(redis: Redis, shards: readonly string
  * reduce jobs ({@link sweepReadyGroups}) and cancels groups left open longer than `open_group_ttl_s`
  * ({@link sweepAbandonedGroups}), visiting the sets of every model the repository lists (re-read every
  * `poll_interval_ms`; a model once seen stays visited). It also delivers callbacks (callbacks.ts): every
- * `callback_poll_interval_ms` it moves the ids of finished jobs and groups with a callback_url from
+ * `callback_poll_interval_ms` (up to {@link CALLBACK_IDLE_BACKOFF} times that while none are due) it moves the ids of finished jobs and groups with a callback_url from
  * their due sets onto the BullMQ queue `callbacks`, whose worker POSTs each signed terminal view,
  * retried with exponential backoff. With `aggregator_metrics_port` set it serves `/metrics`
  * ({@link AggregatorMetrics}), `/healthz` and `/readyz` (ready while its Redis connection is).
@@ -234,20 +241,29 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
   const drainRedis = connectRedis(settings.redis_url, { name: 'aggregator-callbacks', enableAutoPipelining: true });
   drainRedis.on('error', (error: Error) => log.debug({ err: error }, 'callbacks drain: redis connection error'));
   const callbackWorker = startCallbackWorker(redis, apiKeys, settings, log, (outcome) => metrics.observeCallback(outcome));
-  let draining = false;
+  // While rounds find nothing, the next waits twice as long, up to CALLBACK_IDLE_BACKOFF × the interval;
+  // a round that moves anything (or fails) brings it back to callback_poll_interval_ms.
+  let quietRounds = 0;
+  let drainTimer: NodeJS.Timeout | undefined;
+  let stopped = false;
   const drain = (): void => {
-    if (draining) return;
-    draining = true;
-    (async () => {
-      await drainDueCallbacks(drainRedis, callbacksQueue, await readModels(), settings);
-    })()
-      .catch((error: unknown) => log.warn({ err: error }, 'drain of due callbacks failed'))
+    (async () => drainDueCallbacks(drainRedis, callbacksQueue, await readModels(), settings))()
+      .then(
+        (moved) => {
+          quietRounds = moved > 0 ? 0 : quietRounds + 1;
+        },
+        (error: unknown) => {
+          quietRounds = 0;
+          log.warn({ err: error }, 'drain of due callbacks failed');
+        },
+      )
       .finally(() => {
-        draining = false;
+        if (stopped) return;
+        const factor = Math.min(2 ** quietRounds, CALLBACK_IDLE_BACKOFF);
+        drainTimer = setTimeout(drain, settings.callback_poll_interval_ms * factor);
       });
   };
   drain();
-  const drainTimer = setInterval(drain, settings.callback_poll_interval_ms);
 
   const sweep = (): void => {
     // A ready group whose job still exists (waiting, running, retrying) needs nothing; count re-adds.
@@ -285,7 +301,8 @@ export async function startAggregator(options: AggregatorOptions): Promise<void>
     });
   } finally {
     clearInterval(timer);
-    clearInterval(drainTimer);
+    stopped = true;
+    clearTimeout(drainTimer);
     await Promise.all([worker.close(), callbackWorker.close()]);
     await callbacksQueue.close();
     metricsServer?.close();
