@@ -50,10 +50,14 @@ export interface CompareOptions {
 export const COMPARE_MODEL = 'glove-embed';
 /** Batch sizes of the in-process figures (the points the model's cost is interpolated between). */
 const IN_PROCESS_BATCH_SIZES = [1, 8, 32];
-/** Once a system is ready, it is left alone this long (start-up work winding down, GC), ms. */
-const IDLE_SETTLE_MS = 20_000;
+/**
+ * Once a system is ready, it is left alone this long before its idle CPU is measured, ms: 20 s still
+ * caught start-up work (tsx compiling modules, first repository scans, GC of the start-up heap),
+ * which made an idle stack read 2-5 % of a core where it settles below 1 %.
+ */
+const IDLE_SETTLE_MS = 60_000;
 /** Then its idle CPU is measured over this window, before any load, ms. */
-const IDLE_WINDOW_MS = 10_000;
+const IDLE_WINDOW_MS = 30_000;
 /** Unmeasured load after the idle window (JIT, connection pools), ms, at WARMUP_CLIENTS clients. */
 const WARMUP_MS = 2_000;
 const WARMUP_CLIENTS = 32;
