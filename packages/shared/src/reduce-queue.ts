@@ -52,6 +52,17 @@ export function createReduceQueue(connection: Redis, onError: (error: Error) => 
 }
 
 /**
+ * Close a BullMQ queue made by {@link createReduceQueue} (or `createCallbacksQueue`) once its
+ * connection finished starting: BullMQ's start-up commands (version check) still in flight when its
+ * own connection closes are rejected with "Connection is closed." where nobody handles them (an
+ * unhandled rejection). A start-up that fails (Redis away) is waited for only until it fails.
+ */
+export async function closeQueue(queue: Queue): Promise<void> {
+  await queue.waitUntilReady().catch(() => undefined);
+  await queue.close();
+}
+
+/**
  * Add the reduce job of a group whose members all settled. The job id is the group id, so adding it
  * again while it exists is a no-op (https://docs.bullmq.io/guide/jobs/job-ids): the worker whose settle
  * finished the group, the gateway whose close did, and the aggregator's sweep may all add it safely.

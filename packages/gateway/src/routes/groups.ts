@@ -2,6 +2,7 @@ import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebo
 import { Type } from '@sinclair/typebox';
 import type { ServerResponse } from 'node:http';
 import {
+  closeQueue,
   createReduceQueue,
   decode,
   ErrorReply,
@@ -50,7 +51,7 @@ export const groupRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx
   const { redis, settings } = ctx;
   const queue = createReduceQueue(redis, (error) => ctx.logger.debug({ err: error }, 'reduce queue: redis connection error'));
   app.addHook('onClose', async () => {
-    await queue.close();
+    await closeQueue(queue);
   });
 
   /** Validate a request's inputs (at most max_group_inputs) and turn them into stored values. */
