@@ -55,12 +55,22 @@ export function createReduceQueue(connection: Redis, onError: (error: Error) => 
  * Close a BullMQ queue made by {@link createReduceQueue} (or `createCallbacksQueue`) once its
  * connection finished starting: BullMQ's start-up commands (version check) still in flight when its
  * own connection closes are rejected with "Connection is closed." where nobody handles them (an
- * unhandled rejection). A start-up that fails (Redis away) is waited for only until it fails.
+ * unhandled rejection). The wait is bounded by CLOSE_READY_WAIT_MS: with Redis away the start-up
+ * neither finishes nor fails while the connection keeps retrying.
  */
 export async function closeQueue(queue: Queue): Promise<void> {
-  await queue.waitUntilReady().catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, CLOSE_READY_WAIT_MS);
+    timer.unref();
+  });
+  await Promise.race([queue.waitUntilReady().then(() => undefined, () => undefined), bound]);
+  clearTimeout(timer);
   await queue.close();
 }
+
+/** Longest {@link closeQueue} waits for a queue's connection to finish starting, ms. */
+const CLOSE_READY_WAIT_MS = 1_000;
 
 /**
  * Add the reduce job of a group whose members all settled. The job id is the group id, so adding it
