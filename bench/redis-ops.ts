@@ -17,15 +17,19 @@ import { inferlineBulkRequest, inferlineRequest } from './request-paths.ts';
  * (`used_cpu_sys + used_cpu_user`). Prints figures; asserts nothing.
  */
 
-/** `INFO commandstats` as command → calls. */
-async function commandCalls(redis: Redis): Promise<Map<string, number>> {
+/** `INFO commandstats` as command → calls, and command → µs Redis spent executing it (`usec`). */
+async function commandCalls(redis: Redis): Promise<{ calls: Map<string, number>; usec: Map<string, number> }> {
   const text = await redis.info('commandstats');
   const calls = new Map<string, number>();
+  const usec = new Map<string, number>();
   for (const line of text.split('\n')) {
-    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line.trim());
-    if (match) calls.set(match[1] as string, Number(match[2]));
+    const match = /^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/.exec(line.trim());
+    if (match) {
+      calls.set(match[1] as string, Number(match[2]));
+      usec.set(match[1] as string, Number(match[3]));
+    }
   }
-  return calls;
+  return { calls, usec };
 }
 
 /** Redis' own CPU, s (`INFO cpu`). */
@@ -54,16 +58,21 @@ export async function benchRedisOps(options: { durationMs: number; clients: numb
       const cpu0 = await redisCpuSeconds(redis);
       const result = await runClosedLoop({ url: gateway.url, clients: options.clients, durationMs: options.durationMs, texts, send });
       // Heartbeats, reclaim passes and the idle reads of the other streams also count: they are part of the cost.
-      const calls = await commandCalls(redis);
+      const { calls, usec } = await commandCalls(redis);
       const cpu = (await redisCpuSeconds(redis)) - cpu0;
       // The commandstats reads of this bench are not the system's.
       calls.delete('info');
       calls.delete('config|resetstat');
+      usec.delete('info');
+      usec.delete('config|resetstat');
       const done = result.requests * (perRequest === 1 ? 1 : perRequest);
       const total = [...calls.values()].reduce((a, b) => a + b, 0);
       const rows = [...calls].sort((a, b) => b[1] - a[1]).map(([name, n]) => `${name} ${(n / done).toFixed(2)}`);
       console.log(`\n## ${path}: ${result.requests} requests (${result.throughput.toFixed(0)}/s), mean batch ${result.mean_batch_size.toFixed(1)}`);
       console.log(`Redis calls per ${perRequest === 1 ? 'request' : 'text'}: **${(total / done).toFixed(2)}** (${rows.join(', ')}); Redis CPU per ${perRequest === 1 ? 'request' : 'text'}: ${((cpu * 1e6) / done).toFixed(0)} µs`);
+      // A script's usec includes the commands it runs (also counted on their own rows).
+      const timed = [...usec].sort((a, b) => b[1] - a[1]).filter(([, us]) => us / done >= 0.05).map(([name, us]) => `${name} ${(us / done).toFixed(1)}`);
+      console.log(`Command execution µs per ${perRequest === 1 ? 'request' : 'text'} (a script's figure includes its commands; the rest of the CPU is network and event loop): ${timed.join(', ')}`);
     }
   } finally {
     redis.disconnect();

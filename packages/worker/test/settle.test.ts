@@ -224,6 +224,30 @@ describe('settle and reclaim against a real Redis', () => {
     assert.deepEqual([two?.status, two?.error_code, two?.error_message, two?.output], ['failed', 'invalid_input', 'bad\ttab\nand é', undefined]);
     assert.equal(await db.redis.xlen(stream), 0);
   });
+
+  test('a batch with a job settled before announces only the results this call writes', async () => {
+    await enqueue('d1', 'one');
+    await enqueue('d2', 'two');
+    await enqueue('d3', 'three');
+    const [a, b, c] = await readAs('c1', 10);
+    assert.ok(a && b && c);
+    assert.equal((await settle([success(b, 0.25)])).written, 1);
+    const events = new Redis(db.server.url);
+    const seen: Buffer[] = [];
+    await events.subscribe(JOB_EVENTS_CHANNEL);
+    events.on('messageBuffer', (_channel: Buffer, message: Buffer) => seen.push(message));
+    // A redelivery of the whole batch: d2 is already terminal, d1 and d3 are written now.
+    const outcome = await settle([success(a, 0.5), success(b, 0.75), success(c, 1)]);
+    assert.equal(outcome.written, 2);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    events.disconnect();
+    assert.equal(seen.length, 1, 'one PUBLISH for the call');
+    const announced = jobEventsOf(seen[0] ?? Buffer.alloc(0)).map((event) => event.toString().split('\t'));
+    assert.deepEqual(announced.map((fields) => [fields[0], fields[1]]), [['d1', 'succeeded'], ['d3', 'succeeded']]);
+    assert.deepEqual(announced.map((fields) => JSON.parse(fields.slice(7).join('\t'))), [{ embedding: [0.5, 0.5] }, { embedding: [1, 1] }]);
+    const second = await db.redis.hget(keys.job('d2'), 'output');
+    assert.deepEqual(JSON.parse(second ?? ''), { embedding: [0.25, 0.25] }, 'the first result stays');
+  });
 });
 
 /** The stream entry ids of an enqueue that stored its jobs. */

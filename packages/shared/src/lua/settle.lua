@@ -16,6 +16,10 @@
     ARGV[5] batch_id
     ARGV[6] result_ttl_s             (seconds each record lives from now)
     ARGV[7] events channel           (il:events)
+    ARGV[8] the events of every request, built by the caller as this script would build them (see
+                                     below; '' = build them here): published as they are when this
+                                     call writes every result, the common case, since building a
+                                     batch message in Lua costs Redis more than the rest of the call
     then 6 values per request, in the order of KEYS[2..]:
       job id, stream entry id, status ('succeeded' | 'failed'),
       output (JSON text, '' when failed) or error (`<code>\t<message>`, '' when succeeded),
@@ -36,10 +40,10 @@
 local n = #KEYS - 3
 local written = {}
 local entryIds = {}
-local events = {}
+local count = 0
 local ttl = tonumber(ARGV[6])
 for i = 2, n + 1 do
-  local at = 8 + (i - 2) * 6
+  local at = 9 + (i - 2) * 6
   local jobId, entryId, status, value, queueMs, loadMs = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5]
   entryIds[i - 1] = entryId
   written[i - 1] = 0
@@ -66,11 +70,22 @@ for i = 2, n + 1 do
     redis.call('HSET', KEYS[i], unpack(record))
     redis.call('EXPIRE', KEYS[i], ttl)
     releaseJobFields(KEYS[n + 2], KEYS[n + 3], jobId, ARGV[2], fields[2], fields[3])
-    events[#events + 1] = table.concat({ jobId, status, queueMs, loadMs, ARGV[3], ARGV[4], ARGV[5], value }, '\t')
     written[i - 1] = 1
+    count = count + 1
   end
 end
-publishEvents(ARGV[7], events)
+if count == n and ARGV[8] ~= '' then
+  redis.call('PUBLISH', ARGV[7], ARGV[8])
+else
+  local events = {}
+  for i = 1, n do
+    if written[i] == 1 then
+      local at = 9 + (i - 1) * 6
+      events[#events + 1] = table.concat({ ARGV[at], ARGV[at + 2], ARGV[at + 4], ARGV[at + 5], ARGV[3], ARGV[4], ARGV[5], ARGV[at + 3] }, '\t')
+    end
+  end
+  publishEvents(ARGV[7], events)
+end
 if #entryIds > 0 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(entryIds))
   redis.call('XDEL', KEYS[1], unpack(entryIds))

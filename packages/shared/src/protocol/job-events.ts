@@ -28,3 +28,25 @@ export function jobEventsOf(message: Buffer): Buffer[] {
   }
   return events;
 }
+
+/**
+ * The message that announces some events, as lua/includes/event-batch.lua builds it: one event as it
+ * is, more as a batch message (`*`, then per event its byte length, `:` and its bytes);
+ * {@link jobEventsOf} reads it back. Empty for no events.
+ * @param parts the events, each `<id>\t<status>[\t<detail>]` given as two buffers, its head and its
+ *   tail (so a large detail such as an output is not copied to make the event): `[head1, tail1, head2,
+ *   tail2, ...]`
+ */
+export function jobEventsMessage(parts: readonly Buffer[]): Buffer {
+  if (parts.length === 0) return Buffer.alloc(0);
+  if (parts.length === 2) return Buffer.concat(parts as Buffer[]);
+  const message: Buffer[] = [BATCH_PREFIX];
+  for (let i = 0; i + 1 < parts.length; i += 2) {
+    const head = parts[i] as Buffer;
+    const tail = parts[i + 1] as Buffer;
+    message.push(Buffer.from(`${head.length + tail.length}:`, 'latin1'), head, tail);
+  }
+  return Buffer.concat(message);
+}
+
+const BATCH_PREFIX = Buffer.from([BATCH_MARK]);

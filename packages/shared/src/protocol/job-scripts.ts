@@ -2,6 +2,7 @@ import type { Redis } from '../redis.ts';
 import { InferlineError } from '../errors.ts';
 import { CONSUMER_GROUP, JOB_EVENTS_CHANNEL, idShard, keys } from '../keys.ts';
 import { runScript } from '../scripts.ts';
+import { jobEventsMessage } from './job-events.ts';
 
 /**
  * One typed function per job script (enqueue.lua, start.lua, settle.lua, dead-letter.lua, cancel.lua): each builds
@@ -214,13 +215,25 @@ export async function settleJobs(redis: Redis, shard: string, version: number, b
     return written;
   }
   const scriptKeys = [keys.requests(shard, version, settlements[0]?.level ?? 1)];
+  const inferenceMs = batch.inference_ms.toFixed(3);
   const args: (string | number | Buffer)[] = [
-    CONSUMER_GROUP, Date.now(), batch.inference_ms.toFixed(3), batch.batch_size, batch.batch_id, batch.result_ttl_s, JOB_EVENTS_CHANNEL,
+    CONSUMER_GROUP, Date.now(), inferenceMs, batch.batch_size, batch.batch_id, batch.result_ttl_s, JOB_EVENTS_CHANNEL, '',
   ];
+  // The events as settle.lua announces them (`<id>\t<status>\t<queue_ms>\t<load_ms>\t<inference_ms>\t
+  // <batch_size>\t<batch_id>\t<output or code\tmessage>`), built here: the script publishes them as
+  // they are when it writes every result, instead of building the message in Lua.
+  const figures = `\t${inferenceMs}\t${batch.batch_size}\t${batch.batch_id}\t`;
+  const eventParts: Buffer[] = [];
   for (const { jobId, entryId, result, queue_ms, load_ms } of settlements) {
     scriptKeys.push(keys.job(jobId));
-    args.push(jobId, entryId, result.ok ? 'succeeded' : 'failed', result.ok ? result.output : `${result.code}\t${result.message}`, queue_ms.toFixed(3), load_ms === undefined ? '' : load_ms.toFixed(3));
+    const status = result.ok ? 'succeeded' : 'failed';
+    const value = result.ok ? result.output : Buffer.from(`${result.code}\t${result.message}`);
+    const queueMs = queue_ms.toFixed(3);
+    const loadMs = load_ms === undefined ? '' : load_ms.toFixed(3);
+    args.push(jobId, entryId, status, value, queueMs, loadMs);
+    eventParts.push(Buffer.from(`${jobId}\t${status}\t${queueMs}\t${loadMs}${figures}`), value);
   }
+  args[7] = jobEventsMessage(eventParts);
   scriptKeys.push(keys.tenantQueued(shard), keys.callbacksDue(shard));
   const written = await runScript<number[]>(redis, 'settle', scriptKeys, args);
   return written.map((flag) => Number(flag) === 1);
