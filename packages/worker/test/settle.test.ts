@@ -244,7 +244,7 @@ describe('settle and reclaim against a real Redis', () => {
     assert.equal(seen.length, 1, 'one PUBLISH for the call');
     const announced = jobEventsOf(seen[0] ?? Buffer.alloc(0)).map((event) => event.toString().split('\t'));
     assert.deepEqual(announced.map((fields) => [fields[0], fields[1]]), [['d1', 'succeeded'], ['d3', 'succeeded']]);
-    assert.deepEqual(announced.map((fields) => JSON.parse(fields.slice(7).join('\t'))), [{ embedding: [0.5, 0.5] }, { embedding: [1, 1] }]);
+    assert.deepEqual(announced.map((fields): unknown => JSON.parse(fields.slice(7).join('\t'))), [{ embedding: [0.5, 0.5] }, { embedding: [1, 1] }]);
     const second = await db.redis.hget(keys.job('d2'), 'output');
     assert.deepEqual(JSON.parse(second ?? ''), { embedding: [0.25, 0.25] }, 'the first result stays');
   });

@@ -39,7 +39,7 @@ export function jobEventsOf(message: Buffer): Buffer[] {
  */
 export function jobEventsMessage(parts: readonly Buffer[]): Buffer {
   if (parts.length === 0) return Buffer.alloc(0);
-  if (parts.length === 2) return Buffer.concat(parts as Buffer[]);
+  if (parts.length === 2) return Buffer.concat(parts);
   const message: Buffer[] = [BATCH_PREFIX];
   for (let i = 0; i + 1 < parts.length; i += 2) {
     const head = parts[i] as Buffer;
