@@ -2,6 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GATEWAY_NODE_FLAGS } from '../packages/cli/src/commands/start.ts';
 import { freePort, startRedisServer, type RedisServer } from '../packages/cli/src/redis-server.ts';
 import { ROOT } from '../test/harness/processes.ts';
 import { runClosedLoop } from './closed-loop.ts';
@@ -65,7 +66,8 @@ async function measureTree(root: string, options: GatewayCpuOptions): Promise<Ma
     roles.push(worker);
     const port = await freePort();
     // The gateway at `npm start`'s level (info: no line per request).
-    const gateway = await startTreeRole(root, ['gateway'], { ...env, PORT: String(port), LOG_LEVEL: 'info' }, '"msg":"gateway listening"', options.nodeArgs);
+    // The gateway's node flags as `npm start` gives them (both trees get this tree's flags).
+    const gateway = await startTreeRole(root, ['gateway'], { ...env, PORT: String(port), LOG_LEVEL: 'info' }, '"msg":"gateway listening"', [...GATEWAY_NODE_FLAGS, ...(options.nodeArgs ?? [])]);
     roles.push(gateway);
     const url = `http://127.0.0.1:${port}`;
     const send = inferlineRequest(MODEL, 'one-call');

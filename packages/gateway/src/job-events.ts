@@ -1,4 +1,4 @@
-import { JOB_EVENTS_CHANNEL, jobEventsOf, type Logger, type Redis } from '@inferline/shared';
+import { JOB_EVENTS_CHANNEL, TERMINAL_STATUSES, jobEventsOf, type Logger, type Redis } from '@inferline/shared';
 
 const CHANNEL_BYTES = Buffer.from(JOB_EVENTS_CHANNEL);
 /** The byte that separates an event's fields (`\t`). */
@@ -33,9 +33,14 @@ export class JobWatch {
   readonly #signals: AbortSignal[] = [];
   readonly #onAbort = (): void => this.close();
 
+  /**
+   * @param terminalOnly report only terminal statuses (and resyncs): a waiter for the final state
+   *   (`waitForJobs`) is not woken by `running`
+   */
   constructor(
     readonly jobIds: readonly string[],
     private readonly detach: (watch: JobWatch) => void,
+    readonly terminalOnly = false,
   ) {}
 
   /** Called by {@link JobEvents} for each event of one of {@link jobIds}. */
@@ -136,10 +141,13 @@ export class JobEvents {
     return this.#firstSubscribe;
   }
 
-  /** Register a watch on one or more job ids; events are buffered from now on. */
-  watch(jobIds: string | readonly string[]): JobWatch {
+  /**
+   * Register a watch on one or more job ids; events are buffered from now on.
+   * @param options.terminalOnly skip `running` and any other non-terminal status (see {@link JobWatch})
+   */
+  watch(jobIds: string | readonly string[], options: { terminalOnly?: boolean } = {}): JobWatch {
     const ids = typeof jobIds === 'string' ? [jobIds] : [...jobIds];
-    const watch = new JobWatch(ids, (w) => this.#detach(w));
+    const watch = new JobWatch(ids, (w) => this.#detach(w), options.terminalOnly);
     if (this.#closed) {
       watch.close();
       return watch;
@@ -198,9 +206,10 @@ export class JobEvents {
     const set = this.#watches.get(jobId);
     if (!set) return;
     const second = event.indexOf(TAB, tab + 1);
-    const pushed =
-      second < 0 ? { jobId, status: event.toString('utf8', tab + 1) } : { jobId, status: event.toString('utf8', tab + 1, second), detail: event.subarray(second + 1) };
-    for (const watch of set) watch.push(pushed);
+    const status = second < 0 ? event.toString('utf8', tab + 1) : event.toString('utf8', tab + 1, second);
+    const pushed = second < 0 ? { jobId, status } : { jobId, status, detail: event.subarray(second + 1) };
+    const terminal = TERMINAL_STATUSES.has(status);
+    for (const watch of set) if (terminal || !watch.terminalOnly) watch.push(pushed);
   }
 
   #detach(watch: JobWatch): void {

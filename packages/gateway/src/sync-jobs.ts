@@ -50,7 +50,7 @@ export async function runSyncJobs(deps: SyncJobsDeps, request: SyncJobsRequest):
   const ids = request.inputs.map(() => newJobId(shard));
   if (request.log) request.log.jobs = ids.length;
   // Watch before enqueueing: a job can finish before the enqueue call returns.
-  const watch = deps.events.watch(ids);
+  const watch = deps.events.watch(ids, { terminalOnly: true });
   const timeoutMs = Math.max(1, Math.ceil(Math.min(request.waitMs, request.target.config.batching.default_timeout_ms ?? Infinity)));
   let views: JobView[];
   let target: ResolvedModel;

@@ -59,6 +59,19 @@ describe('JobEvents', () => {
     watch.close();
   });
 
+  it('a terminalOnly watch skips running and is woken by the terminal event; a plain watch of the same job sees both', async () => {
+    const waiter = events.watch('job-t', { terminalOnly: true });
+    const stream = events.watch('job-t');
+    const next = waiter.next(2_000);
+    await publish('*13:job-t\trunning15:job-t\tsucceeded');
+    assert.deepEqual(await next, { jobId: 'job-t', status: 'succeeded' });
+    assert.deepEqual(await waiter.next(30), { timeout: true }, 'running was not buffered either');
+    assert.deepEqual(await stream.next(1_000), { jobId: 'job-t', status: 'running' });
+    assert.deepEqual(await stream.next(1_000), { jobId: 'job-t', status: 'succeeded' });
+    waiter.close();
+    stream.close();
+  });
+
   it('answers timeout when nothing arrives', async () => {
     const watch = events.watch('job-d');
     assert.deepEqual(await watch.next(30), { timeout: true });

@@ -107,7 +107,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       const preferred = preferredWaitS(request.headers.prefer);
       const waitS = preferred === undefined ? 0 : Math.min(preferred, ctx.settings.max_wait_s);
       // Watch before enqueueing: a job can finish before the enqueue call returns.
-      let watch = waitS > 0 ? ctx.events.watch(ids) : undefined;
+      let watch = waitS > 0 ? ctx.events.watch(ids, { terminalOnly: true }) : undefined;
       let records: JobRecord[];
       let replayed = false;
       try {
@@ -129,7 +129,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
           // The first request's jobs: watch those instead of the ids made for this one.
           ids = records.map((record) => record.id);
           watch?.close();
-          watch = waitS > 0 ? ctx.events.watch(ids) : undefined;
+          watch = waitS > 0 ? ctx.events.watch(ids, { terminalOnly: true }) : undefined;
         }
         if (watch) records = await waitForJobs(ctx.redis, watch, waitS * 1000, requestSignal(reply, ctx.shutdown), records);
       } finally {
@@ -164,7 +164,7 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       await requireJobOwner(ctx.redis, id, request.tenant);
       const waitS = request.query.wait ?? 0;
       if (waitS === 0) return sendJsonBytes(reply, jobViewJson(await readJobRecord(ctx.redis, id)));
-      const watch = ctx.events.watch(id);
+      const watch = ctx.events.watch(id, { terminalOnly: true });
       try {
         const [record] = await waitForJobs(ctx.redis, watch, waitS * 1000, requestSignal(reply, ctx.shutdown));
         return sendJsonBytes(reply, jobViewJson(record as JobRecord));
