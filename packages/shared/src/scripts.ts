@@ -11,6 +11,7 @@ import type { ChainableCommander, Cluster, Redis as SingleRedis } from 'ioredis'
  */
 export const SCRIPT_NAMES = [
   'enqueue',
+  'enqueue-each',
   'start',
   'settle',
   'dead-letter',

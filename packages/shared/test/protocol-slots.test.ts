@@ -111,6 +111,13 @@ const SCRIPT_CALLS: Record<string, (redis: Redis, model: string) => Promise<unkn
       model, version: 2, max_queue_size: 100, created_at: 0, priority: 2, levels: 3, tenant: 't', max_queued: 9, callback_url: 'https://example.com/cb', deadline_at: 5,
       idempotency: { key: 'k', fingerprint: 'f', ttl_s: 60 }, jobs: [newJobId(model), newJobId(model)].map((id) => ({ id, input: Buffer.from('x') })),
     }),
+  // Two one-request calls of one event-loop turn go out as one enqueue-each call.
+  'enqueue-each': (redis, model) =>
+    Promise.all(
+      [newJobId(model), newJobId(model)].map((id) =>
+        enqueueJobs(redis, { model, version: 2, max_queue_size: 100, created_at: 0, priority: 2, levels: 3, tenant: 't', max_queued: 9, callback_url: 'https://example.com/cb', deadline_at: 5, jobs: [{ id, input: Buffer.from('x') }] }),
+      ),
+    ),
   start: (redis, model) => startJobs(redis, [newJobId(model), newJobId(model), newJobId(model)], 0),
   settle: (redis, model) =>
     settleJobs(redis, model, 2, { inference_ms: 1, batch_size: 2, batch_id: 'b', result_ttl_s: 60 }, [
@@ -152,6 +159,7 @@ const SCRIPT_CALLS: Record<string, (redis: Redis, model: string) => Promise<unkn
  */
 const replies = (model: string): Record<string, unknown> => ({
   il_enqueue: ['1-0', '1-1'],
+  il_enqueue_each: ['1-0', '1-1'],
   il_start: ['queued', 'queued', 'queued'],
   il_settle: [1, 1],
   il_dead_letter: 1,

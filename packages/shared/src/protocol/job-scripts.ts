@@ -112,10 +112,25 @@ function unusedIdempotencyKey(model: string, tenant: string): string {
   return key;
 }
 
+/** The error of requests refused because the version's streams hold `max_queue_size` entries (429, `Retry-After`). */
+function queueFullError(model: string, version: number, count: number, max: number): InferlineError {
+  return new InferlineError(
+    'queue_full',
+    `model "${model}" version ${version} cannot take ${count} more request${count === 1 ? '' : 's'}: ${max} may wait (max_queue_size); retry later`,
+    { retry_after_s: QUEUE_FULL_RETRY_AFTER_S },
+  );
+}
+
 /**
  * Admit the requests of one call, all or nothing, in one script call (enqueue.lua): each job record
  * and stream entry is written, or none is; with `idempotency`, the key is claimed in the same call, so
  * a retry after a lost answer finds the jobs the first call stored.
+ *
+ * A call of one request without `idempotency` (the common one-request `POST /v1/jobs` or `:predict`)
+ * is sent together with the other such calls made on the same connection in the same event-loop turn
+ * for the same shard, version, priority, tenant and callback (enqueue-each.lua): one script call
+ * instead of one per request, each request still admitted or refused on its own, in call order, with
+ * the same outcomes and errors as alone. A turn with one such call sends it alone, as above.
  * @returns the stream entry ids, in request order, or the job ids of the first call with the same
  *   idempotency key and fingerprint (nothing stored).
  * @throws InferlineError `queue_full` (429, `retry_after_s`) when the stream cannot take them all,
@@ -123,7 +138,80 @@ function unusedIdempotencyKey(model: string, tenant: string): string {
  *   `model_unavailable` ({@link versionClosedError}) when the version is not open for admission,
  *   `internal` on a job id collision; a Redis failure is rethrown as is (the gateway answers 503).
  */
-export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<EnqueueOutcome> {
+export function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<EnqueueOutcome> {
+  if (request.jobs.length !== 1 || request.idempotency) return enqueueCall(redis, request);
+  return new Promise<EnqueueOutcome>((resolve, reject) => {
+    let turn = pendingSingles.get(redis);
+    if (!turn) {
+      pendingSingles.set(redis, (turn = new Map<string, PendingSingle[]>()));
+      setImmediate(sendSingles, redis);
+    }
+    const key = JSON.stringify([request.shard ?? request.model, request.version, request.priority ?? 1, request.levels ?? 1, request.max_queue_size, request.tenant ?? '', request.max_queued ?? 0, request.callback_url ?? '']);
+    let group = turn.get(key);
+    if (!group) turn.set(key, (group = []));
+    group.push({ request, resolve, reject });
+  });
+}
+
+/** A one-request call of {@link enqueueJobs} waiting for the end of its event-loop turn. */
+interface PendingSingle {
+  request: EnqueueJobsRequest;
+  resolve: (outcome: EnqueueOutcome) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Per connection, the one-request calls of the current event-loop turn, by what they share. */
+const pendingSingles = new WeakMap<Redis, Map<string, PendingSingle[]>>();
+
+/** Send the one-request calls of the turn that ended: each group in one script call. */
+function sendSingles(redis: Redis): void {
+  const turn = pendingSingles.get(redis);
+  pendingSingles.delete(redis);
+  for (const group of turn?.values() ?? []) {
+    if (group.length === 1) {
+      const [{ request, resolve, reject }] = group as [PendingSingle];
+      enqueueCall(redis, request).then(resolve, reject);
+    } else {
+      enqueueEach(redis, group).catch((error: unknown) => group.forEach(({ reject }) => reject(error)));
+    }
+  }
+}
+
+/** enqueue-each.lua replies per request; `-3` for them all. */
+const EACH_QUEUE_FULL = -1;
+const EACH_ID_EXISTS = -2;
+const EACH_VERSION_CLOSED = -3;
+const EACH_TENANT_FULL = -4;
+
+/** One enqueue-each.lua call for requests that share everything but their job, input and times; settles each. */
+async function enqueueEach(redis: Redis, group: readonly PendingSingle[]): Promise<void> {
+  const first = (group[0] as PendingSingle).request;
+  const { model, version } = first;
+  const shard = first.shard ?? model;
+  const tenant = first.tenant ?? '';
+  const priority = first.priority ?? 1;
+  const levelStreams = keys.requestStreams(shard, version, first.levels ?? 1);
+  const scriptKeys = [keys.requests(shard, version, priority), keys.admission(shard)];
+  const args: (string | number | Buffer)[] = [first.max_queue_size, model, version, tenant, first.max_queued ?? 0, first.callback_url ?? '', priority, levelStreams.length];
+  for (const { request } of group) {
+    const job = request.jobs[0] as { id: string; input: Buffer };
+    scriptKeys.push(keys.job(job.id));
+    args.push(job.id, job.input, request.created_at, request.deadline_at === undefined ? '' : Math.floor(request.deadline_at));
+  }
+  scriptKeys.push(keys.tenantQueued(shard), ...levelStreams);
+  const reply = await runScript<(string | number)[] | number>(redis, 'enqueue-each', scriptKeys, args);
+  group.forEach(({ resolve, reject }, i) => {
+    const outcome = Array.isArray(reply) ? reply[i] : reply;
+    if (typeof outcome === 'string') resolve({ replayed: false, entryIds: [outcome] });
+    else if (outcome === EACH_QUEUE_FULL) reject(queueFullError(model, version, 1, first.max_queue_size));
+    else if (outcome === EACH_TENANT_FULL) reject(tenantQueueFullError(tenant, model, 1, first.max_queued ?? 0));
+    else if (outcome === EACH_VERSION_CLOSED) reject(versionClosedError(model, version));
+    else reject(new InferlineError('internal', outcome === EACH_ID_EXISTS ? `a job id of model "${model}" already exists` : `enqueue-each answered ${String(outcome)}`));
+  });
+}
+
+/** One enqueue.lua call: the requests of one call, all or nothing (see {@link enqueueJobs}). */
+async function enqueueCall(redis: Redis, request: EnqueueJobsRequest): Promise<EnqueueOutcome> {
   const { model, version, jobs, idempotency } = request;
   const shard = request.shard ?? model;
   const tenant = request.tenant ?? '';
@@ -143,13 +231,7 @@ export async function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Pr
   if (Array.isArray(reply) && reply[0] === ENQUEUE_IDEMPOTENT) return { replayed: true, jobIds: (reply[1] ?? '').split('\n') };
   if (reply === ENQUEUE_TENANT_FULL) throw tenantQueueFullError(tenant, model, jobs.length, request.max_queued ?? 0);
   if (reply === ENQUEUE_IDEMPOTENCY_REUSED) throw idempotencyReusedError(idempotency?.key ?? '');
-  if (reply === ENQUEUE_QUEUE_FULL) {
-    throw new InferlineError(
-      'queue_full',
-      `model "${model}" version ${version} cannot take ${jobs.length} more request${jobs.length === 1 ? '' : 's'}: ${request.max_queue_size} may wait (max_queue_size); retry later`,
-      { retry_after_s: QUEUE_FULL_RETRY_AFTER_S },
-    );
-  }
+  if (reply === ENQUEUE_QUEUE_FULL) throw queueFullError(model, version, jobs.length, request.max_queue_size);
   if (reply === ENQUEUE_VERSION_CLOSED) throw versionClosedError(model, version);
   if (reply === ENQUEUE_ID_EXISTS || !Array.isArray(reply)) throw new InferlineError('internal', `a job id of model "${model}" already exists`);
   return { replayed: false, entryIds: reply };
