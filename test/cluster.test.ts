@@ -5,6 +5,7 @@ import { loadMobyDickParagraphs } from '../bench/corpus.ts';
 import { connectRedis, idShard, keys, keySlot, masterNodes, whenConnected, type Redis } from '../packages/shared/src/index.ts';
 import { startAggregatorProcess, startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
 import { TEST_REDIS_CLUSTER, startTestRedis, type TestRedis } from './harness/redis.ts';
+import { finalJobView, postJob } from './harness/gateway-http.ts';
 import { gloveRepository } from './harness/repository.ts';
 
 /**
@@ -22,29 +23,6 @@ interface JobView {
   id: string;
   status: string;
   error?: { code: string };
-}
-
-async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; view?: JobView }> {
-  try {
-    const response = await fetch(`${url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), signal: AbortSignal.timeout(10_000) });
-    const view = (await response.json().catch(() => undefined)) as JobView | undefined;
-    return { status: response.status, ...(view ? { view } : {}) };
-  } catch {
-    return { status: 0 };
-  }
-}
-
-/** The job once terminal (long-polls until it is). */
-async function finalView(url: string, id: string): Promise<JobView> {
-  for (;;) {
-    const response = await fetch(`${url}/v1/jobs/${id}?wait=30`).catch(() => undefined);
-    if (!response || response.status >= 500) {
-      await delay(200);
-      continue;
-    }
-    const view = (await response.json()) as JobView;
-    if (view.status !== 'queued' && view.status !== 'running') return view;
-  }
 }
 
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -77,7 +55,7 @@ describe(`partitions: ${PARTITIONS} (${TEST_REDIS_CLUSTER ? '3-master Redis Clus
   test('requests spread over every partition (and over several masters), each one succeeds, each found by its id alone', async () => {
     const ids: string[] = [];
     for (const text of texts) {
-      const { status, view } = await post(gateway.url, { model: 'glove-embed', input: text });
+      const { status, view } = await postJob(gateway.url, { model: 'glove-embed', input: text });
       assert.equal(status, 202, JSON.stringify(view));
       ids.push((view as JobView).id);
     }
@@ -89,7 +67,7 @@ describe(`partitions: ${PARTITIONS} (${TEST_REDIS_CLUSTER ? '3-master Redis Clus
 
     const shards = new Set(ids.map((id) => idShard(id)));
     assert.deepEqual([...shards].sort(), ['glove-embed', 'glove-embed~1', 'glove-embed~2']);
-    const views = await Promise.all(ids.map((id) => finalView(gateway.url, id)));
+    const views = await Promise.all(ids.map((id) => finalJobView(gateway.url, id)));
     assert.deepEqual(views.filter((view) => view.status !== 'succeeded'), [], 'every job succeeded');
 
     // The records are where their ids say: on the master of their shard's slot.
@@ -105,11 +83,11 @@ describe(`partitions: ${PARTITIONS} (${TEST_REDIS_CLUSTER ? '3-master Redis Clus
 
   test('the same Idempotency-Key always reaches the same partition: the retry returns the first job', async () => {
     const body = { model: 'glove-embed', input: texts[0] };
-    const first = await post(gateway.url, body, { 'idempotency-key': 'cluster-key-1' });
-    const again = await post(gateway.url, body, { 'idempotency-key': 'cluster-key-1' });
+    const first = await postJob(gateway.url, body, { 'idempotency-key': 'cluster-key-1' });
+    const again = await postJob(gateway.url, body, { 'idempotency-key': 'cluster-key-1' });
     assert.ok(first.view && again.view);
     assert.equal(again.view.id, first.view.id);
-    assert.equal((await finalView(gateway.url, first.view.id)).status, 'succeeded');
+    assert.equal((await finalJobView(gateway.url, first.view.id)).status, 'succeeded');
   });
 
   test('a group on the partitioned model lives on partition 0; collect gives each member the output a single job gets', async () => {
@@ -123,7 +101,7 @@ describe(`partitions: ${PARTITIONS} (${TEST_REDIS_CLUSTER ? '3-master Redis Clus
     assert.equal(view.status, 'succeeded', JSON.stringify(view));
     // Each member's output equals the single job's output for the same text (served from any partition).
     const singles = await Promise.all(inputs.slice(0, 4).map(async (input) => {
-      const { view: job } = await post(gateway.url, { model: 'glove-embed', input }, { prefer: 'wait=30' });
+      const { view: job } = await postJob(gateway.url, { model: 'glove-embed', input }, { prefer: 'wait=30' });
       return (job as JobView & { output?: { embedding: number[] } }).output?.embedding ?? [];
     }));
     singles.forEach((embedding, i) => {
@@ -142,7 +120,7 @@ describe(`partitions: ${PARTITIONS} (${TEST_REDIS_CLUSTER ? '3-master Redis Clus
     let sent = 0;
     const client = async (): Promise<void> => {
       while (!stop) {
-        const { status, view } = await post(gateway.url, { model: 'glove-embed', input: texts[sent++ % texts.length] });
+        const { status, view } = await postJob(gateway.url, { model: 'glove-embed', input: texts[sent++ % texts.length] });
         statuses.set(status, (statuses.get(status) ?? 0) + 1);
         if ((status === 202 || status === 200) && view) accepted.push(view.id);
         else await delay(20);
@@ -160,7 +138,7 @@ describe(`partitions: ${PARTITIONS} (${TEST_REDIS_CLUSTER ? '3-master Redis Clus
     assert.ok(accepted.length > before, 'jobs were accepted after the restart');
     const errors = gateway.lines.filter((line) => /"level":50|"err"/.test(line));
     for (const status of statuses.keys()) assert.ok([200, 202, 503].includes(status), `status ${status}: ${JSON.stringify([...statuses])}\n${errors.slice(0, 5).join('\n')}`);
-    const views = await Promise.all(accepted.map((id) => finalView(gateway.url, id)));
+    const views = await Promise.all(accepted.map((id) => finalJobView(gateway.url, id)));
     assert.deepEqual(views.filter((view) => view.status !== 'succeeded'), [], 'every accepted job succeeded');
     assert.equal(new Set(accepted).size, accepted.length, 'each accepted id once');
   });

@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { startRedisServer, type RedisServer } from '../packages/cli/src/redis-server.ts';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
 import { startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
+import { finalJobView, postJob } from './harness/gateway-http.ts';
 import { gloveRepository } from './harness/repository.ts';
 
 /**
@@ -15,30 +16,6 @@ import { gloveRepository } from './harness/repository.ts';
  */
 
 const texts = loadMobyDickParagraphs().slice(0, 200);
-
-interface JobView {
-  id: string;
-  status: string;
-  error?: { code: string };
-}
-
-async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; view?: JobView }> {
-  try {
-    const response = await fetch(`${url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), signal: AbortSignal.timeout(10_000) });
-    const view = (await response.json().catch(() => undefined)) as JobView | undefined;
-    return { status: response.status, ...(view ? { view } : {}) };
-  } catch {
-    // The connection failed (the gateway was killed under it): no answer at all.
-    return { status: 0 };
-  }
-}
-
-async function finalView(url: string, id: string): Promise<JobView> {
-  for (;;) {
-    const view = (await (await fetch(`${url}/v1/jobs/${id}?wait=30`)).json()) as JobView;
-    if (view.status !== 'queued' && view.status !== 'running') return view;
-  }
-}
 
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -71,7 +48,7 @@ describe('Redis killed under load and restarted from its append-only file', () =
     let sent = 0;
     const client = async (): Promise<void> => {
       while (!stop) {
-        const { status, view } = await post(gateway.url, { model: 'glove-embed', input: texts[sent++ % texts.length] });
+        const { status, view } = await postJob(gateway.url, { model: 'glove-embed', input: texts[sent++ % texts.length] });
         statuses.set(status, (statuses.get(status) ?? 0) + 1);
         if ((status === 202 || status === 200) && view) accepted.push(view.id);
         else await delay(20);
@@ -93,7 +70,7 @@ describe('Redis killed under load and restarted from its append-only file', () =
     assert.ok((statuses.get(503) ?? 0) > 0, `the gateway refused with 503 while Redis was down (statuses: ${JSON.stringify([...statuses])})`);
     assert.ok(accepted.length > before, 'jobs were accepted again after the restart');
     for (const status of statuses.keys()) assert.ok([200, 202, 503].includes(status), `status ${status}: ${JSON.stringify([...statuses])}`);
-    const views = await Promise.all(accepted.map((id) => finalView(gateway.url, id)));
+    const views = await Promise.all(accepted.map((id) => finalJobView(gateway.url, id)));
     const notSucceeded = views.filter((view) => view.status !== 'succeeded');
     assert.deepEqual(notSucceeded, [], 'every accepted job succeeded');
     assert.equal(new Set(accepted).size, accepted.length, 'each accepted id once');
@@ -133,17 +110,17 @@ describe('a gateway killed under load, clients retrying with Idempotency-Key', (
         const key = `client-${c}-request-${next++}`;
         const body = { model: 'glove-embed', input: texts[next % texts.length] };
         // First to the gateway that will die; a request with no answer is sent again, same key, to the other.
-        let { status, view } = await post(doomed.url, body, { 'idempotency-key': key });
+        let { status, view } = await postJob(doomed.url, body, { 'idempotency-key': key });
         while (status === 0 || status === 503) {
           retried++;
-          ({ status, view } = await post(survivor.url, body, { 'idempotency-key': key }));
+          ({ status, view } = await postJob(survivor.url, body, { 'idempotency-key': key }));
         }
         assert.ok((status === 200 || status === 202) && view, `request ${key}: ${status}`);
         const seen = ids.get(key) ?? new Set<string>();
         seen.add(view.id);
         ids.set(key, seen);
         // The same key again, to the survivor: the first job, not a new one.
-        const replay = await post(survivor.url, body, { 'idempotency-key': key });
+        const replay = await postJob(survivor.url, body, { 'idempotency-key': key });
         if (replay.view) seen.add(replay.view.id);
       }
     };
@@ -156,7 +133,7 @@ describe('a gateway killed under load, clients retrying with Idempotency-Key', (
 
     assert.ok(retried > 0, 'some requests lost their answer with the gateway and were sent again');
     for (const [key, seen] of ids) assert.equal(seen.size, 1, `request ${key} created ${seen.size} jobs`);
-    const views = await Promise.all([...ids.values()].map((seen) => finalView(survivor.url, [...seen][0] as string)));
+    const views = await Promise.all([...ids.values()].map((seen) => finalJobView(survivor.url, [...seen][0] as string)));
     assert.deepEqual(views.filter((view) => view.status !== 'succeeded'), [], 'every job succeeded');
   });
 });

@@ -1,3 +1,5 @@
+import type { JobView } from '@inferline/shared';
+
 /** Statuses after which a group changes no more. */
 const TERMINAL_GROUP_STATUSES = ['succeeded', 'failed', 'cancelled'];
 
@@ -18,5 +20,32 @@ export async function waitGroup<T extends { status: string }>(url: string, id: s
   for (;;) {
     const { json } = await callGateway<T>(url, 'GET', `/v1/groups/${id}?wait=30`);
     if (TERMINAL_GROUP_STATUSES.includes(json.status)) return json;
+  }
+}
+
+/**
+ * `POST /v1/jobs` with a JSON body: the status and the job view when the reply is one; status 0 when
+ * the connection failed (a gateway killed under it) or no answer came within 10 s.
+ */
+export async function postJob(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; view?: JobView }> {
+  try {
+    const response = await fetch(`${url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), signal: AbortSignal.timeout(10_000) });
+    const view = (await response.json().catch(() => undefined)) as JobView | undefined;
+    return { status: response.status, ...(view ? { view } : {}) };
+  } catch {
+    return { status: 0 };
+  }
+}
+
+/** Long-poll `GET /v1/jobs/:id?wait=30` until the job is terminal, retrying while the gateway answers 5xx or not at all; its view. */
+export async function finalJobView(url: string, id: string): Promise<JobView> {
+  for (;;) {
+    const response = await fetch(`${url}/v1/jobs/${id}?wait=30`).catch(() => undefined);
+    if (!response || response.status >= 500) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      continue;
+    }
+    const view = (await response.json()) as JobView;
+    if (view.status !== 'queued' && view.status !== 'running') return view;
   }
 }

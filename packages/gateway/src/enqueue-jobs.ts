@@ -138,7 +138,8 @@ export async function enqueueJobs(
 
 /**
  * Resolve a request's model and version ({@link ModelCatalog.resolve}) and admit its inputs
- * ({@link enqueueJobs}). When enqueue.lua refuses because the version was closed since the gateway
+ * ({@link enqueueJobs}). A refusal at resolution is counted in `inferline_requests_total` with
+ * `version=""`. When enqueue.lua refuses because the version was closed since the gateway
  * last read the workers (it is being unloaded), the workers are read again and the request resolved
  * and admitted once more, so a version switch costs a client nothing.
  * @returns the version that took the requests and the stored records, in input order.
@@ -158,7 +159,15 @@ export async function admitJobs(
   } & AdmitOptions,
 ): Promise<{ target: ResolvedModel; records: JobRecord[]; replayed: boolean }> {
   const { model, selector, inputs, jobIds } = request;
-  let target = request.target ?? (await models.resolve(model, selector));
+  let target: ResolvedModel;
+  try {
+    target = request.target ?? (await models.resolve(model, selector));
+  } catch (error) {
+    // Refused before any version was chosen (model_unavailable, version_not_found): counted with
+    // version "", and for repository models only (a label per name a client sends would grow without bound).
+    if (error instanceof InferlineError && models.get(model)) metrics.requests.inc({ model, version: '', status: error.code }, inputs.length);
+    throw error;
+  }
   try {
     return { target, ...(await enqueueJobs(redis, metrics, target, inputs, jobIds, request)) };
   } catch (error) {

@@ -41,6 +41,20 @@ describe('routes/ops', () => {
     }
   });
 
+  it('/metrics counts a request refused before a version was chosen (no worker has one AVAILABLE) with version=""', async () => {
+    const g = await startFixture({ server: f.server, noWorker: true });
+    try {
+      const refused = await postJob(g.app, { model: MODEL, input: 'a' });
+      assert.equal(refused.statusCode, 503);
+      assert.equal(refused.json<{ error: { code: string } }>().error.code, 'model_unavailable');
+      const text = (await g.app.inject({ url: '/metrics' })).body;
+      assert.match(text, /^inferline_requests_total\{model="glove-embed",version="",status="model_unavailable"\} 1$/m);
+    } finally {
+      await g.close();
+      await f.announce();
+    }
+  });
+
   it('/metrics exposes requests by status, request durations, queue depth, workers and process metrics', async () => {
     await postJob(f.app, { model: MODEL, input: 'a' });
     await postJob(f.app, { model: MODEL, input: 'b' });
