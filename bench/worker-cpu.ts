@@ -111,17 +111,23 @@ export async function startTreeRole(root: string, args: readonly string[], env: 
   let output = '';
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${args.join(' ')} not ready after ${READY_TIMEOUT_MS} ms:\n${output}`)), READY_TIMEOUT_MS);
+    const onError = (chunk: Buffer): void => {
+      output += chunk.toString();
+    };
     const onData = (chunk: Buffer): void => {
       output += chunk.toString();
       if (output.includes(ready)) {
         clearTimeout(timer);
-        // Keep draining its output (one line per batch at info), unread.
+        // From now on its output (a line per request or batch at info) is drained unread: kept, it
+        // grew without end and was searched again on every chunk, at a cost the load client paid.
+        child.stdout?.off('data', onData).resume();
+        child.stderr?.off('data', onError).resume();
         output = '';
         resolve();
       }
     };
     child.stdout?.on('data', onData);
-    child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr?.on('data', onError);
     child.once('exit', (code) => {
       clearTimeout(timer);
       reject(new Error(`${args.join(' ')} exited with ${code}:\n${output}`));
