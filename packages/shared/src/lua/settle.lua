@@ -16,15 +16,16 @@
     ARGV[5] batch_id
     ARGV[6] result_ttl_s             (seconds each record lives from now)
     ARGV[7] events channel           (il:events)
-    ARGV[8] the events of every request, built by the caller as this script would build them (see
-                                     below; '' = build them here): published as they are when this
-                                     call writes every result, the common case, since building a
-                                     batch message in Lua costs Redis more than the rest of the call
-    then 6 values per request, in the order of KEYS[2..]:
+    ARGV[8] the events of every request, built by the caller as this script announces them (see
+                                     below): each result is read from it, and it is published as it
+                                     is when this call writes every result, the common case (building
+                                     the message in Lua cost Redis more than the rest of the call)
+    then 7 values per request, in the order of KEYS[2..]:
       job id, stream entry id, status ('succeeded' | 'failed'),
-      output (JSON text, '' when failed) or error (`<code>\t<message>`, '' when succeeded),
       queue_ms,
-      load_ms                        (how long it waited for its version to load; '' when it did not)
+      load_ms                        (how long it waited for its version to load; '' when it did not),
+      first and last byte of its value in ARGV[8] (1-based, inclusive; last < first when empty): the
+      output (JSON text) when succeeded, `<code>\t<message>` when failed
 
   Each result written is announced on the events channel with what it wrote, so a waiting gateway
   answers without reading the record back:
@@ -43,14 +44,15 @@ local entryIds = {}
 local count = 0
 local ttl = tonumber(ARGV[6])
 for i = 2, n + 1 do
-  local at = 9 + (i - 2) * 6
-  local jobId, entryId, status, value, queueMs, loadMs = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5]
+  local at = 9 + (i - 2) * 7
+  local jobId, entryId, status, queueMs, loadMs = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
   entryIds[i - 1] = entryId
   written[i - 1] = 0
   -- One read for the status and what releasing the job needs.
   local fields = redis.call('HMGET', KEYS[i], 'status', 'tenant', 'callback_url')
   local current = fields[1]
   if current == 'queued' or current == 'running' then
+    local value = string.sub(ARGV[8], tonumber(ARGV[at + 5]), tonumber(ARGV[at + 6]))
     local record = { 'status', status, 'finished_at', ARGV[2], 'queue_ms', queueMs,
       'inference_ms', ARGV[3], 'batch_size', ARGV[4], 'batch_id', ARGV[5] }
     if status == 'succeeded' then
@@ -74,14 +76,15 @@ for i = 2, n + 1 do
     count = count + 1
   end
 end
-if count == n and ARGV[8] ~= '' then
+if count == n then
   redis.call('PUBLISH', ARGV[7], ARGV[8])
 else
   local events = {}
   for i = 1, n do
     if written[i] == 1 then
-      local at = 9 + (i - 1) * 6
-      events[#events + 1] = table.concat({ ARGV[at], ARGV[at + 2], ARGV[at + 4], ARGV[at + 5], ARGV[3], ARGV[4], ARGV[5], ARGV[at + 3] }, '\t')
+      local at = 9 + (i - 1) * 7
+      local value = string.sub(ARGV[8], tonumber(ARGV[at + 5]), tonumber(ARGV[at + 6]))
+      events[#events + 1] = table.concat({ ARGV[at], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[3], ARGV[4], ARGV[5], value }, '\t')
     end
   end
   publishEvents(ARGV[7], events)

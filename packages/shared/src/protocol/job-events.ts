@@ -32,21 +32,28 @@ export function jobEventsOf(message: Buffer): Buffer[] {
 /**
  * The message that announces some events, as lua/includes/event-batch.lua builds it: one event as it
  * is, more as a batch message (`*`, then per event its byte length, `:` and its bytes);
- * {@link jobEventsOf} reads it back. Empty for no events.
+ * {@link jobEventsOf} reads it back.
  * @param parts the events, each `<id>\t<status>[\t<detail>]` given as two buffers, its head and its
  *   tail (so a large detail such as an output is not copied to make the event): `[head1, tail1, head2,
  *   tail2, ...]`
+ * @returns the message (empty for no events), and where each event's tail starts in it (byte offset)
  */
-export function jobEventsMessage(parts: readonly Buffer[]): Buffer {
-  if (parts.length === 0) return Buffer.alloc(0);
-  if (parts.length === 2) return Buffer.concat(parts);
+export function jobEventsMessage(parts: readonly Buffer[]): { message: Buffer; tailOffsets: number[] } {
+  if (parts.length === 0) return { message: Buffer.alloc(0), tailOffsets: [] };
+  if (parts.length === 2) return { message: Buffer.concat(parts), tailOffsets: [(parts[0] as Buffer).length] };
   const message: Buffer[] = [BATCH_PREFIX];
+  const tailOffsets: number[] = [];
+  let length = BATCH_PREFIX.length;
   for (let i = 0; i + 1 < parts.length; i += 2) {
     const head = parts[i] as Buffer;
     const tail = parts[i + 1] as Buffer;
-    message.push(Buffer.from(`${head.length + tail.length}:`, 'latin1'), head, tail);
+    const prefix = Buffer.from(`${head.length + tail.length}:`, 'latin1');
+    message.push(prefix, head, tail);
+    length += prefix.length + head.length;
+    tailOffsets.push(length);
+    length += tail.length;
   }
-  return Buffer.concat(message);
+  return { message: Buffer.concat(message, length), tailOffsets };
 }
 
 const BATCH_PREFIX = Buffer.from([BATCH_MARK]);

@@ -298,24 +298,28 @@ export async function settleJobs(redis: Redis, shard: string, version: number, b
   }
   const scriptKeys = [keys.requests(shard, version, settlements[0]?.level ?? 1)];
   const inferenceMs = batch.inference_ms.toFixed(3);
-  const args: (string | number | Buffer)[] = [
-    CONSUMER_GROUP, Date.now(), inferenceMs, batch.batch_size, batch.batch_id, batch.result_ttl_s, JOB_EVENTS_CHANNEL, '',
-  ];
   // The events as settle.lua announces them (`<id>\t<status>\t<queue_ms>\t<load_ms>\t<inference_ms>\t
-  // <batch_size>\t<batch_id>\t<output or code\tmessage>`), built here: the script publishes them as
-  // they are when it writes every result, instead of building the message in Lua.
+  // <batch_size>\t<batch_id>\t<output or code\tmessage>`), built here as one message: the script reads
+  // each result from it by offset (each output crosses the socket once) and publishes it as it is
+  // when it writes every result, instead of building the message in Lua.
   const figures = `\t${inferenceMs}\t${batch.batch_size}\t${batch.batch_id}\t`;
   const eventParts: Buffer[] = [];
+  const perJob: string[][] = [];
   for (const { jobId, entryId, result, queue_ms, load_ms } of settlements) {
     scriptKeys.push(keys.job(jobId));
     const status = result.ok ? 'succeeded' : 'failed';
-    const value = result.ok ? result.output : Buffer.from(`${result.code}\t${result.message}`);
     const queueMs = queue_ms.toFixed(3);
     const loadMs = load_ms === undefined ? '' : load_ms.toFixed(3);
-    args.push(jobId, entryId, status, value, queueMs, loadMs);
-    eventParts.push(Buffer.from(`${jobId}\t${status}\t${queueMs}\t${loadMs}${figures}`), value);
+    perJob.push([jobId, entryId, status, queueMs, loadMs]);
+    eventParts.push(Buffer.from(`${jobId}\t${status}\t${queueMs}\t${loadMs}${figures}`), result.ok ? result.output : Buffer.from(`${result.code}\t${result.message}`));
   }
-  args[7] = jobEventsMessage(eventParts);
+  const { message, tailOffsets } = jobEventsMessage(eventParts);
+  const args: (string | number | Buffer)[] = [CONSUMER_GROUP, Date.now(), inferenceMs, batch.batch_size, batch.batch_id, batch.result_ttl_s, JOB_EVENTS_CHANNEL, message];
+  perJob.forEach((fields, i) => {
+    const start = tailOffsets[i] ?? 0;
+    // 1-based and inclusive, as Lua's string.sub takes them (an empty value ends before it starts).
+    args.push(...fields, start + 1, start + (eventParts[2 * i + 1] as Buffer).length);
+  });
   scriptKeys.push(keys.tenantQueued(shard), keys.callbacksDue(shard));
   const written = await runScript<number[]>(redis, 'settle', scriptKeys, args);
   return written.map((flag) => Number(flag) === 1);
