@@ -14,7 +14,7 @@ async function scriptCalls(redis: ReturnType<typeof useTestRedis>['redis']): Pro
   return [...info.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm)].reduce((sum, match) => sum + Number(match[1]), 0);
 }
 
-describe('enqueueJobs: one-request calls of one event-loop turn, against a real Redis', () => {
+describe('enqueueJobs: one-request calls while another is in flight, against a real Redis', () => {
   const db = useTestRedis();
   beforeEach(async () => {
     await db.server.flush();
@@ -30,17 +30,17 @@ describe('enqueueJobs: one-request calls of one event-loop turn, against a real 
     ...overrides,
   });
 
-  /** Start every call in the same turn; each outcome or error, in call order. */
+  /** Start every call at once (the first is sent, the others wait for it); each outcome or error, in call order. */
   const all = (requests: EnqueueJobsRequest[]): Promise<PromiseSettledResult<EnqueueOutcome>[]> => Promise.allSettled(requests.map((request) => enqueueJobs(db.redis, request)));
 
   const codeOf = (result: PromiseSettledResult<EnqueueOutcome> | undefined): string =>
     result?.status === 'rejected' ? (result.reason instanceof InferlineError ? result.reason.code : String(result.reason)) : 'stored';
 
-  test('are stored by one script call, each its own record and entry, with its own times', async () => {
+  test('the first goes at once, the ones that arrive meanwhile in one script call, each its own record and entry, with its own times', async () => {
     await db.redis.config('RESETSTAT');
     const requests = [single({ created_at: 1_000 }), single({ created_at: 1_001, deadline_at: 9_000 }), single({ created_at: 1_002 })];
     const results = await all(requests);
-    assert.equal(await scriptCalls(db.redis), 1, 'one script call for the turn');
+    assert.equal(await scriptCalls(db.redis), 2, 'the first alone, the other two together');
     const entryIds = results.map((result) => (result.status === 'fulfilled' && !result.value.replayed ? result.value.entryIds : []));
     assert.equal(new Set(entryIds.flat()).size, 3, 'a distinct entry per request');
     const entries = await db.redis.xrange(keys.requests(MODEL, 1), '-', '+');
@@ -63,14 +63,14 @@ describe('enqueueJobs: one-request calls of one event-loop turn, against a real 
     assert.equal(refused.reason.details?.retry_after_s, 1);
   });
 
-  test("a tenant's max_queued is counted request by request; other calls of the turn are not held back", async () => {
+  test("a tenant's max_queued is counted request by request; another tenant's calls are not held back", async () => {
     const tenant = { tenant: 'acme', max_queued: 2 };
     const results = await all([single(tenant), single(tenant), single(tenant), single({ tenant: 'other', max_queued: 2 })]);
     assert.deepEqual(results.map(codeOf), ['stored', 'stored', 'tenant_queue_full', 'stored']);
     assert.deepEqual(await db.redis.hgetall(keys.tenantQueued(MODEL)), { acme: '2', other: '1' });
   });
 
-  test('a closed version refuses every request of the turn and stores nothing', async () => {
+  test('a closed version refuses every request and stores nothing', async () => {
     await setAdmission(db.redis, MODEL, 1, 'closed');
     const requests = [single(), single(), single()];
     const results = await all(requests);
@@ -93,12 +93,12 @@ describe('enqueueJobs: one-request calls of one event-loop turn, against a real 
     const idempotent = single({ ...levels, idempotency: { key: 'k', fingerprint: 'f', ttl_s: 60 } });
     const results = await all([single({ ...levels, priority: 1 }), single({ ...levels, priority: 2 }), single({ ...levels, priority: 1 }), bulk, idempotent]);
     assert.deepEqual(results.map(codeOf), ['stored', 'stored', 'stored', 'stored', 'stored']);
-    assert.equal(await scriptCalls(db.redis), 4, 'level 1 together, level 2 alone, the bulk call, the idempotent call');
+    assert.equal(await scriptCalls(db.redis), 5, 'the first, the level-2 one and the next level-1 one (each alone in its group), the bulk call, the idempotent call');
     assert.equal(await db.redis.xlen(keys.requests(MODEL, 1, 1)), 5);
     assert.equal(await db.redis.xlen(keys.requests(MODEL, 1, 2)), 1);
   });
 
-  test('a Redis failure rejects every request of the turn', async () => {
+  test('a Redis failure rejects every request, the first and those that waited for it', async () => {
     const broken = db.redis.duplicate();
     broken.disconnect();
     const results = await Promise.allSettled([single(), single()].map((request) => enqueueJobs(broken, request)));

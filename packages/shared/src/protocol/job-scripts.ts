@@ -127,10 +127,12 @@ function queueFullError(model: string, version: number, count: number, max: numb
  * a retry after a lost answer finds the jobs the first call stored.
  *
  * A call of one request without `idempotency` (the common one-request `POST /v1/jobs` or `:predict`)
- * is sent together with the other such calls made on the same connection in the same event-loop turn
- * for the same shard, version, priority, tenant and callback (enqueue-each.lua): one script call
- * instead of one per request, each request still admitted or refused on its own, in call order, with
- * the same outcomes and errors as alone. A turn with one such call sends it alone, as above.
+ * is sent at once when no such call of the same connection is in flight; while one is, the calls that
+ * arrive wait for it, then go out together, one enqueue-each.lua call per shard, version, priority,
+ * tenant and callback they share (as TCP's Nagle algorithm, or ioredis auto-pipelining, which also
+ * runs one pipeline at a time): one script call instead of one per request under load, no wait when
+ * idle. Each request is still admitted or refused on its own, in arrival order, with the outcome and
+ * error it would get alone.
  * @returns the stream entry ids, in request order, or the job ids of the first call with the same
  *   idempotency key and fingerprint (nothing stored).
  * @throws InferlineError `queue_full` (429, `retry_after_s`) when the stream cannot take them all,
@@ -140,39 +142,49 @@ function queueFullError(model: string, version: number, count: number, max: numb
  */
 export function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<EnqueueOutcome> {
   if (request.jobs.length !== 1 || request.idempotency) return enqueueCall(redis, request);
+  let singles = pendingSingles.get(redis);
+  if (!singles) pendingSingles.set(redis, (singles = { inFlight: 0, waiting: new Map<string, PendingSingle[]>() }));
+  const state = singles;
   return new Promise<EnqueueOutcome>((resolve, reject) => {
-    let turn = pendingSingles.get(redis);
-    if (!turn) {
-      pendingSingles.set(redis, (turn = new Map<string, PendingSingle[]>()));
-      setImmediate(sendSingles, redis);
+    const pending = { request, resolve, reject };
+    if (state.inFlight === 0) {
+      sendSingles(redis, state, [[pending]]);
+      return;
     }
     const key = JSON.stringify([request.shard ?? request.model, request.version, request.priority ?? 1, request.levels ?? 1, request.max_queue_size, request.tenant ?? '', request.max_queued ?? 0, request.callback_url ?? '']);
-    let group = turn.get(key);
-    if (!group) turn.set(key, (group = []));
-    group.push({ request, resolve, reject });
+    let group = state.waiting.get(key);
+    if (!group) state.waiting.set(key, (group = []));
+    group.push(pending);
   });
 }
 
-/** A one-request call of {@link enqueueJobs} waiting for the end of its event-loop turn. */
+/** A one-request call of {@link enqueueJobs} waiting to be sent. */
 interface PendingSingle {
   request: EnqueueJobsRequest;
   resolve: (outcome: EnqueueOutcome) => void;
   reject: (error: unknown) => void;
 }
 
-/** Per connection, the one-request calls of the current event-loop turn, by what they share. */
-const pendingSingles = new WeakMap<Redis, Map<string, PendingSingle[]>>();
+/** Per connection: the one-request script calls in flight, and the calls waiting for them by what they share. */
+const pendingSingles = new WeakMap<Redis, { inFlight: number; waiting: Map<string, PendingSingle[]> }>();
 
-/** Send the one-request calls of the turn that ended: each group in one script call. */
-function sendSingles(redis: Redis): void {
-  const turn = pendingSingles.get(redis);
-  pendingSingles.delete(redis);
-  for (const group of turn?.values() ?? []) {
+/** Send groups of one-request calls, each in one script call; once none is in flight, send what waited meanwhile. */
+function sendSingles(redis: Redis, state: { inFlight: number; waiting: Map<string, PendingSingle[]> }, groups: Iterable<PendingSingle[]>): void {
+  const sent = (): void => {
+    if (--state.inFlight > 0 || state.waiting.size === 0) return;
+    const waiting = [...state.waiting.values()];
+    state.waiting.clear();
+    sendSingles(redis, state, waiting);
+  };
+  for (const group of groups) {
+    state.inFlight++;
     if (group.length === 1) {
       const [{ request, resolve, reject }] = group as [PendingSingle];
-      enqueueCall(redis, request).then(resolve, reject);
+      enqueueCall(redis, request).then(resolve, reject).finally(sent);
     } else {
-      enqueueEach(redis, group).catch((error: unknown) => group.forEach(({ reject }) => reject(error)));
+      enqueueEach(redis, group)
+        .catch((error: unknown) => group.forEach(({ reject }) => reject(error)))
+        .finally(sent);
     }
   }
 }
