@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 import { useTestRedis } from '../../../test/harness/redis.ts';
 import { InferlineError } from '../src/errors.ts';
-import { keys, newJobId } from '../src/keys.ts';
+import { keys, newJobId, shardName } from '../src/keys.ts';
 import { enqueueJobs, type EnqueueJobsRequest, type EnqueueOutcome } from '../src/protocol/job-scripts.ts';
 import { setAdmission } from '../src/protocol/version-status.ts';
 
@@ -96,6 +96,17 @@ describe('enqueueJobs: one-request calls while another is in flight, against a r
     assert.equal(await scriptCalls(db.redis), 5, 'the first, the level-2 one and the next level-1 one (each alone in its group), the bulk call, the idempotent call');
     assert.equal(await db.redis.xlen(keys.requests(MODEL, 1, 1)), 5);
     assert.equal(await db.redis.xlen(keys.requests(MODEL, 1, 2)), 1);
+  });
+
+  test('a call in flight for one partition does not hold up the calls of another', async () => {
+    await setAdmission(db.redis, MODEL, 1, 'open', 2);
+    const other = shardName(MODEL, 1);
+    await db.redis.config('RESETSTAT');
+    const results = await all([single(), single({ shard: other, jobs: [{ id: newJobId(other), input: Buffer.from([0xc0]) }] }), single({ shard: other, jobs: [{ id: newJobId(other), input: Buffer.from([0xc0]) }] })]);
+    assert.deepEqual(results.map(codeOf), ['stored', 'stored', 'stored']);
+    // Partition 0's call alone; partition 1's first call went out at once (alone), its second after it.
+    assert.equal(await scriptCalls(db.redis), 3);
+    assert.equal(await db.redis.xlen(keys.requests(other, 1)), 2);
   });
 
   test('a Redis failure rejects every request, the first and those that waited for it', async () => {

@@ -127,11 +127,12 @@ function queueFullError(model: string, version: number, count: number, max: numb
  * a retry after a lost answer finds the jobs the first call stored.
  *
  * A call of one request without `idempotency` (the common one-request `POST /v1/jobs` or `:predict`)
- * is sent at once when no such call of the same connection is in flight; while one is, the calls that
- * arrive wait for it, then go out together, one enqueue-each.lua call per shard, version, priority,
- * tenant and callback they share (as TCP's Nagle algorithm, or ioredis auto-pipelining, which also
- * runs one pipeline at a time): one script call instead of one per request under load, no wait when
- * idle. Each request is still admitted or refused on its own, in arrival order, with the outcome and
+ * is sent at once when no such call for the same model shard is in flight on the connection; while one
+ * is, the calls that arrive wait for it, then go out together, one enqueue-each.lua call per version,
+ * priority, tenant and callback they share (as TCP's Nagle algorithm, or ioredis auto-pipelining,
+ * which also runs one pipeline at a time): one script call instead of one per request under load, no
+ * wait when idle, and a shard whose master is slow (a Redis Cluster failover) holds up only its own
+ * calls. Each request is still admitted or refused on its own, in arrival order, with the outcome and
  * error it would get alone.
  * @returns the stream entry ids, in request order, or the job ids of the first call with the same
  *   idempotency key and fingerprint (nothing stored).
@@ -142,8 +143,11 @@ function queueFullError(model: string, version: number, count: number, max: numb
  */
 export function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<EnqueueOutcome> {
   if (request.jobs.length !== 1 || request.idempotency) return enqueueCall(redis, request);
-  let singles = pendingSingles.get(redis);
-  if (!singles) pendingSingles.set(redis, (singles = { inFlight: 0, waiting: new Map<string, PendingSingle[]>() }));
+  let shards = pendingSingles.get(redis);
+  if (!shards) pendingSingles.set(redis, (shards = new Map<string, SinglesState>()));
+  const shard = request.shard ?? request.model;
+  let singles = shards.get(shard);
+  if (!singles) shards.set(shard, (singles = { inFlight: 0, waiting: new Map<string, PendingSingle[]>() }));
   const state = singles;
   return new Promise<EnqueueOutcome>((resolve, reject) => {
     const pending = { request, resolve, reject };
@@ -151,7 +155,7 @@ export function enqueueJobs(redis: Redis, request: EnqueueJobsRequest): Promise<
       sendSingles(redis, state, [[pending]]);
       return;
     }
-    const key = JSON.stringify([request.shard ?? request.model, request.version, request.priority ?? 1, request.levels ?? 1, request.max_queue_size, request.tenant ?? '', request.max_queued ?? 0, request.callback_url ?? '']);
+    const key = JSON.stringify([request.model, request.version, request.priority ?? 1, request.levels ?? 1, request.max_queue_size, request.tenant ?? '', request.max_queued ?? 0, request.callback_url ?? '']);
     let group = state.waiting.get(key);
     if (!group) state.waiting.set(key, (group = []));
     group.push(pending);
@@ -165,11 +169,17 @@ interface PendingSingle {
   reject: (error: unknown) => void;
 }
 
-/** Per connection: the one-request script calls in flight, and the calls waiting for them by what they share. */
-const pendingSingles = new WeakMap<Redis, { inFlight: number; waiting: Map<string, PendingSingle[]> }>();
+/** Of one model shard on one connection: its one-request script calls in flight, and the calls waiting for them by what they share. */
+interface SinglesState {
+  inFlight: number;
+  waiting: Map<string, PendingSingle[]>;
+}
+
+/** Per connection and model shard (`shardName`), the {@link SinglesState}. */
+const pendingSingles = new WeakMap<Redis, Map<string, SinglesState>>();
 
 /** Send groups of one-request calls, each in one script call; once none is in flight, send what waited meanwhile. */
-function sendSingles(redis: Redis, state: { inFlight: number; waiting: Map<string, PendingSingle[]> }, groups: Iterable<PendingSingle[]>): void {
+function sendSingles(redis: Redis, state: SinglesState, groups: Iterable<PendingSingle[]>): void {
   const sent = (): void => {
     if (--state.inFlight > 0 || state.waiting.size === 0) return;
     const waiting = [...state.waiting.values()];
