@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { parse, parseAllDocuments, stringify } from 'yaml';
 import { keys, loadModelConfig, modelShards, loadSettings, scanRepository, Settings } from '@inferline/shared';
 import { dashboardQueries, dashboardRulesFile, type GrafanaDashboard } from './harness/dashboard-rules.ts';
+import { GATEWAY_NODE_FLAGS } from '../packages/cli/src/commands/start.ts';
 import { ROOT } from './harness/processes.ts';
 import type { IScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject';
 import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
@@ -84,7 +85,10 @@ function quantityBytes(text: string): number {
 }
 
 /** Environment variables the code reads: the settings, and the two read outside them (logger.ts, runtime/backend.ts). */
-const settingNames = new Set([...Object.keys(Settings.properties).map((name) => name.toUpperCase()), 'LOG_LEVEL', 'INFERLINE_BACKEND']);
+/** Variables a container may set: inferline's settings, and NODE_OPTIONS (Node's own: the gateway's GATEWAY_NODE_FLAGS). */
+const settingNames = new Set([...Object.keys(Settings.properties).map((name) => name.toUpperCase()), 'LOG_LEVEL', 'INFERLINE_BACKEND', 'NODE_OPTIONS']);
+/** The NODE_OPTIONS a gateway container sets: the flags `inferline start` gives its gateway. */
+const GATEWAY_NODE_OPTIONS = GATEWAY_NODE_FLAGS.join(' ');
 const defaults = loadSettings({});
 
 /** The model names of the repository (models/<name>/config.json). */
@@ -183,6 +187,7 @@ describe('Kubernetes manifests (infra/k8s)', () => {
         const container = firstContainer(owner);
         const env = new Map((container.env ?? []).map((e) => [e.name, e.value ?? '']));
         for (const name of env.keys()) assert.ok(settingNames.has(name), `${owner.metadata.name} sets ${name}, not a setting`);
+        if (owner.metadata.name === 'gateway') assert.equal(env.get('NODE_OPTIONS'), GATEWAY_NODE_OPTIONS, 'the gateway runs with the flags `start` gives it');
         const args = container.args ?? [];
         if (owner.kind === 'Job') {
           assert.match(args.join(' '), /main\.ts models$/, 'the Job runs `inferline models`');
@@ -308,6 +313,7 @@ describe('docker-compose.yml', () => {
       for (const variable of Object.keys(service.environment ?? {})) {
         if (['gateway', 'worker', 'aggregator', 'models'].includes(name)) assert.ok(settingNames.has(variable), `${name} sets ${variable}, not a setting`);
       }
+      if (name === 'gateway') assert.equal((service.environment as Record<string, unknown> | undefined)?.NODE_OPTIONS, GATEWAY_NODE_OPTIONS, 'the gateway runs with the flags `start` gives it');
     }
     const probes = { gateway: ['8080', 'PORT'], worker: ['9100', 'METRICS_PORT'], aggregator: ['9100', 'AGGREGATOR_METRICS_PORT'] } as const;
     for (const [name, [port, setting]] of Object.entries(probes)) {
