@@ -1,7 +1,7 @@
 --[[
   Admit several single requests to one model version, each on its own (unlike enqueue.lua, which
-  admits a call all or nothing): the requests of separate client calls that reached the gateway in the
-  same event-loop turn, sent as one call. In order, each request gets its job record and its stream
+  admits a call all or nothing): the one-request client calls that reached the gateway while an
+  earlier one for the same model shard was in flight, sent as one call (protocol/job-scripts.ts). In order, each request gets its job record and its stream
   entry, or is refused alone: when the version's streams already hold max_queue_size entries, when its
   tenant already has max_queued requests in this model's queue, or when its job id exists. When the
   version is not open for admission, every request is refused.
@@ -35,16 +35,13 @@
     -2 when its job id already exists,
     -4 when its tenant was at max_queued (tenant_queue_full)
 ]]
+--- @include "queued-entries"
 local levels = tonumber(ARGV[8])
 local n = #KEYS - 3 - levels
 if redis.call('HGET', KEYS[2], ARGV[3]) ~= 'open' then
   return -3
 end
-local queued = 0
-for i = n + 4, n + 3 + levels do
-  queued = queued + redis.call('XLEN', KEYS[i])
-end
-local room = tonumber(ARGV[1]) - queued
+local room = tonumber(ARGV[1]) - queuedEntries(n + 4, levels)
 local tenant, maxQueued, callbackUrl, priority = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local queuedKey = KEYS[n + 3]
 local tenantRoom = room

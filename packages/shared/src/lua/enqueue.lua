@@ -42,6 +42,7 @@
     -5 when the idempotency key was used with another fingerprint
     {'idempotent', '<id>\n<id>...'} when it was used with this fingerprint: the jobs it created then
 ]]
+--- @include "queued-entries"
 local levels = tonumber(ARGV[#ARGV])
 local deadlineAt = ARGV[#ARGV - 2]
 local priority = ARGV[#ARGV - 1]
@@ -58,11 +59,7 @@ end
 if redis.call('HGET', KEYS[2], ARGV[3]) ~= 'open' then
   return -3
 end
-local queued = 0
-for i = n + 5, n + 4 + levels do
-  queued = queued + redis.call('XLEN', KEYS[i])
-end
-if queued + n > tonumber(ARGV[1]) then
+if queuedEntries(n + 5, levels) + n > tonumber(ARGV[1]) then
   return -1
 end
 for i = 3, n + 2 do

@@ -209,11 +209,7 @@ const EACH_TENANT_FULL = -4;
 async function enqueueEach(redis: Redis, group: readonly PendingSingle[]): Promise<void> {
   const first = (group[0] as PendingSingle).request;
   const { model, version } = first;
-  const shard = first.shard ?? model;
-  const tenant = first.tenant ?? '';
-  const priority = first.priority ?? 1;
-  const levelStreams = keys.requestStreams(shard, version, first.levels ?? 1);
-  const scriptKeys = [keys.requests(shard, version, priority), keys.admission(shard)];
+  const { shard, tenant, priority, levelStreams, scriptKeys } = admissionKeys(first);
   const args: (string | number | Buffer)[] = [first.max_queue_size, model, version, tenant, first.max_queued ?? 0, first.callback_url ?? '', priority, levelStreams.length];
   for (const { request } of group) {
     const job = request.jobs[0] as { id: string; input: Buffer };
@@ -232,14 +228,27 @@ async function enqueueEach(redis: Redis, group: readonly PendingSingle[]): Promi
   });
 }
 
+/**
+ * What enqueue.lua and enqueue-each.lua both start from: the request's shard, tenant ('' = none) and
+ * priority level, every level's stream of its version, and the script's first keys (the stream of its
+ * level, the admission hash).
+ */
+function admissionKeys(request: EnqueueJobsRequest): { shard: string; tenant: string; priority: number; levelStreams: string[]; scriptKeys: string[] } {
+  const shard = request.shard ?? request.model;
+  const priority = request.priority ?? 1;
+  return {
+    shard,
+    tenant: request.tenant ?? '',
+    priority,
+    levelStreams: keys.requestStreams(shard, request.version, request.levels ?? 1),
+    scriptKeys: [keys.requests(shard, request.version, priority), keys.admission(shard)],
+  };
+}
+
 /** One enqueue.lua call: the requests of one call, all or nothing (see {@link enqueueJobs}). */
 async function enqueueCall(redis: Redis, request: EnqueueJobsRequest): Promise<EnqueueOutcome> {
   const { model, version, jobs, idempotency } = request;
-  const shard = request.shard ?? model;
-  const tenant = request.tenant ?? '';
-  const priority = request.priority ?? 1;
-  const levelStreams = keys.requestStreams(shard, version, request.levels ?? 1);
-  const scriptKeys = [keys.requests(shard, version, priority), keys.admission(shard)];
+  const { shard, tenant, priority, levelStreams, scriptKeys } = admissionKeys(request);
   const args: (string | number | Buffer)[] = [request.max_queue_size, model, version, request.created_at];
   for (const job of jobs) {
     scriptKeys.push(keys.job(job.id));
