@@ -20,12 +20,13 @@
                                      below): each result is read from it, and it is published as it
                                      is when this call writes every result, the common case (building
                                      the message in Lua cost Redis more than the rest of the call)
-    then 7 values per request, in the order of KEYS[2..]:
+    then 8 values per request, in the order of KEYS[2..]:
       job id, stream entry id, status ('succeeded' | 'failed'),
       queue_ms,
       load_ms                        (how long it waited for its version to load; '' when it did not),
-      first and last byte of its value in ARGV[8] (1-based, inclusive; last < first when empty): the
-      output (JSON text) when succeeded, `<code>\t<message>` when failed
+      the first byte of its event, the first byte of its value and the last byte of both in ARGV[8]
+      (1-based, inclusive; the last is before the value's first when the value is empty); the value is
+      the output (JSON text) when succeeded, `<code>\t<message>` when failed
 
   Each result written is announced on the events channel with what it wrote, so a waiting gateway
   answers without reading the record back:
@@ -44,7 +45,7 @@ local entryIds = {}
 local count = 0
 local ttl = tonumber(ARGV[6])
 for i = 2, n + 1 do
-  local at = 9 + (i - 2) * 7
+  local at = 9 + (i - 2) * 8
   local jobId, entryId, status, queueMs, loadMs = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
   entryIds[i - 1] = entryId
   written[i - 1] = 0
@@ -52,7 +53,7 @@ for i = 2, n + 1 do
   local fields = redis.call('HMGET', KEYS[i], 'status', 'tenant', 'callback_url')
   local current = fields[1]
   if current == 'queued' or current == 'running' then
-    local value = string.sub(ARGV[8], tonumber(ARGV[at + 5]), tonumber(ARGV[at + 6]))
+    local value = string.sub(ARGV[8], tonumber(ARGV[at + 6]), tonumber(ARGV[at + 7]))
     local record = { 'status', status, 'finished_at', ARGV[2], 'queue_ms', queueMs,
       'inference_ms', ARGV[3], 'batch_size', ARGV[4], 'batch_id', ARGV[5] }
     if status == 'succeeded' then
@@ -82,9 +83,8 @@ else
   local events = {}
   for i = 1, n do
     if written[i] == 1 then
-      local at = 9 + (i - 1) * 7
-      local value = string.sub(ARGV[8], tonumber(ARGV[at + 5]), tonumber(ARGV[at + 6]))
-      events[#events + 1] = table.concat({ ARGV[at], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[3], ARGV[4], ARGV[5], value }, '\t')
+      local at = 9 + (i - 1) * 8
+      events[#events + 1] = string.sub(ARGV[8], tonumber(ARGV[at + 5]), tonumber(ARGV[at + 7]))
     end
   end
   publishEvents(ARGV[7], events)

@@ -36,12 +36,14 @@ export function jobEventsOf(message: Buffer): Buffer[] {
  * @param parts the events, each `<id>\t<status>[\t<detail>]` given as two buffers, its head and its
  *   tail (so a large detail such as an output is not copied to make the event): `[head1, tail1, head2,
  *   tail2, ...]`
- * @returns the message (empty for no events), and where each event's tail starts in it (byte offset)
+ * @returns the message (empty for no events), and where each event and each event's tail start in it
+ *   (byte offsets)
  */
-export function jobEventsMessage(parts: readonly Buffer[]): { message: Buffer; tailOffsets: number[] } {
-  if (parts.length === 0) return { message: Buffer.alloc(0), tailOffsets: [] };
-  if (parts.length === 2) return { message: Buffer.concat(parts), tailOffsets: [(parts[0] as Buffer).length] };
+export function jobEventsMessage(parts: readonly Buffer[]): { message: Buffer; eventOffsets: number[]; tailOffsets: number[] } {
+  if (parts.length === 0) return { message: Buffer.alloc(0), eventOffsets: [], tailOffsets: [] };
+  if (parts.length === 2) return { message: Buffer.concat(parts), eventOffsets: [0], tailOffsets: [(parts[0] as Buffer).length] };
   const message: Buffer[] = [BATCH_PREFIX];
+  const eventOffsets: number[] = [];
   const tailOffsets: number[] = [];
   let length = BATCH_PREFIX.length;
   for (let i = 0; i + 1 < parts.length; i += 2) {
@@ -49,11 +51,13 @@ export function jobEventsMessage(parts: readonly Buffer[]): { message: Buffer; t
     const tail = parts[i + 1] as Buffer;
     const prefix = Buffer.from(`${head.length + tail.length}:`, 'latin1');
     message.push(prefix, head, tail);
-    length += prefix.length + head.length;
+    length += prefix.length;
+    eventOffsets.push(length);
+    length += head.length;
     tailOffsets.push(length);
     length += tail.length;
   }
-  return { message: Buffer.concat(message, length), tailOffsets };
+  return { message: Buffer.concat(message, length), eventOffsets, tailOffsets };
 }
 
 const BATCH_PREFIX = Buffer.from([BATCH_MARK]);

@@ -344,12 +344,12 @@ export async function settleJobs(redis: Redis, shard: string, version: number, b
     perJob.push([jobId, entryId, status, queueMs, loadMs]);
     eventParts.push(Buffer.from(`${jobId}\t${status}\t${queueMs}\t${loadMs}${figures}`), result.ok ? result.output : Buffer.from(`${result.code}\t${result.message}`));
   }
-  const { message, tailOffsets } = jobEventsMessage(eventParts);
+  const { message, eventOffsets, tailOffsets } = jobEventsMessage(eventParts);
   const args: (string | number | Buffer)[] = [CONSUMER_GROUP, Date.now(), inferenceMs, batch.batch_size, batch.batch_id, batch.result_ttl_s, JOB_EVENTS_CHANNEL, message];
   perJob.forEach((fields, i) => {
-    const start = tailOffsets[i] ?? 0;
+    const value = tailOffsets[i] ?? 0;
     // 1-based and inclusive, as Lua's string.sub takes them (an empty value ends before it starts).
-    args.push(...fields, start + 1, start + (eventParts[2 * i + 1] as Buffer).length);
+    args.push(...fields, (eventOffsets[i] ?? 0) + 1, value + 1, value + (eventParts[2 * i + 1] as Buffer).length);
   });
   scriptKeys.push(keys.tenantQueued(shard), keys.callbacksDue(shard));
   const written = await runScript<number[]>(redis, 'settle', scriptKeys, args);
