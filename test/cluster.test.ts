@@ -5,7 +5,7 @@ import { loadMobyDickParagraphs } from '../bench/corpus.ts';
 import { connectRedis, idShard, keys, keySlot, masterNodes, whenConnected, type Redis } from '../packages/shared/src/index.ts';
 import { startAggregatorProcess, startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
 import { TEST_REDIS_CLUSTER, startTestRedis, type TestRedis } from './harness/redis.ts';
-import { finalJobView, postJob } from './harness/gateway-http.ts';
+import { finalJobView, postJob, submitUnderLoad } from './harness/gateway-http.ts';
 import { gloveRepository } from './harness/repository.ts';
 
 /**
@@ -114,25 +114,13 @@ describe(`partitions: ${PARTITIONS} (${TEST_REDIS_CLUSTER ? '3-master Redis Clus
   test('a master killed under load and restarted from its append-only file loses no accepted job', { skip: TEST_REDIS_CLUSTER ? false : 'needs the cluster (npm run test:cluster)' }, async () => {
     const cluster = redis.cluster;
     assert.ok(cluster);
-    const accepted: string[] = [];
-    const statuses = new Map<number, number>();
-    let stop = false;
-    let sent = 0;
-    const client = async (): Promise<void> => {
-      while (!stop) {
-        const { status, view } = await postJob(gateway.url, { model: 'glove-embed', input: texts[sent++ % texts.length] });
-        statuses.set(status, (statuses.get(status) ?? 0) + 1);
-        if ((status === 202 || status === 200) && view) accepted.push(view.id);
-        else await delay(20);
-      }
-    };
-    const clients = Array.from({ length: 8 }, client);
+    const load = submitUnderLoad(gateway.url, texts);
+    const { accepted, statuses } = load;
     await delay(1_000);
     const before = accepted.length;
     await cluster.restart(1, 1_000);
     await delay(2_500);
-    stop = true;
-    await Promise.all(clients);
+    await load.stop();
 
     assert.ok(before > 0, 'jobs were accepted before the kill');
     assert.ok(accepted.length > before, 'jobs were accepted after the restart');

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { startRedisServer, type RedisServer } from '../packages/cli/src/redis-server.ts';
 import { loadMobyDickParagraphs } from '../bench/corpus.ts';
 import { startGatewayProcess, startWorkerProcess, type RoleProcess } from './harness/processes.ts';
-import { finalJobView, postJob } from './harness/gateway-http.ts';
+import { finalJobView, postJob, submitUnderLoad } from './harness/gateway-http.ts';
 import { gloveRepository } from './harness/repository.ts';
 
 /**
@@ -42,19 +42,8 @@ describe('Redis killed under load and restarted from its append-only file', () =
   });
 
   test('every job accepted before, during and after the outage succeeds; the gateway answers 503 meanwhile, never stores half', async () => {
-    const accepted: string[] = [];
-    const statuses = new Map<number, number>();
-    let stop = false;
-    let sent = 0;
-    const client = async (): Promise<void> => {
-      while (!stop) {
-        const { status, view } = await postJob(gateway.url, { model: 'glove-embed', input: texts[sent++ % texts.length] });
-        statuses.set(status, (statuses.get(status) ?? 0) + 1);
-        if ((status === 202 || status === 200) && view) accepted.push(view.id);
-        else await delay(20);
-      }
-    };
-    const clients = Array.from({ length: 8 }, client);
+    const load = submitUnderLoad(gateway.url, texts);
+    const { accepted, statuses } = load;
     await delay(1_000);
     const before = accepted.length;
     redis.process.kill('SIGKILL');
@@ -63,8 +52,7 @@ describe('Redis killed under load and restarted from its append-only file', () =
     // The same port and data folder: the server replays its append-only file.
     redis = await startRedisServer({ dir, port: redis.port, appendonly: true });
     await delay(2_500);
-    stop = true;
-    await Promise.all(clients);
+    await load.stop();
 
     assert.ok(before > 0, 'jobs were accepted before the kill');
     assert.ok((statuses.get(503) ?? 0) > 0, `the gateway refused with 503 while Redis was down (statuses: ${JSON.stringify([...statuses])})`);

@@ -49,3 +49,32 @@ export async function finalJobView(url: string, id: string): Promise<JobView> {
     if (view.status !== 'queued' && view.status !== 'running') return view;
   }
 }
+
+/**
+ * `clients` loops, each posting one text after another (`postJob`, round robin over `texts`, 20 ms
+ * pause after anything but 200/202) until `stop()`: the ids accepted, in order, and how often each
+ * status was answered (0 = no answer). `stop()` resolves once every loop has ended.
+ */
+export function submitUnderLoad(url: string, texts: readonly string[], clients = 8): { accepted: string[]; statuses: Map<number, number>; stop: () => Promise<void> } {
+  const accepted: string[] = [];
+  const statuses = new Map<number, number>();
+  let stopped = false;
+  let sent = 0;
+  const client = async (): Promise<void> => {
+    while (!stopped) {
+      const { status, view } = await postJob(url, { model: 'glove-embed', input: texts[sent++ % texts.length] });
+      statuses.set(status, (statuses.get(status) ?? 0) + 1);
+      if ((status === 202 || status === 200) && view) accepted.push(view.id);
+      else await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+  const loops = Array.from({ length: clients }, client);
+  return {
+    accepted,
+    statuses,
+    stop: async () => {
+      stopped = true;
+      await Promise.all(loops);
+    },
+  };
+}
