@@ -106,7 +106,9 @@ export class EmbeddingBag {
    * drop unknown tokens, concatenate the rows of all texts with segment ids, take
    * `tf.sparse.sparseSegmentMean(table, ids, segmentIds)` (the bag mean), and L2-normalize each row.
    * A text without a known token (empty, or only unknown words) gets a zero vector.
-   * @returns one Float32Array of length D per text, in order (each its own buffer).
+   * @returns one Float32Array of length D per text, in order: views on one [texts, D] buffer, so a
+   *   batch's outputs cross to the main thread as one transferred ArrayBuffer (one per text made a
+   *   backing store, a transfer and an external-memory GC record each).
    */
   embedBatch(texts: readonly string[]): Float32Array[] {
     const dims = this.dims;
@@ -119,7 +121,10 @@ export class EmbeddingBag {
       total += ids.length;
       if (ids.length > 0) segments = i + 1;
     }
-    if (total === 0) return texts.map(() => new Float32Array(dims));
+    const rows = new Float32Array(texts.length * dims);
+    const out = new Array<Float32Array>(texts.length);
+    for (let i = 0; i < texts.length; i++) out[i] = rows.subarray(i * dims, (i + 1) * dims);
+    if (total === 0) return out;
 
     const indices = new Int32Array(total);
     const segmentIds = new Int32Array(total);
@@ -138,13 +143,9 @@ export class EmbeddingBag {
       const norm = tf.sqrt(tf.sum(tf.square(mean), 1, true));
       return tf.div(mean, tf.maximum(norm, MIN_NORM));
     });
-    const data = embedded.dataSync() as Float32Array;
+    // Texts after the last one with a known token keep their zero rows.
+    rows.set((embedded.dataSync() as Float32Array).subarray(0, segments * dims));
     embedded.dispose();
-
-    const out = new Array<Float32Array>(texts.length);
-    for (let i = 0; i < texts.length; i++) {
-      out[i] = i < segments ? data.slice(i * dims, (i + 1) * dims) : new Float32Array(dims);
-    }
     return out;
   }
 
