@@ -67,16 +67,31 @@ export const BatchingConfig = Type.Object(
 export type BatchingConfig = Static<typeof BatchingConfig>;
 
 /**
+ * Where a version's instances run (`instance_group.kind`):
+ * - `thread` (default): each instance is its own worker thread with its own TF.js backend and copy of
+ *   the weights; no forward pass ever blocks the worker's event loop;
+ * - `main_thread`: one instance, on the worker's main thread. No thread hand-off per batch (a
+ *   structured clone of the inputs, a transfer of the outputs, two thread wake-ups): for models whose
+ *   batch costs well under a millisecond (glove-embed), where the hand-off costs more than the pass.
+ *   The event loop waits for each pass, so a slow model here delays every model of the worker.
+ */
+export const InstanceKind = Type.Union([Type.Literal('thread'), Type.Literal('main_thread')]);
+export type InstanceKind = Static<typeof InstanceKind>;
+
+/**
  * Model instances per worker (Triton's `instance_group`,
  * https://github.com/triton-inference-server/server/blob/main/docs/user_guide/model_configuration.md#instance-groups):
- * each instance is its own worker thread with its own TF.js backend and its own copy of the weights, so
- * a worker runs up to `count` forward passes of a version at once, and no pass ever blocks the
- * worker's event loop (Redis I/O, batching, decoding and settling stay on the main thread).
+ * by default each instance is its own worker thread with its own TF.js backend and its own copy of the
+ * weights, so a worker runs up to `count` forward passes of a version at once, and no pass ever blocks
+ * the worker's event loop (Redis I/O, batching, decoding and settling stay on the main thread). See
+ * {@link InstanceKind} for `kind`.
  */
 export const InstanceGroupConfig = Type.Object(
   {
-    /** Instances of each version a worker serves; each holds the weights once more. */
-    count: Type.Integer({ minimum: 1, maximum: 64 }),
+    /** Instances of each version a worker serves; each holds the weights once more. Absent = the worker's INSTANCE_COUNT; 1 with `kind: "main_thread"`. */
+    count: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+    /** Where the instances run; default `thread`. */
+    kind: Type.Optional(InstanceKind),
   },
   { additionalProperties: false },
 );
@@ -332,6 +347,9 @@ export function parseModelConfig(raw: unknown, source = 'config.json'): ModelCon
   const { priority_levels: levels, default_priority_level: defaultLevel } = config.batching;
   if (defaultLevel !== undefined && defaultLevel > levels) {
     throw new InferlineError('invalid_config', `${source}: field /batching/default_priority_level: ${defaultLevel} is above priority_levels (${levels})`);
+  }
+  if (config.instance_group?.kind === 'main_thread' && (config.instance_group.count ?? 1) !== 1) {
+    throw new InferlineError('invalid_config', `${source}: field /instance_group/count: a "main_thread" instance group has one instance`);
   }
   const sizes = config.batching.allowed_batch_sizes;
   if (sizes.length > 0) {

@@ -21,6 +21,14 @@ function fieldOf(config: Record<string, unknown>): string {
 }
 
 describe('parseModelConfig', () => {
+  test('instance_group: kind "main_thread" is one instance; count alone and kind alone are valid', () => {
+    assert.deepEqual(parseModelConfig({ ...base, instance_group: { kind: 'main_thread' } }).instance_group, { kind: 'main_thread' });
+    assert.deepEqual(parseModelConfig({ ...base, instance_group: { kind: 'main_thread', count: 1 } }).instance_group, { kind: 'main_thread', count: 1 });
+    assert.deepEqual(parseModelConfig({ ...base, instance_group: { count: 3 } }).instance_group, { count: 3 });
+    assert.equal(fieldOf({ instance_group: { kind: 'main_thread', count: 2 } }), '/instance_group/count');
+    assert.equal(fieldOf({ instance_group: { kind: 'gpu' } }), '/instance_group/kind');
+  });
+
   test('applies the defaults of the section its type names', () => {
     const config = parseModelConfig({ ...base, preprocess: { type: 'image', width: 4, height: 2 }, postprocess: { type: 'nanodet', heads } });
     assert.deepEqual(config.postprocess, { type: 'nanodet', heads, score_threshold: 0.4, iou_threshold: 0.5, labels_file: 'labels.txt' });

@@ -226,7 +226,7 @@ export class RepositoryFollower {
       if (model.served.length === 0) this.#log.warn({ model: name, dir: model.dir }, 'model has no version to serve yet (run `npm run models`, or add a version folder)');
     }
     if (followed.config !== model.config) {
-      if (followed.config.instance_group?.count !== model.config.instance_group?.count && followed.held.size > 0) {
+      if (JSON.stringify(followed.config.instance_group) !== JSON.stringify(model.config.instance_group) && followed.held.size > 0) {
         this.#log.info({ model: name, instances: this.#instanceCount(model.config) }, 'instance_group changed: applies to versions loaded from now on');
       }
       followed.config = model.config;
@@ -309,7 +309,16 @@ export class RepositoryFollower {
         const footprint = ((await folderBytes(dir)) + settings.instance_overhead_mb * MB) * count;
         try {
           if (this.#budgetBytes > 0) await this.#makeRoom(footprint, held, model.name);
-          pool = await InstancePool.start({ config: model.config, versionDir: dir, version, backend: this.#options.backend, count, warmupSizes: warmupSizes(model.config), logger });
+          pool = await InstancePool.start({
+            config: model.config,
+            versionDir: dir,
+            version,
+            backend: this.#options.backend,
+            count,
+            ...(model.config.instance_group?.kind ? { kind: model.config.instance_group.kind } : {}),
+            warmupSizes: warmupSizes(model.config),
+            logger,
+          });
         } catch (error) {
           await pool?.dispose();
           const message = error instanceof Error ? error.message : String(error);
@@ -378,6 +387,7 @@ export class RepositoryFollower {
 
   /** Instances per version of a model: its instance_group, else the worker's instance_count. */
   #instanceCount(config: ModelConfig): number {
+    if (config.instance_group?.kind === 'main_thread') return 1;
     return config.instance_group?.count ?? this.#options.settings.instance_count;
   }
 
