@@ -59,7 +59,7 @@ async function measureTree(root: string, options: GatewayCpuOptions): Promise<Ma
   const figures = new Map<number, GatewayCpuFigure>();
   try {
     // The repository's own batching (max_batch_size 32), the record life shortened as in worker-cpu.
-    const repository = await repositoryWith(dir, 32);
+    const repository = await repositoryWith(dir, 32, root);
     server = await startRedisServer({ dir, appendonly: false });
     const env = { REDIS_URL: server.url, MODEL_REPOSITORY: repository, HOST: '127.0.0.1', GRPC_PORT: '0' };
     const worker = await startWorker(root, { ...env, LOG_LEVEL: 'info', INSTANCE_COUNT: process.env.INSTANCE_COUNT ?? String(availableParallelism()) });

@@ -82,12 +82,15 @@ export function threadCpuSeconds(pid: number): Map<number, number> {
   return seconds;
 }
 
-/** A model repository holding glove-embed with `max_batch_size`, its version folder linked from `models/`. */
-export async function repositoryWith(dir: string, maxBatchSize: number): Promise<string> {
+/**
+ * A model repository holding glove-embed with `max_batch_size`: the config.json of the tree `root`
+ * (each tree measured runs with its own), the version folder linked from this tree's `models/`.
+ */
+export async function repositoryWith(dir: string, maxBatchSize: number, root = ROOT): Promise<string> {
   const repository = join(dir, 'models');
   const modelDir = join(repository, MODEL);
   await mkdir(modelDir, { recursive: true });
-  const config = JSON.parse(await readFile(join(ROOT, 'models', MODEL, 'config.json'), 'utf8')) as ModelConfig;
+  const config = JSON.parse(await readFile(join(root, 'models', MODEL, 'config.json'), 'utf8')) as ModelConfig;
   config.batching.max_batch_size = maxBatchSize;
   // Records of settled jobs are not read back: a short life keeps Redis' memory flat over the rounds.
   config.queue.result_ttl_s = 60;
@@ -196,7 +199,7 @@ async function measure(root: string, maxBatchSize: number, options: WorkerCpuOpt
   let worker: ChildProcess | undefined;
   const redis: Redis[] = [];
   try {
-    const repository = await repositoryWith(dir, maxBatchSize);
+    const repository = await repositoryWith(dir, maxBatchSize, root);
     server = await startRedisServer({ dir, appendonly: false });
     const redisPid = server.process.pid ?? 0;
     worker = await startWorker(root, {
