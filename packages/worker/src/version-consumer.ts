@@ -67,6 +67,12 @@ export interface BatchRunner {
   /** Batches it runs at once (instance_group.count); more wait for a free instance. */
   readonly instances: number;
   /**
+   * Its passes run on the worker's main thread (`instance_group.kind: "main_thread"`): a pass costs
+   * less than a Redis round trip, so a batch is run before its start verdicts arrive (see
+   * {@link VersionConsumer.prepareBatch}).
+   */
+  readonly mainThread?: boolean;
+  /**
    * One batched forward pass: one output object per decoded input, in order (`Servable.predict`).
    * @throws any error, which fails the whole batch (it is then split and retried).
    */
@@ -402,29 +408,51 @@ export class VersionConsumer {
    * running; entries whose job is already terminal or gone, and group members whose group finished or
    * who were settled already, are acknowledged at once without inference; those past their deadline are
    * settled failed `deadline_exceeded`, without inference),
-   * decode the inputs, and for an image model decode and resize the images (in parallel, on libvips'
-   * threads). An input that cannot be decoded fails alone (`invalid_input`, `invalid_image`).
+   * decode the inputs, and for an image model decode and resize the images (in parallel, on libvips' threads).
+   * An input that cannot be decoded fails alone (`invalid_input`, `invalid_image`).
+   *
+   * A main-thread model ({@link BatchRunner.mainThread}) is decoded and run here, on every entry,
+   * while the start call is still in flight: its pass costs less than that round trip, which otherwise
+   * sat on every batch's path. The outputs of entries the verdicts do not let run are dropped unread
+   * (nothing of theirs is written; a job past its deadline still fails `deadline_exceeded`).
    */
   async prepareBatch(batch: readonly ReadEntry[]): Promise<PreparedBatch> {
-    const config = this.#config;
     const batchId = `${this.#options.consumer}-${++this.#batchCounter}`;
     const startedAt = Date.now();
     const t0 = performance.now();
+    const early = this.#options.runner.mainThread ? this.#runEarly(batch.map((read) => read.entry), batchId) : undefined;
     const verdicts = await Promise.all([...new Set(batch.map((read) => read.runnable))]);
     const live: StreamEntry[] = [];
+    const liveAt: number[] = [];
     const stale: StreamEntry[] = [];
     const expired: StreamEntry[] = [];
-    for (const { entry } of batch) {
-      if (verdicts.some((verdict) => verdict.run.has(entry))) live.push(entry);
-      else if (verdicts.some((verdict) => verdict.expired.has(entry))) expired.push(entry);
+    for (const [index, { entry }] of batch.entries()) {
+      if (verdicts.some((verdict) => verdict.run.has(entry))) {
+        live.push(entry);
+        liveAt.push(index);
+      } else if (verdicts.some((verdict) => verdict.expired.has(entry))) expired.push(entry);
       else stale.push(entry);
     }
     await Promise.all([this.#drop(stale), this.#failExpired(expired, startedAt)]);
+    if (early) {
+      const { results, computeMs } = await early;
+      const prepareMs = performance.now() - t0 - computeMs;
+      return { batchId, startedAt, live, results: liveAt.map((index) => results[index]), inputs: [], prepareMs, computeMs };
+    }
+    const { inputs, results } = await this.#decode(live);
+    return { batchId, startedAt, live, results, inputs, prepareMs: performance.now() - t0 };
+  }
 
-    const preprocess = config.preprocess;
-    const results = new Array<ItemResult | undefined>(live.length);
+  /**
+   * Decode the entries' inputs (images: decoded and resized on libvips' threads). An input that cannot
+   * be decoded gets its failure in `results` and no input.
+   * @returns per entry, in order: the model input, or undefined with its failure in `results`.
+   */
+  async #decode(entries: readonly StreamEntry[]): Promise<{ inputs: unknown[]; results: (ItemResult | undefined)[] }> {
+    const preprocess = this.#config.preprocess;
+    const results = new Array<ItemResult | undefined>(entries.length);
     const inputs = await Promise.all(
-      live.map(async (entry, index) => {
+      entries.map(async (entry, index) => {
         try {
           const input = decode(entry.input);
           if (preprocess?.type !== 'image') return input;
@@ -437,7 +465,33 @@ export class VersionConsumer {
         }
       }),
     );
-    return { batchId, startedAt, live, results, inputs, prepareMs: performance.now() - t0 };
+    return { inputs, results };
+  }
+
+  /**
+   * One forward pass over the inputs whose `results` entry is still empty (split in halves on failure,
+   * padded to allowed_batch_sizes), filling those entries.
+   * @returns the pass's duration, ms (0 when nothing ran).
+   */
+  async #predict(inputs: readonly unknown[], results: (ItemResult | undefined)[], batchId: string): Promise<number> {
+    const runnable = inputs.flatMap((input, index) => (results[index] ? [] : [{ index, input }]));
+    if (runnable.length === 0) return 0;
+    const config = this.#config;
+    const { runner } = this.#options;
+    const t0 = performance.now();
+    const outputs = await predictWithSplit(
+      runnable.map((item) => item.input),
+      (items) => predictPadded(items, config.batching.allowed_batch_sizes, (padded) => runner.predict(padded)),
+      (error, size) => this.#log.warn({ err: error, batch_id: batchId, size }, 'batch failed; retrying in halves'),
+    );
+    runnable.forEach((item, i) => (results[item.index] = outputs[i]));
+    return performance.now() - t0;
+  }
+
+  /** Decode and run every entry of a batch before its start verdicts are in ({@link prepareBatch}). */
+  async #runEarly(entries: readonly StreamEntry[], batchId: string): Promise<{ results: (ItemResult | undefined)[]; computeMs: number }> {
+    const { inputs, results } = await this.#decode(entries);
+    return { results, computeMs: await this.#predict(inputs, results, batchId) };
   }
 
   /** Acknowledge and delete entries that need no result, each in its level's stream. */
@@ -477,15 +531,7 @@ export class VersionConsumer {
     if (live.length === 0) return;
     const { redis, runner, load } = this.#options;
     const config = this.#config;
-    const t0 = performance.now();
-    const runnable = inputs.flatMap((input, index) => (results[index] ? [] : [{ index, input }]));
-    const outputs = await predictWithSplit(
-      runnable.map((item) => item.input),
-      (items) => predictPadded(items, config.batching.allowed_batch_sizes, (padded) => runner.predict(padded)),
-      (error, size) => this.#log.warn({ err: error, batch_id: batchId, size }, 'batch failed; retrying in halves'),
-    );
-    runnable.forEach((item, i) => (results[item.index] = outputs[i]));
-    const computeMs = performance.now() - t0;
+    const computeMs = (batch.computeMs ?? 0) + (await this.#predict(inputs, results, batchId));
     const inferenceMs = batch.prepareMs + computeMs;
 
     const settlements: Settlement[] = live.map((entry, i) => {
@@ -542,10 +588,12 @@ export interface PreparedBatch {
   live: StreamEntry[];
   /** Per entry of `live`: already failed (decode) or undefined = to run. */
   results: (ItemResult | undefined)[];
-  /** Per entry of `live`: the decoded model input. */
+  /** Per entry of `live`: the decoded model input (none when the batch already ran: `computeMs`). */
   inputs: unknown[];
   /** Time spent preparing (mark running, decode), ms. */
   prepareMs: number;
+  /** Time its pass already took, ms, when it ran before the verdicts (a main-thread model). */
+  computeMs?: number;
 }
 
 /**

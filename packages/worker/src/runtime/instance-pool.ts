@@ -117,6 +117,11 @@ export class InstancePool {
     return this.#backend;
   }
 
+  /** Its one instance runs on the calling (main) thread (`kind: 'main_thread'`). */
+  get mainThread(): boolean {
+    return this.#options.kind === 'main_thread';
+  }
+
   /** Instances running (ready or restarting). */
   get instances(): number {
     return this.#instances.length;
