@@ -32,6 +32,8 @@ export class JobWatch {
   /** The signals given to {@link next} (one, in practice): each has one listener for the watch's life, which closes it. */
   readonly #signals: AbortSignal[] = [];
   readonly #onAbort = (): void => this.close();
+  /** Made on the first read of {@link signal}, aborted by {@link close}. */
+  #closedController: AbortController | undefined;
 
   /**
    * @param terminalOnly report only terminal statuses (and resyncs): a waiter for the final state
@@ -77,12 +79,24 @@ export class JobWatch {
     });
   }
 
+  /**
+   * A signal that aborts when the watch closes (made on first use: a watch closed by
+   * `closeWithRequest` needs none unless its waiter also waits on something else, such as the Redis
+   * connection's return).
+   */
+  get signal(): AbortSignal {
+    this.#closedController ??= new AbortController();
+    if (this.#closed) this.#closedController.abort();
+    return this.#closedController.signal;
+  }
+
   /** Stop receiving events and wake a pending {@link next}. Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.detach(this);
     for (const signal of this.#signals) signal.removeEventListener('abort', this.#onAbort);
+    this.#closedController?.abort();
     this.#wake?.();
   }
 }

@@ -4,7 +4,8 @@ import { readJobRecord } from './job-view.ts';
 import { whenRedisReady } from './redis-ready.ts';
 
 /**
- * Wait until every job of `watch` is terminal, or `waitMs` passed, or `signal` aborted; answer their
+ * Wait until every job of `watch` is terminal, or `waitMs` passed, or `signal` aborted, or the watch was
+ * closed (`closeWithRequest`: the client went away, the gateway shuts down); answer their
  * current records in the order of `watch.jobIds`.
  *
  * The watch must exist before the jobs' records are read (it is, since the caller created it): the
@@ -39,7 +40,7 @@ export async function waitForJobs(redis: Redis, watch: JobWatch, waitMs: number,
     }
     const reread = 'jobId' in event ? [event.jobId] : open;
     // After a re-subscription the command connection may still be reconnecting: wait for it.
-    const fresh = await whenRedisReady(redis, () => readRecords(redis, reread), deadline, signal);
+    const fresh = await whenRedisReady(redis, () => readRecords(redis, reread), deadline, signal ?? watch.signal);
     reread.forEach((id, i) => {
       const index = position.get(id);
       const record = fresh[i];

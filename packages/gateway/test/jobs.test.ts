@@ -145,6 +145,15 @@ describe('routes/jobs', () => {
       await until(() => f.events.watchedJobs === 0);
     });
 
+    it('POST with Prefer: wait whose client disconnects removes its waiter', async () => {
+      const req = httpRequest(`${base}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', prefer: 'wait=10' } });
+      req.on('error', () => undefined);
+      req.end(JSON.stringify({ model: MODEL, input: 'nobody will read this answer' }));
+      await until(() => f.events.watchedJobs === 1);
+      req.destroy();
+      await until(() => f.events.watchedJobs === 0);
+    });
+
     it('GET /v1/jobs/:id/events streams queued, running, succeeded, then closes', async () => {
       const job = await enqueue();
       const res = await fetch(`${base}/v1/jobs/${job.id}/events`);

@@ -24,8 +24,9 @@ import { jobListJson, jobViewJson, readJob, readJobRecord, sendJsonBytes } from 
 import { openEventStream } from '../event-stream.ts';
 import { chooseShard } from '../partition-choice.ts';
 import { whenRedisReady } from '../redis-ready.ts';
-import { requestSignal } from '../request-signal.ts';
+import { closeWithRequest, requestSignal } from '../request-signal.ts';
 import type { RouteContext } from '../route-context.ts';
+import type { JobWatch } from '../job-events.ts';
 import { waitForJobs } from '../wait-for-jobs.ts';
 
 /** `queue.result_ttl_s` of a model no longer in the repository (its cancelled record still expires). */
@@ -106,8 +107,14 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       else request.logContext.job_id = ids[0];
       const preferred = preferredWaitS(request.headers.prefer);
       const waitS = preferred === undefined ? 0 : Math.min(preferred, ctx.settings.max_wait_s);
-      // Watch before enqueueing: a job can finish before the enqueue call returns.
-      let watch = waitS > 0 ? ctx.events.watch(ids, { terminalOnly: true }) : undefined;
+      // Watch before enqueueing: a job can finish before the enqueue call returns. The watch is
+      // closed (its wait ended) when the client goes away or the gateway shuts down.
+      const watchJobs = (jobIds: string[]): JobWatch => {
+        const opened = ctx.events.watch(jobIds, { terminalOnly: true });
+        closeWithRequest(opened, reply, ctx.shutdown);
+        return opened;
+      };
+      let watch = waitS > 0 ? watchJobs(ids) : undefined;
       let records: JobRecord[];
       let replayed = false;
       try {
@@ -129,9 +136,9 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
           // The first request's jobs: watch those instead of the ids made for this one.
           ids = records.map((record) => record.id);
           watch?.close();
-          watch = waitS > 0 ? ctx.events.watch(ids, { terminalOnly: true }) : undefined;
+          watch = waitS > 0 ? watchJobs(ids) : undefined;
         }
-        if (watch) records = await waitForJobs(ctx.redis, watch, waitS * 1000, requestSignal(reply, ctx.shutdown), records);
+        if (watch) records = await waitForJobs(ctx.redis, watch, waitS * 1000, undefined, records);
       } finally {
         watch?.close();
       }
@@ -165,8 +172,9 @@ export const jobRoutes: FastifyPluginCallbackTypebox<RouteContext> = (app, ctx, 
       const waitS = request.query.wait ?? 0;
       if (waitS === 0) return sendJsonBytes(reply, jobViewJson(await readJobRecord(ctx.redis, id)));
       const watch = ctx.events.watch(id, { terminalOnly: true });
+      closeWithRequest(watch, reply, ctx.shutdown);
       try {
-        const [record] = await waitForJobs(ctx.redis, watch, waitS * 1000, requestSignal(reply, ctx.shutdown));
+        const [record] = await waitForJobs(ctx.redis, watch, waitS * 1000);
         return sendJsonBytes(reply, jobViewJson(record as JobRecord));
       } finally {
         watch.close();
