@@ -23,6 +23,12 @@
  *    baselines). Before its load, each system's idle CPU over IDLE_WINDOW_MS (after IDLE_SETTLE_MS), % of a core.
  * 4. A summary: inferline's throughput divided by BullMQ's and by naive's at each concurrency.
  *
+ * `--rounds N` (default 1): the three systems are measured N times in turn (rounds 2..N start each
+ * system again, warm it up and measure it, without the idle phase), and the summary gives each round's
+ * ratios and their median. The machine's speed drifts by up to 2× over minutes; a ratio read from one
+ * pass can catch one system in a slow spell and the other in a fast one, and the median of rounds
+ * that each measure all three within a minute or two is the steadier figure.
+ *
  * Prints markdown tables; asserts nothing. The load generator's own CPU is shown, not counted.
  */
 import { availableParallelism } from 'node:os';
@@ -44,6 +50,8 @@ export interface CompareOptions {
   durationMs: number;
   /** Concurrent clients of the figures, in order. */
   concurrency: number[];
+  /** Passes over the three systems (≥ 1); the summary gives the median of the rounds' ratios. */
+  rounds?: number;
 }
 
 /** The model every system serves (the baselines are written for a text embedding). */
@@ -77,6 +85,8 @@ interface SystemPlan {
 interface Figure {
   system: string;
   path: string;
+  /** 1-based pass over the systems. */
+  round: number;
   result: ClosedLoopResult;
 }
 
@@ -109,7 +119,7 @@ async function printIdle(system: SystemUnderTest): Promise<void> {
 }
 
 /** Run one figure with CPU samples at the window's edges; print its row. */
-async function measure(system: SystemUnderTest, path: string, send: SendRequest, clients: number, options: CompareOptions, costs: readonly ModelCostPoint[]): Promise<Figure> {
+async function measure(system: SystemUnderTest, path: string, send: SendRequest, clients: number, round: number, options: CompareOptions, costs: readonly ModelCostPoint[]): Promise<Figure> {
   const tracked: NamedProcess[] = [...system.processes, { name: LOAD_GENERATOR, pid: process.pid }];
   let before: CpuSample | undefined;
   let after: CpuSample | undefined;
@@ -131,16 +141,18 @@ async function measure(system: SystemUnderTest, path: string, send: SendRequest,
     `| ${path} | ${clients} | ${rate(result.throughput)} | ${fixed(result.p50_ms, 1)} | ${fixed(result.p99_ms, 1)} | ${fixed(result.mean_batch_size, 1)} | ${result.retried} | ${result.failed} | ` +
       `${names.map((name) => fixed(perRequest(name), 0)).join(' | ')} | ${fixed(total, 0)} | ${fixed(model, 0)} | ${fixed(total - model, 0)} | ${fixed(perRequest(LOAD_GENERATOR), 0)} |`,
   );
-  return { system: system.name, path, result };
+  return { system: system.name, path, round, result };
 }
 
-/** Start a system, print its idle CPU, warm it up, run every (clients, path) figure, stop it. */
-async function measureSystem(plan: SystemPlan, options: CompareOptions, costs: readonly ModelCostPoint[]): Promise<Figure[]> {
+/**
+ * Start a system, print its idle CPU (in round 1), warm it up, run every (clients, path) figure, stop it.
+ */
+async function measureSystem(plan: SystemPlan, round: number, options: CompareOptions, costs: readonly ModelCostPoint[]): Promise<Figure[]> {
   const system = await plan.start();
   const figures: Figure[] = [];
   try {
-    console.log(`\n## ${system.name}: ${system.processes.map((p) => `${p.name} (pid ${p.pid})`).join(', ')}`);
-    await printIdle(system);
+    console.log(`\n## ${system.name}${round > 1 ? `, round ${round}` : ''}: ${system.processes.map((p) => `${p.name} (pid ${p.pid})`).join(', ')}`);
+    if (round === 1) await printIdle(system);
     const [, warmupSend] = plan.paths[0] as [string, SendRequest];
     await runClosedLoop({ url: system.url, clients: WARMUP_CLIENTS, durationMs: WARMUP_MS, texts: loadMobyDickParagraphs(), send: warmupSend });
 
@@ -149,7 +161,7 @@ async function measureSystem(plan: SystemPlan, options: CompareOptions, costs: r
     console.log(`| path | clients | req/s | p50 ms | p99 ms | mean batch | 429 retried | failed | ${names.join(' | ')} | total | model | serving | ${LOAD_GENERATOR} (not in total) |`);
     console.log(`|${' --- |'}${' ---: |'.repeat(names.length + 11)}`);
     for (const clients of options.concurrency) {
-      for (const [path, send] of plan.paths) figures.push(await measure(system, path, send, clients, options, costs));
+      for (const [path, send] of plan.paths) figures.push(await measure(system, path, send, clients, round, options, costs));
     }
   } finally {
     await system.stop();
@@ -157,18 +169,34 @@ async function measureSystem(plan: SystemPlan, options: CompareOptions, costs: r
   return figures;
 }
 
-function printSummary(figures: readonly Figure[], concurrency: readonly number[]): void {
-  const throughput = (system: string, path: string, clients: number): number =>
-    figures.find((f) => f.system === system && f.path === path && f.result.clients === clients)?.result.throughput ?? NaN;
+/** The median of `values` (NaN when empty). */
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  if (sorted.length === 0) return NaN;
+  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
+/** Throughput ratios per round and, over several rounds, their medians. */
+function printSummary(figures: readonly Figure[], concurrency: readonly number[], rounds: number): void {
+  const throughput = (system: string, path: string, clients: number, round: number): number =>
+    figures.find((f) => f.system === system && f.path === path && f.result.clients === clients && f.round === round)?.result.throughput ?? NaN;
+  const ratios = (clients: number, round: number): number[] => {
+    const bullmq = throughput('bullmq', 'predict', clients, round);
+    return [
+      throughput('inferline', 'one-call', clients, round) / bullmq,
+      throughput('inferline', 'two-call', clients, round) / bullmq,
+      throughput('inferline', 'one-call', clients, round) / throughput('naive', 'predict', clients, round),
+      throughput('inferline', `bulk-${BULK_SIZE}`, clients, round) / bullmq,
+    ];
+  };
+  const row = (values: readonly number[]): string => values.map((value) => `${fixed(value, 2)}×`).join(' | ');
   console.log('\n## summary: throughput ratios');
-  console.log(`| clients | one-call ÷ bullmq | two-call ÷ bullmq | one-call ÷ naive | bulk-${BULK_SIZE} texts ÷ bullmq |\n| ---: | ---: | ---: | ---: | ---: |`);
+  console.log(`| clients | round | one-call ÷ bullmq | two-call ÷ bullmq | one-call ÷ naive | bulk-${BULK_SIZE} texts ÷ bullmq |\n| ---: | --- | ---: | ---: | ---: | ---: |`);
   for (const clients of concurrency) {
-    const oneCall = throughput('inferline', 'one-call', clients);
-    const twoCall = throughput('inferline', 'two-call', clients);
-    const bulk = throughput('inferline', `bulk-${BULK_SIZE}`, clients);
-    const bullmq = throughput('bullmq', 'predict', clients);
-    const naive = throughput('naive', 'predict', clients);
-    console.log(`| ${clients} | ${fixed(oneCall / bullmq, 2)}× | ${fixed(twoCall / bullmq, 2)}× | ${fixed(oneCall / naive, 2)}× | ${fixed(bulk / bullmq, 2)}× |`);
+    const perRound = Array.from({ length: rounds }, (_, i) => ratios(clients, i + 1));
+    perRound.forEach((values, i) => console.log(`| ${clients} | ${i + 1} | ${row(values)} |`));
+    if (rounds > 1) console.log(`| ${clients} | median | ${row([0, 1, 2, 3].map((k) => median(perRound.map((values) => values[k] ?? NaN))))} |`);
   }
 }
 
@@ -195,6 +223,9 @@ export async function runCompare(options: CompareOptions): Promise<void> {
     { start: () => startNaiveBaseline({ modelDir }), paths: [['predict', predictRequest]] },
   ];
   const figures: Figure[] = [];
-  for (const plan of plans) figures.push(...(await measureSystem(plan, options, costs)));
-  printSummary(figures, options.concurrency);
+  const rounds = options.rounds ?? 1;
+  for (let round = 1; round <= rounds; round++) {
+    for (const plan of plans) figures.push(...(await measureSystem(plan, round, options, costs)));
+  }
+  printSummary(figures, options.concurrency, rounds);
 }

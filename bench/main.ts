@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- --compare [--duration-s 10 --concurrency 1,32,256]`: inferline (the `npm start`
+ * `npm run bench -- --compare [--duration-s 10 --concurrency 1,32,256 --rounds 1]`: inferline (the `npm start`
  * topology) against a hand-built BullMQ queue and a naive in-handler server, with CPU per request per
  * process (bench/compare.ts).
  *
@@ -65,7 +65,7 @@ const options = new Command()
   .option('--group <n>', 'instead: one aggregation group of n texts, reduce mean (bench/group.ts)')
   .option('--chunk-size <n>', 'with --group: inputs per request', '1000')
   .option('--version-memory', 'instead: load and unload version 1 of --model a few times, printing tf.memory() and RSS (bench/version-memory.ts)')
-  .option('--rounds <n>', 'with --version-memory: load/unload rounds (default 3); with --worker-cpu or --gateway-cpu: rounds per figure (default 1)')
+  .option('--rounds <n>', 'with --version-memory: load/unload rounds (default 3); with --worker-cpu or --gateway-cpu: rounds per figure (default 1); with --compare: passes over the three systems, summary of their median ratios (default 1)')
   .option('--instances', 'instead: instance threads and lazy loading (bench/instances.ts)')
   .option('--sections <list>', 'with --instances: the sections to run, comma-separated (default all)')
   .option('--redis-ops', 'instead: Redis calls and Redis CPU per request, counted from INFO commandstats (bench/redis-ops.ts)')
@@ -129,7 +129,9 @@ if (options.cluster) {
   const durationS = Number(options.durationS);
   const concurrency = (options.concurrency ?? '1,32,256').split(',').map(Number);
   if (!(durationS > 0) || !concurrency.every((n) => Number.isInteger(n) && n > 0)) throw new Error('--duration-s takes a positive number, --concurrency positive integers');
-  await runCompare({ durationMs: durationS * 1000, concurrency });
+  const rounds = Number(options.rounds ?? '1');
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds takes a positive integer');
+  await runCompare({ durationMs: durationS * 1000, concurrency, rounds });
 } else if (options.group === undefined) {
   await benchModel();
 } else {
