@@ -62,7 +62,11 @@ describe('a new version rolled out under load, with health that tells the truth'
 
   before(async () => {
     redis = await startTestRedis();
-    repository = await gloveRepository({ versions: [1] });
+    // On an instance thread (glove-embed ships with `kind: "main_thread"`): the roll-out test checks
+    // that unloading v1 gives its table's memory back, which the end of its thread does. A main-thread
+    // instance frees its tensors for the next load, but a WebAssembly heap never shrinks
+    // (packages/worker/test/instance-pool.test.ts checks those tensors are freed).
+    repository = await gloveRepository({ versions: [1], fields: { instance_group: { count: 1 } } });
     gateway = await startGatewayProcess({ REDIS_URL: redis.url, MODEL_REPOSITORY: repository, ...FAST });
   });
   after(async () => {
