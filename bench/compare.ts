@@ -37,6 +37,7 @@ import { ROOT } from '../test/harness/processes.ts';
 import { startBullmqBaseline, startNaiveBaseline } from './baseline/start-baselines.ts';
 import { runClosedLoop, type ClosedLoopResult, type SendRequest } from './closed-loop.ts';
 import { loadMobyDickParagraphs } from './corpus.ts';
+import { median } from './median.ts';
 import { benchInProcess } from './in-process.ts';
 import { startInferlineTopology } from './inferline-topology.ts';
 import { modelCostAt, modelCostPoints, type ModelCostPoint } from './model-cost.ts';
@@ -167,14 +168,6 @@ async function measureSystem(plan: SystemPlan, round: number, options: CompareOp
     await system.stop();
   }
   return figures;
-}
-
-/** The median of `values` (NaN when empty). */
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  if (sorted.length === 0) return NaN;
-  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 }
 
 /** Throughput ratios per round and, over several rounds, their medians. */

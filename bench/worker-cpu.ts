@@ -8,6 +8,7 @@ import { JOB_EVENTS_CHANNEL, connectRedis, enqueueJobs, encode, jobEventsOf, key
 import { startRedisServer, type RedisServer } from '../packages/cli/src/redis-server.ts';
 import { ROOT } from '../test/harness/processes.ts';
 import { loadMobyDickParagraphs } from './corpus.ts';
+import { median } from './median.ts';
 import { clockTicksPerSecond, readCpuSeconds } from './proc-cpu.ts';
 
 /**
@@ -276,12 +277,8 @@ export async function benchWorkerCpu(options: WorkerCpuOptions): Promise<void> {
       }
     }
     for (const [label, list] of figures) {
-      const median = (pick: (f: WorkerCpuFigure) => number): string => {
-        const values = list.map(pick).sort((a, b) => a - b);
-        const mid = values.length / 2;
-        return (values.length % 2 === 1 ? (values[Math.floor(mid)] as number) : ((values[mid - 1] as number) + (values[mid] as number)) / 2).toFixed(1);
-      };
-      medians.push(`| ${batchSize} | ${label} | ${median((f) => f.perSecond)} | ${median((f) => f.workerUs)} | ${median((f) => f.mainUs)} | ${median((f) => f.workerUs - f.mainUs)} | ${median((f) => f.redisUs)} |`);
+      const of = (pick: (f: WorkerCpuFigure) => number): string => median(list.map(pick)).toFixed(1);
+      medians.push(`| ${batchSize} | ${label} | ${of((f) => f.perSecond)} | ${of((f) => f.workerUs)} | ${of((f) => f.mainUs)} | ${of((f) => f.workerUs - f.mainUs)} | ${of((f) => f.redisUs)} |`);
     }
   }
   if (options.rounds > 1) {
