@@ -5,12 +5,13 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import fc from 'fast-check';
-import { loadModelConfig, parseModelConfig, type ModelConfig } from '@inferline/shared';
+import { loadModelConfig } from '@inferline/shared';
 import { writeEmbeddingBagModel } from '../../cli/src/models/build-glove-embed.ts';
 import { loadMobyDickParagraphs } from '../../../bench/corpus.ts';
 import { initBackend, wasmSimdEnabled } from '../src/runtime/backend.ts';
 import { loadServable, type Servable } from '../src/runtime/servable.ts';
 import { tokenize } from '../src/pipelines/glove-tokenizer.ts';
+import { tinyEmbedConfig } from './tiny-embed.ts';
 
 const DIMS = 16;
 const WORDS = ['the', ',', '.', 'whale', "whale's", 'call', 'me', 'ishmael', 'sea', '1851', '!', 'ahab', '"', 'white', 'of', 'a'];
@@ -27,15 +28,6 @@ function makeTable(rows: number, dims: number): Float32Array {
 
 const table = makeTable(WORDS.length, DIMS);
 
-function config(overrides: Record<string, unknown> = {}): ModelConfig {
-  return parseModelConfig({
-    name: 'tiny-embed',
-    platform: 'embedding-bag',
-    signature: { inputs: [{ name: 'text', dtype: 'string', shape: [] }], outputs: [{ name: 'embedding', dtype: 'float32', shape: [DIMS] }] },
-    preprocess: { type: 'glove-tokenizer', max_tokens: 256 },
-    ...overrides,
-  });
-}
 
 /** The straightforward definition: mean of the known tokens' rows, then L2 norm; zeros without a known token. */
 function reference(text: string): Float64Array {
@@ -69,7 +61,7 @@ before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'inferline-embedding-bag-'));
   versionDir = join(dir, 'tiny-embed', '1');
   await writeEmbeddingBagModel(versionDir, WORDS, table, DIMS, { source: 'test' });
-  servable = await loadServable(config(), versionDir, 1);
+  servable = await loadServable(tinyEmbedConfig(DIMS), versionDir, 1);
 });
 
 after(async () => {
@@ -127,7 +119,7 @@ test('one batch of Moby Dick paragraphs equals the texts embedded one by one', a
 });
 
 test('keeps only the first max_tokens tokens', async () => {
-  const capped = await loadServable(config({ preprocess: { type: 'glove-tokenizer', max_tokens: 2 } }), versionDir, 1);
+  const capped = await loadServable(tinyEmbedConfig(DIMS, { preprocess: { type: 'glove-tokenizer', max_tokens: 2 } }), versionDir, 1);
   try {
     const [out] = await capped.predict(['whale sea ahab ahab ahab']);
     assertClose(out?.embedding, reference('whale sea'), 'capped');
@@ -147,7 +139,7 @@ test('loads a table split over several shards', async () => {
   const big = makeTable(rows, 100);
   const bigDir = join(dir, 'big', '1');
   await writeEmbeddingBagModel(bigDir, words, big, 100);
-  const bigConfig = config({
+  const bigConfig = tinyEmbedConfig(DIMS, {
     signature: { inputs: [{ name: 'text', dtype: 'string', shape: [] }], outputs: [{ name: 'vector', dtype: 'float32', shape: [100] }] },
   });
   const model = await loadServable(bigConfig, bigDir, 1);
@@ -162,20 +154,20 @@ test('loads a table split over several shards', async () => {
 });
 
 test('refuses an unsupported platform, a mismatched signature and broken version folders', async () => {
-  await assert.rejects(loadServable(config({ platform: 'tfjs-graph' }), versionDir, 1), { code: 'invalid_config' });
+  await assert.rejects(loadServable(tinyEmbedConfig(DIMS, { platform: 'tfjs-graph' }), versionDir, 1), { code: 'invalid_config' });
   await assert.rejects(
-    loadServable(config({ signature: { inputs: [{ name: 'text', dtype: 'string', shape: [] }], outputs: [{ name: 'e', dtype: 'float32', shape: [7] }] } }), versionDir, 1),
+    loadServable(tinyEmbedConfig(DIMS, { signature: { inputs: [{ name: 'text', dtype: 'string', shape: [] }], outputs: [{ name: 'e', dtype: 'float32', shape: [7] }] } }), versionDir, 1),
     /outputs\/0\/shape/,
   );
-  await assert.rejects(loadServable(config({ preprocess: undefined }), versionDir, 1), /preprocess/);
-  await assert.rejects(loadServable(config(), join(dir, 'nowhere'), 1), { code: 'invalid_config' });
+  await assert.rejects(loadServable(tinyEmbedConfig(DIMS, { preprocess: undefined }), versionDir, 1), /preprocess/);
+  await assert.rejects(loadServable(tinyEmbedConfig(DIMS), join(dir, 'nowhere'), 1), { code: 'invalid_config' });
 
   const broken = join(dir, 'broken', '1');
   await writeEmbeddingBagModel(broken, WORDS, table, DIMS);
   await writeFile(join(broken, 'vocab.txt'), WORDS.slice(1).join('\n'));
-  await assert.rejects(loadServable(config(), broken, 1), /15 tokens, the table has 16 rows/);
+  await assert.rejects(loadServable(tinyEmbedConfig(DIMS), broken, 1), /15 tokens, the table has 16 rows/);
   await unlink(join(broken, 'group1-shard1of1.bin'));
-  await assert.rejects(loadServable(config(), broken, 1), /shard group1-shard1of1\.bin/);
+  await assert.rejects(loadServable(tinyEmbedConfig(DIMS), broken, 1), /shard group1-shard1of1\.bin/);
 });
 
 const GLOVE_DIR = join(import.meta.dirname, '..', '..', '..', 'models', 'glove-embed');

@@ -4,33 +4,26 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
-import { createLogger, isInferlineError, parseModelConfig, type ModelConfig } from '@inferline/shared';
+import { createLogger, isInferlineError } from '@inferline/shared';
 import { writeEmbeddingBagModel } from '../../cli/src/models/build-glove-embed.ts';
 import { initBackend } from '../src/runtime/backend.ts';
 import { InstancePool, type InstancePoolOptions } from '../src/runtime/instance-pool.ts';
+import { TINY_EMBED, tinyEmbedConfig } from './tiny-embed.ts';
 
 const DIMS = 8;
 const WORDS = ['the', 'whale', 'sea', 'call', 'me', 'ishmael', '.', ','];
 const TEXTS = ['Call me Ishmael.', '', 'the white whale', 'zzqx', 'The sea, the sea.'];
 
-function config(): ModelConfig {
-  return parseModelConfig({
-    name: 'tiny-embed',
-    platform: 'embedding-bag',
-    signature: { inputs: [{ name: 'text', dtype: 'string', shape: [] }], outputs: [{ name: 'embedding', dtype: 'float32', shape: [DIMS] }] },
-    preprocess: { type: 'glove-tokenizer', max_tokens: 256 },
-  });
-}
 
 let dir: string;
 let base: InstancePoolOptions;
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'inferline-instance-pool-'));
-  const versionDir = join(dir, 'tiny-embed', '1');
+  const versionDir = join(dir, TINY_EMBED, '1');
   const table = Float32Array.from({ length: WORDS.length * DIMS }, (_, i) => Math.sin(i + 1));
   await writeEmbeddingBagModel(versionDir, WORDS, table, DIMS, { source: 'test' });
-  base = { config: config(), versionDir, version: 1, backend: await initBackend(), count: 1, warmupSizes: [1], logger: createLogger('test', 'silent') };
+  base = { config: tinyEmbedConfig(DIMS), versionDir, version: 1, backend: await initBackend(), count: 1, warmupSizes: [1], logger: createLogger('test', 'silent') };
 });
 
 after(async () => {

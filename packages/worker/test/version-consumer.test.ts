@@ -3,30 +3,24 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { connectRedis, createLogger, encode, enqueueJobs, keys, parseModelConfig, setAdmission, type ModelConfig, type Redis } from '@inferline/shared';
+import { connectRedis, createLogger, encode, enqueueJobs, keys, setAdmission, type ModelConfig, type Redis } from '@inferline/shared';
 import { writeEmbeddingBagModel } from '../../cli/src/models/build-glove-embed.ts';
 import { useTestRedis } from '../../../test/harness/redis.ts';
 import { WorkerMetrics } from '../src/metrics.ts';
 import { initBackend } from '../src/runtime/backend.ts';
 import { InstancePool } from '../src/runtime/instance-pool.ts';
 import { VersionConsumer, type BatchRunner } from '../src/version-consumer.ts';
+import { TINY_EMBED, tinyEmbedConfig } from './tiny-embed.ts';
 
-const MODEL = 'tiny-embed';
+const MODEL = TINY_EMBED;
 const DIMS = 4;
 const WORDS = ['the', 'sea', 'whale', 'ship'];
 /** Longest wait for the jobs of a test to end, ms. */
 const SETTLE_TIMEOUT_MS = 10_000;
 const POLL_MS = 20;
 
-function config(): ModelConfig {
-  return parseModelConfig({
-    name: MODEL,
-    platform: 'embedding-bag',
-    signature: { inputs: [{ name: 'text', dtype: 'string', shape: [] }], outputs: [{ name: 'embedding', dtype: 'float32', shape: [DIMS] }] },
-    preprocess: { type: 'glove-tokenizer', max_tokens: 256 },
-    batching: { max_batch_size: 8, batch_timeout_ms: 0 },
-  });
-}
+/** The model served, with a batch that takes what is there. */
+const config = (): ModelConfig => tinyEmbedConfig(DIMS, { batching: { max_batch_size: 8, batch_timeout_ms: 0 } });
 
 /** Length of the `embedding` of a job record's `output` (JSON text), or undefined. */
 function embeddingLength(output: string | undefined): number | undefined {
