@@ -421,6 +421,8 @@ export class VersionConsumer {
     const startedAt = Date.now();
     const t0 = performance.now();
     const early = this.#options.runner.mainThread ? this.#runEarly(batch.map((read) => read.entry), batchId) : undefined;
+    // Awaited below; when a start call fails first (Redis error) it is abandoned, and must not leave an unhandled rejection.
+    early?.catch(() => undefined);
     const verdicts = await Promise.all([...new Set(batch.map((read) => read.runnable))]);
     const live: StreamEntry[] = [];
     const liveAt: number[] = [];
