@@ -35,10 +35,12 @@ RUN mkdir -p .cache .inferline staging /models /cache \
     && chown -R node:node models .cache .inferline staging /models /cache
 
 USER node
+# TypeScript runs through tsx's loader; there is no build step. tsx's transform cache is filled here, as
+# the user the roles run as, so that no role starts an esbuild service (bin/transform-cache.js).
+RUN node bin/inferline.js warm-cache
 ENV HOST=0.0.0.0 \
     PORT=8080
 EXPOSE 8080 8001
 
-# TypeScript runs through tsx's loader; there is no build step.
-ENTRYPOINT ["node", "--import", "tsx", "packages/cli/src/main.ts"]
+ENTRYPOINT ["node", "bin/inferline.js"]
 CMD ["start"]

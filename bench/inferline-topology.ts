@@ -11,7 +11,7 @@ import type { SystemUnderTest } from './system-under-test.ts';
 import { ROOT } from '../test/harness/processes.ts';
 
 /**
- * "The README topology" for bench/compare.ts: `node --import tsx packages/cli/src/main.ts start` (what
+ * "The README topology" for bench/compare.ts: `node bin/inferline.js start` (what
  * `npm start` runs) with a free `PORT`, `HOST=127.0.0.1`, `LOG_LEVEL=warn`, a fresh `STATE_DIR` and no
  * `REDIS_URL`, so it starts its own redis-server and forks a gateway, one worker (an instance thread per core) and an
  * aggregator. Its processes are found by walking /proc from the start process.
@@ -113,7 +113,7 @@ export async function startInferlineTopology(options: { model: string }): Promis
   const port = await freePort();
   const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', STATE_DIR: stateDir };
   delete env.REDIS_URL;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['bin/inferline.js', 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const output: string[] = [];
   const keep = (chunk: Buffer): void => {
     output.push(...chunk.toString().split('\n').filter((line) => line.trim() !== '').map((line) => line.slice(0, KEPT_LINE_CHARS)));

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { freePort } from '../packages/cli/src/redis-server.ts';
+import { descendantPids, readCmdline } from '../bench/proc-cpu.ts';
 import { ROOT, startRole, type RoleProcess } from './harness/processes.ts';
 
 describe('inferline start (what `npm start` runs)', () => {
@@ -19,11 +20,16 @@ describe('inferline start (what `npm start` runs)', () => {
     stateDir = await mkdtemp(join(tmpdir(), 'inferline-start-'));
     const port = await freePort();
     // An empty REDIS_URL counts as unset: start runs its private redis-server under STATE_DIR.
-    const env = { PORT: String(port), HOST: '127.0.0.1', STATE_DIR: stateDir, WORKERS: '1', MODEL_REPOSITORY: join(ROOT, 'models'), REDIS_URL: '' };
-    start = startRole(['start'], env);
+    // TMPDIR: a temporary directory of its own, so tsx's transform cache starts empty, as on a fresh clone.
+    const env = { PORT: String(port), HOST: '127.0.0.1', STATE_DIR: stateDir, WORKERS: '1', MODEL_REPOSITORY: join(ROOT, 'models'), REDIS_URL: '', TMPDIR: stateDir };
+    start = startRole(['start'], env, { launcher: true });
     await start.waitFor(/inferline is running: http:\/\/localhost:\d+/);
     await start.waitFor(/"msg":"worker ready"/);
     assert.ok(start.lines.some((line) => line.includes('private redis-server started')), 'a private redis-server was started');
+    // The cache was filled before the stack started, so no process of it runs an esbuild service (one
+    // would stay for the life of each process and thread that transformed a module, pinging it every second).
+    const services = descendantPids(start.child.pid ?? 0).map((pid) => readCmdline(pid).join(' ')).filter((command) => command.includes('esbuild'));
+    assert.deepEqual(services, [], 'no esbuild service runs under inferline start');
 
     const url = `http://127.0.0.1:${port}`;
     const created = await fetch(`${url}/v1/jobs`, {

@@ -25,9 +25,14 @@ export interface RoleProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Start `inferline <args>` (the real CLI, through tsx) with extra environment variables. */
-export function startRole(args: string[], env: Record<string, string>): RoleProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], {
+/**
+ * Start `inferline <args>` (the real CLI, through tsx) with extra environment variables. `launcher`:
+ * through bin/inferline.js, as `npm start` runs it (`start` then fills tsx's transform cache first),
+ * instead of `node --import tsx packages/cli/src/main.ts`.
+ */
+export function startRole(args: string[], env: Record<string, string>, options: { launcher?: boolean } = {}): RoleProcess {
+  const entry = options.launcher ? ['bin/inferline.js'] : ['--import', 'tsx', 'packages/cli/src/main.ts'];
+  const child = spawn(process.execPath, [...entry, ...args], {
     cwd: ROOT,
     // No gRPC server unless a suite asks for one (GRPC_PORT): suites run gateways side by side.
     env: { ...process.env, LOG_LEVEL: 'info', GRPC_PORT: '0', ...env },

@@ -102,14 +102,18 @@ program
     (await import('./commands/keys.ts')).createKey({ ...options, stdout: process.stdout });
   });
 
-try {
-  await program.parseAsync(process.argv);
-  // Long-running commands return once stopped; leftover handles must not keep the process alive.
-  process.exit();
-} catch (error) {
-  // InferlineErrors and system call failures (EADDRINUSE, EACCES, ...) are the user's to fix; others are bugs.
-  const userFacing = isInferlineError(error) || (error instanceof Error && typeof (error as NodeJS.ErrnoException).syscall === 'string');
-  const text = error instanceof Error ? (userFacing ? error.message : (error.stack ?? error.message)) : String(error);
-  process.stderr.write(`error: ${text}\n`);
-  process.exit(1);
+// Set by the transform-cache warm-up (bin/transform-cache.js), which imports this module only for tsx to
+// cache its JavaScript: the commands are defined, none runs.
+if (!process.env.INFERLINE_DEFINE_ONLY) {
+  try {
+    await program.parseAsync(process.argv);
+    // Long-running commands return once stopped; leftover handles must not keep the process alive.
+    process.exit();
+  } catch (error) {
+    // InferlineErrors and system call failures (EADDRINUSE, EACCES, ...) are the user's to fix; others are bugs.
+    const userFacing = isInferlineError(error) || (error instanceof Error && typeof (error as NodeJS.ErrnoException).syscall === 'string');
+    const text = error instanceof Error ? (userFacing ? error.message : (error.stack ?? error.message)) : String(error);
+    process.stderr.write(`error: ${text}\n`);
+    process.exit(1);
+  }
 }
