@@ -43,7 +43,8 @@ local n = #KEYS - 3
 local written = {}
 local entryIds = {}
 local count = 0
-local ttl = tonumber(ARGV[6])
+-- As the caller wrote it (an integer): a Lua number would be formatted back into a string per EXPIRE.
+local ttl = ARGV[6]
 for i = 2, n + 1 do
   local at = 9 + (i - 2) * 8
   local jobId, entryId, status, queueMs, loadMs = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
