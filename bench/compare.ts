@@ -24,10 +24,10 @@
  * 4. A summary: inferline's throughput divided by BullMQ's and by naive's at each concurrency.
  *
  * `--rounds N` (default 1): the three systems are measured N times in turn (rounds 2..N start each
- * system again, warm it up and measure it, without the idle phase), and the summary gives each round's
+ * system again, let it settle as long as round 1's idle phase, warm it up and measure it), and the summary gives each round's
  * ratios and their median. The machine's speed drifts by up to 2× over minutes; a ratio read from one
  * pass can catch one system in a slow spell and the other in a fast one, and the median of rounds
- * that each measure all three within a minute or two is the steadier figure.
+ * that each measure all three within a few minutes is the steadier figure.
  *
  * Prints markdown tables; asserts nothing. The load generator's own CPU is shown, not counted.
  */
@@ -146,14 +146,19 @@ async function measure(system: SystemUnderTest, path: string, send: SendRequest,
 }
 
 /**
- * Start a system, print its idle CPU (in round 1), warm it up, run every (clients, path) figure, stop it.
+ * Start a system, print its idle CPU (in round 1; later rounds wait as long, IDLE_SETTLE_MS +
+ * IDLE_WINDOW_MS, without measuring), warm it up, run every (clients, path) figure, stop it.
  */
 async function measureSystem(plan: SystemPlan, round: number, options: CompareOptions, costs: readonly ModelCostPoint[]): Promise<Figure[]> {
   const system = await plan.start();
   const figures: Figure[] = [];
   try {
     console.log(`\n## ${system.name}${round > 1 ? `, round ${round}` : ''}: ${system.processes.map((p) => `${p.name} (pid ${p.pid})`).join(', ')}`);
+    // Every round's load starts as long after the start: a process's start-up tail (lazy compilation,
+    // the GC of its start-up heap) otherwise lands on the first figure of rounds 2+ (one client, whose
+    // latency it doubled while round 1's, measured after the idle phase, was clean).
     if (round === 1) await printIdle(system);
+    else await new Promise((resolve) => setTimeout(resolve, IDLE_SETTLE_MS + IDLE_WINDOW_MS));
     const [, warmupSend] = plan.paths[0] as [string, SendRequest];
     await runClosedLoop({ url: system.url, clients: WARMUP_CLIENTS, durationMs: WARMUP_MS, texts: loadMobyDickParagraphs(), send: warmupSend });
 
