@@ -12,7 +12,8 @@ describe('inferline start (what `npm start` runs)', () => {
   let stateDir = '';
 
   after(async () => {
-    await start?.kill();
+    // SIGTERM: the supervisor stops its children and its private redis-server (a SIGKILL would orphan them).
+    await start?.stop();
     if (stateDir) await rm(stateDir, { recursive: true, force: true });
   });
 
