@@ -104,7 +104,8 @@ export async function repositoryWith(dir: string, maxBatchSize: number, root = R
  * Start `inferline <args>` from the tree `root` (its own node_modules and sources), through tsx as the
  * test harness does; resolves once an output line holds `ready` (the role's "ready" log line).
  * @param nodeArgs node arguments before `--import tsx` (say `--cpu-prof`)
- * @throws Error when it exits first or is not ready within READY_TIMEOUT_MS (with its output).
+ * @throws Error when it exits first or is not ready within READY_TIMEOUT_MS (with its output; it is
+ *   killed then).
  */
 export async function startTreeRole(root: string, args: readonly string[], env: Record<string, string>, ready: string, nodeArgs: readonly string[] = []): Promise<ChildProcess> {
   const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'packages/cli/src/main.ts', ...args], {
@@ -114,7 +115,11 @@ export async function startTreeRole(root: string, args: readonly string[], env: 
   });
   let output = '';
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${args.join(' ')} not ready after ${READY_TIMEOUT_MS} ms:\n${output}`)), READY_TIMEOUT_MS);
+    const timer = setTimeout(() => {
+      // Not ready: it is not returned, so nobody else would stop it.
+      child.kill('SIGKILL');
+      reject(new Error(`${args.join(' ')} not ready after ${READY_TIMEOUT_MS} ms:\n${output}`));
+    }, READY_TIMEOUT_MS);
     const onError = (chunk: Buffer): void => {
       output += chunk.toString();
     };
