@@ -28,7 +28,6 @@ function makeTable(rows: number, dims: number): Float32Array {
 
 const table = makeTable(WORDS.length, DIMS);
 
-
 /** The straightforward definition: mean of the known tokens' rows, then L2 norm; zeros without a known token. */
 function reference(text: string): Float64Array {
   const sum = new Float64Array(DIMS);

@@ -14,7 +14,6 @@ const DIMS = 8;
 const WORDS = ['the', 'whale', 'sea', 'call', 'me', 'ishmael', '.', ','];
 const TEXTS = ['Call me Ishmael.', '', 'the white whale', 'zzqx', 'The sea, the sea.'];
 
-
 let dir: string;
 let base: InstancePoolOptions;
 
