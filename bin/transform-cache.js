@@ -59,8 +59,8 @@ function markerPath(modules) {
 
 /**
  * In a process started with tsx's loader (`--import tsx`, as `inferline start` starts its children, so
- * that the cache keys match): import every module of the packages once, so that tsx writes each one's
- * transformed JavaScript to its disk cache, load {@link LOADED_AT_RUN_TIME}, then leave the marker. A
+ * that the cache keys match): load {@link LOADED_AT_RUN_TIME}, import every module of the packages
+ * once, so that tsx writes each one's transformed JavaScript to its disk cache, then leave the marker. A
  * module that throws when imported outside its place (the instance thread's entry) was transformed
  * before it ran, so it is cached all the same; the entry point is imported with
  * `INFERLINE_DEFINE_ONLY` set, so that it defines its commands and runs none.
