@@ -44,20 +44,39 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** Path of an executable on PATH (`sh -c "command -v <name>"`), or undefined. */
+function onPath(name: string): string | undefined {
+  const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
+  const path = found.stdout.trim();
+  return found.status === 0 && path !== '' ? path : undefined;
+}
+
 /**
  * Path of `redis-server` on PATH.
  * @throws InferlineError `unavailable` naming the fix when it is missing.
  */
 export function findRedisServer(): string {
-  const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
-  const path = found.stdout.trim();
-  if (found.status !== 0 || path === '') {
+  const path = onPath('redis-server');
+  if (path === undefined) {
     throw new InferlineError(
       'unavailable',
       'redis-server was not found on PATH. Install Redis 7 (Debian/Ubuntu: `sudo apt-get install -y redis-server`, macOS: `brew install redis`) or set REDIS_URL to a running Redis.',
     );
   }
   return path;
+}
+
+/**
+ * The command prefix that makes a child get SIGTERM when this process dies, however it dies:
+ * `setpriv --pdeathsig SIGTERM --` (util-linux; Linux `prctl(PR_SET_PDEATHSIG)`, kept across the exec
+ * of the child's program; https://man7.org/linux/man-pages/man1/setpriv.1.html), or nothing where
+ * `setpriv` is missing (macOS): there a SIGKILLed owner leaves its redis-server running.
+ * The signal follows the thread that spawned the child: call this from the main thread.
+ */
+export function parentDeathPrefix(): string[] {
+  if (process.platform !== 'linux') return [];
+  const setpriv = onPath('setpriv');
+  return setpriv === undefined ? [] : [setpriv, '--pdeathsig', 'SIGTERM', '--'];
 }
 
 /**
@@ -82,8 +101,10 @@ export async function startRedisServer(options: RedisServerOptions): Promise<Red
     ...(options.extraArgs ?? []),
   ];
   // Its own process group: a terminal's Ctrl-C reaches the workers, which still need Redis to settle
-  // their batch; the owner stops this server last, with stop().
-  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  // their batch; the owner stops this server last, with stop(). If the owner dies without stopping it
+  // (SIGKILL, OOM killer), the parent-death signal stops it too.
+  const [command = binary, ...commandArgs] = [...parentDeathPrefix(), binary, ...args];
+  const child = spawn(command, commandArgs, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const url = `redis://127.0.0.1:${port}`;

@@ -1,13 +1,15 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { startRedisServer } from '../src/redis-server.ts';
+import { parentDeathPrefix, startRedisServer } from '../src/redis-server.ts';
 
 const execFileAsync = promisify(execFile);
 const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -85,7 +87,49 @@ describe('startRedisServer', () => {
       await second.stop();
     }
   });
+
+  it('stops when its owner dies without stopping it (SIGKILL), keeping what it acknowledged', { skip: parentDeathPrefix().length === 0 && 'no setpriv here (not Linux)' }, async () => {
+    const data = join(dir, 'orphan');
+    // The owner: another process that starts the server, writes a key, prints the server's pid, and waits.
+    const script = `
+      const { startRedisServer } = await import(${JSON.stringify(join(REPO_ROOT, 'packages/cli/src/redis-server.ts'))});
+      const { Redis } = await import('ioredis');
+      const server = await startRedisServer({ dir: ${JSON.stringify(data)} });
+      const redis = new Redis(server.url);
+      await redis.set('inferline:test', 'before-the-owner-died');
+      redis.disconnect();
+      console.log(JSON.stringify({ pid: server.process.pid }));
+      setInterval(() => undefined, 1000);
+    `;
+    const owner = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    const [line] = (await once(createInterface({ input: owner.stdout }), 'line')) as [string];
+    const { pid } = JSON.parse(line) as { pid: number };
+    assert.doesNotThrow(() => process.kill(pid, 0), 'the server runs while its owner does');
+    const ownerExited = once(owner, 'exit');
+    owner.kill('SIGKILL');
+    await ownerExited;
+    const deadline = Date.now() + 10_000;
+    while (isRunning(pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(isRunning(pid), false, 'the orphaned redis-server stopped');
+
+    const second = await startRedisServer({ dir: data });
+    try {
+      assert.equal(await withRedis(second.url, (redis) => redis.get('inferline:test')), 'before-the-owner-died');
+    } finally {
+      await second.stop();
+    }
+  });
 });
+
+/** Whether a process with this pid exists (a zombie counts as gone once its parent, init, reaps it). */
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 describe('findRedisServer', () => {
   it('names the fix when redis-server is not on PATH', async () => {
