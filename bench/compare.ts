@@ -21,7 +21,11 @@
  *    the window, bench/proc-cpu.ts), their total, and "serving" = total − the model's own cost at the
  *    figure's mean batch size (interpolated between the in-process batch sizes; batch 1 for the
  *    baselines). Before its load, each system's idle CPU over IDLE_WINDOW_MS (after IDLE_SETTLE_MS), % of a core.
- * 4. A summary: inferline's throughput divided by BullMQ's and by naive's at each concurrency.
+ * 4. A summary: inferline's throughput divided by BullMQ's and by naive's at each concurrency; the
+ *    CPU per request of the BullMQ service divided by the one-call path's (all processes, µs); and
+ *    the p99 latency of both. On a machine where the load generator shares the cores, throughput is
+ *    bounded by (processes' CPU + the load generator's) per request, so the throughput ratio stays
+ *    below the CPU ratio; with the load generator elsewhere it would approach it.
  *
  * `--rounds N` (default 1): the three systems are measured N times in turn (rounds 2..N start each
  * system again, let it settle as long as round 1's idle phase, warm it up and measure it), and the summary gives each round's
@@ -89,6 +93,8 @@ interface Figure {
   /** 1-based pass over the systems. */
   round: number;
   result: ClosedLoopResult;
+  /** CPU of all the system's processes per completed request, µs (the load generator's not included). */
+  cpuUs: number;
 }
 
 const fixed = (value: number, digits: number): string => (Number.isFinite(value) ? value.toFixed(digits) : '–');
@@ -142,7 +148,7 @@ async function measure(system: SystemUnderTest, path: string, send: SendRequest,
     `| ${path} | ${clients} | ${rate(result.throughput)} | ${fixed(result.p50_ms, 1)} | ${fixed(result.p99_ms, 1)} | ${fixed(result.mean_batch_size, 1)} | ${result.retried} | ${result.failed} | ` +
       `${names.map((name) => fixed(perRequest(name), 0)).join(' | ')} | ${fixed(total, 0)} | ${fixed(model, 0)} | ${fixed(total - model, 0)} | ${fixed(perRequest(LOAD_GENERATOR), 0)} |`,
   );
-  return { system: system.name, path, round, result };
+  return { system: system.name, path, round, result, cpuUs: total };
 }
 
 /**
@@ -175,26 +181,43 @@ async function measureSystem(plan: SystemPlan, round: number, options: CompareOp
   return figures;
 }
 
-/** Throughput ratios per round and, over several rounds, their medians. */
+/** The summary's first columns are ratios (printed `1.23×`), the rest latencies in ms. */
+const SUMMARY_RATIO_COLUMNS = 5;
+
+/**
+ * Per round and, over several rounds, their medians: throughput ratios, the BullMQ service's CPU per
+ * request divided by the one-call path's, and both p99 latencies (ms).
+ */
 function printSummary(figures: readonly Figure[], concurrency: readonly number[], rounds: number): void {
-  const throughput = (system: string, path: string, clients: number, round: number): number =>
-    figures.find((f) => f.system === system && f.path === path && f.result.clients === clients && f.round === round)?.result.throughput ?? NaN;
+  const figure = (system: string, path: string, clients: number, round: number): Figure | undefined =>
+    figures.find((f) => f.system === system && f.path === path && f.result.clients === clients && f.round === round);
+  const throughput = (system: string, path: string, clients: number, round: number): number => figure(system, path, clients, round)?.result.throughput ?? NaN;
   const ratios = (clients: number, round: number): number[] => {
     const bullmq = throughput('bullmq', 'predict', clients, round);
+    const oneCall = figure('inferline', 'one-call', clients, round);
+    const bullmqFigure = figure('bullmq', 'predict', clients, round);
     return [
       throughput('inferline', 'one-call', clients, round) / bullmq,
       throughput('inferline', 'two-call', clients, round) / bullmq,
       throughput('inferline', 'one-call', clients, round) / throughput('naive', 'predict', clients, round),
       throughput('inferline', `bulk-${BULK_SIZE}`, clients, round) / bullmq,
+      (bullmqFigure?.cpuUs ?? NaN) / (oneCall?.cpuUs ?? NaN),
+      oneCall?.result.p99_ms ?? NaN,
+      bullmqFigure?.result.p99_ms ?? NaN,
     ];
   };
-  const row = (values: readonly number[]): string => values.map((value) => `${fixed(value, 2)}×`).join(' | ');
-  console.log('\n## summary: throughput ratios');
-  console.log(`| clients | round | one-call ÷ bullmq | two-call ÷ bullmq | one-call ÷ naive | bulk-${BULK_SIZE} texts ÷ bullmq |\n| ---: | --- | ---: | ---: | ---: | ---: |`);
+  const row = (values: readonly number[]): string =>
+    values.map((value, k) => (k < SUMMARY_RATIO_COLUMNS ? `${fixed(value, 2)}×` : fixed(value, 1))).join(' | ');
+  console.log('\n## summary: throughput ratios, CPU per request, p99');
+  console.log(
+    `| clients | round | one-call ÷ bullmq | two-call ÷ bullmq | one-call ÷ naive | bulk-${BULK_SIZE} texts ÷ bullmq | CPU/request: bullmq ÷ one-call | p99 ms one-call | p99 ms bullmq |\n` +
+      '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  );
   for (const clients of concurrency) {
     const perRound = Array.from({ length: rounds }, (_, i) => ratios(clients, i + 1));
     perRound.forEach((values, i) => console.log(`| ${clients} | ${i + 1} | ${row(values)} |`));
-    if (rounds > 1) console.log(`| ${clients} | median | ${row([0, 1, 2, 3].map((k) => median(perRound.map((values) => values[k] ?? NaN))))} |`);
+    const columns = perRound[0]?.length ?? 0;
+    if (rounds > 1) console.log(`| ${clients} | median | ${row(Array.from({ length: columns }, (_, k) => median(perRound.map((values) => values[k] ?? NaN))))} |`);
   }
 }
 
