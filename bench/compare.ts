@@ -193,17 +193,18 @@ function printSummary(figures: readonly Figure[], concurrency: readonly number[]
     figures.find((f) => f.system === system && f.path === path && f.result.clients === clients && f.round === round);
   const throughput = (system: string, path: string, clients: number, round: number): number => figure(system, path, clients, round)?.result.throughput ?? NaN;
   const ratios = (clients: number, round: number): number[] => {
-    const bullmq = throughput('bullmq', 'predict', clients, round);
     const oneCall = figure('inferline', 'one-call', clients, round);
-    const bullmqFigure = figure('bullmq', 'predict', clients, round);
+    const bullmq = figure('bullmq', 'predict', clients, round);
+    const oneCallRate = oneCall?.result.throughput ?? NaN;
+    const bullmqRate = bullmq?.result.throughput ?? NaN;
     return [
-      throughput('inferline', 'one-call', clients, round) / bullmq,
-      throughput('inferline', 'two-call', clients, round) / bullmq,
-      throughput('inferline', 'one-call', clients, round) / throughput('naive', 'predict', clients, round),
-      throughput('inferline', `bulk-${BULK_SIZE}`, clients, round) / bullmq,
-      (bullmqFigure?.cpuUs ?? NaN) / (oneCall?.cpuUs ?? NaN),
+      oneCallRate / bullmqRate,
+      throughput('inferline', 'two-call', clients, round) / bullmqRate,
+      oneCallRate / throughput('naive', 'predict', clients, round),
+      throughput('inferline', `bulk-${BULK_SIZE}`, clients, round) / bullmqRate,
+      (bullmq?.cpuUs ?? NaN) / (oneCall?.cpuUs ?? NaN),
       oneCall?.result.p99_ms ?? NaN,
-      bullmqFigure?.result.p99_ms ?? NaN,
+      bullmq?.result.p99_ms ?? NaN,
     ];
   };
   const row = (values: readonly number[]): string =>

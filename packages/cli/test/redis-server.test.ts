@@ -104,13 +104,19 @@ describe('startRedisServer', () => {
     const owner = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
     const [line] = (await once(createInterface({ input: owner.stdout }), 'line')) as [string];
     const { pid } = JSON.parse(line) as { pid: number };
-    assert.doesNotThrow(() => process.kill(pid, 0), 'the server runs while its owner does');
-    const ownerExited = once(owner, 'exit');
-    owner.kill('SIGKILL');
-    await ownerExited;
-    const deadline = Date.now() + 10_000;
-    while (isRunning(pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.equal(isRunning(pid), false, 'the orphaned redis-server stopped');
+    try {
+      assert.ok(isRunning(pid), 'the server runs while its owner does');
+      const ownerExited = once(owner, 'exit');
+      owner.kill('SIGKILL');
+      await ownerExited;
+      const deadline = Date.now() + 10_000;
+      while (isRunning(pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(isRunning(pid), false, 'the orphaned redis-server stopped');
+    } finally {
+      // A failed run must not leave either process behind.
+      owner.kill('SIGKILL');
+      if (isRunning(pid)) process.kill(pid, 'SIGKILL');
+    }
 
     const second = await startRedisServer({ dir: data });
     try {
